@@ -1,0 +1,26 @@
+VENV := .venv/bin
+
+.PHONY: setup test lint format run bench
+
+setup:
+	bash scripts/setup.sh
+
+test:
+	bash scripts/test.sh -q
+
+lint: setup
+	$(VENV)/ruff check sac_glam tests experiments plots
+	$(VENV)/ruff format --check sac_glam tests experiments plots
+	$(VENV)/mypy sac_glam
+
+format: setup
+	$(VENV)/ruff check --fix sac_glam tests experiments plots
+	$(VENV)/ruff format sac_glam tests experiments plots
+
+run:
+	bash scripts/run.sh
+
+bench: setup
+	$(VENV)/sac-glam bench env
+	$(VENV)/sac-glam bench scoring
+	$(VENV)/sac-glam bench train

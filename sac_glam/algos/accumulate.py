@@ -1,0 +1,25 @@
+"""Gradient accumulation: split a batch into chunks that fit, with the same number of backward passes.
+
+One helper for SAC and PPO (style point 9). Lamorel's own PPO example got its accumulation indices
+wrong; and under DDP every data-parallel worker must call ``backward()`` the same number of times,
+or the all-reduce hangs (lamorel_notes.md). So the number of chunks depends only on the batch size
+and the chunk size, never on the data.
+"""
+
+from __future__ import annotations
+
+
+def chunk_slices(batch_size: int, chunk_size: int) -> list[slice]:
+    """Contiguous slices covering ``range(batch_size)`` with at most ``chunk_size`` rows each.
+
+    Worked example: ``chunk_slices(10, 4)`` -> ``[0:4, 4:8, 8:10]``; the chunk weights for a mean loss
+    are then 4/10, 4/10 and 2/10, so that the accumulated gradient equals the full-batch gradient.
+    """
+    if batch_size < 0 or chunk_size < 1:
+        raise ValueError(f"need batch_size >= 0 and chunk_size >= 1, got {batch_size} and {chunk_size}")
+    return [slice(i, min(i + chunk_size, batch_size)) for i in range(0, batch_size, chunk_size)]
+
+
+def chunk_weight(chunk: slice, batch_size: int) -> float:
+    """Weight of a chunk's mean loss in the full batch's mean: its share of the rows."""
+    return (chunk.stop - chunk.start) / batch_size

@@ -1,0 +1,218 @@
+"""Updaters: the objects that own optimisers and turn a batch into gradient steps.
+
+They only batch, accumulate gradients and step optimisers; the maths lives in ``sac.py`` / ``ppo.py``
+(style point 1). The same classes run in the local backend and inside Lamorel's LLM servers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import torch
+
+from sac_glam.algos import sac
+from sac_glam.algos.accumulate import chunk_slices, chunk_weight
+from sac_glam.buffers.replay import SACBatch
+from sac_glam.config import SACConfig
+
+if TYPE_CHECKING:
+    from sac_glam.llm.agent import LLMAgent
+
+BatchT = TypeVar("BatchT")
+
+
+def slice_batch(batch: BatchT, rows: slice) -> BatchT:
+    """The rows of a NamedTuple batch whose fields are lists or tensors with a leading batch axis."""
+    return type(batch)(*(field[rows] for field in batch))  # type: ignore[arg-type, call-arg]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Entropy coefficient strategies (Tianshou's FixedAlpha / AutoAlpha)
+# ---------------------------------------------------------------------------------------------------
+
+
+class Alpha(Protocol):
+    @property
+    def value(self) -> float: ...
+
+    def update(self, entropy_B: torch.Tensor, n_actions_B: torch.Tensor) -> float:
+        """One step toward the target entropy; returns the loss (0 for a fixed alpha)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class FixedAlpha:
+    """A constant entropy coefficient."""
+
+    def __init__(self, alpha: float):
+        self._alpha = alpha
+
+    @property
+    def value(self) -> float:
+        return self._alpha
+
+    def update(self, entropy_B: torch.Tensor, n_actions_B: torch.Tensor) -> float:
+        return 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"alpha": self._alpha}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._alpha = float(state["alpha"])
+
+
+class AutoAlpha:
+    """Learned log alpha (Appendix C: init 0.005 / 0.05, target entropy 0 / 0.01, Adam lr 2e-3).
+
+    ``target_entropy_mode="absolute"`` uses ``target_entropy`` nats, as the paper's tables;
+    ``"fraction"`` uses ``target_entropy * log|A_s|`` per state, which stays meaningful when the
+    number of admissible actions changes (N = 3 vs N = 6 objects).
+    """
+
+    def __init__(self, init: float, target_entropy: float, lr: float, mode: str = "absolute"):
+        self.log_alpha = torch.tensor(math.log(init), requires_grad=True)
+        self.target_entropy = target_entropy
+        self.mode = mode
+        self.optimizer = torch.optim.Adam([self.log_alpha], lr=lr)
+
+    @property
+    def value(self) -> float:
+        return float(self.log_alpha.detach().exp())
+
+    def targets(self, n_actions_B: torch.Tensor) -> torch.Tensor:
+        if self.mode == "fraction":
+            return self.target_entropy * n_actions_B.float().log()
+        return torch.full(n_actions_B.shape, self.target_entropy)
+
+    def update(self, entropy_B: torch.Tensor, n_actions_B: torch.Tensor) -> float:
+        loss = sac.alpha_loss(self.log_alpha, entropy_B, self.targets(n_actions_B))
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"log_alpha": self.log_alpha.detach().clone(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def make_alpha(cfg: SACConfig) -> Alpha:
+    if cfg.auto_alpha:
+        return AutoAlpha(cfg.alpha_init, cfg.target_entropy, cfg.alpha_lr, cfg.target_entropy_mode)
+    return FixedAlpha(cfg.alpha_init)
+
+
+# ---------------------------------------------------------------------------------------------------
+# SAC
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class UpdateStats:
+    """What one call of ``update`` reports (means over its gradient steps)."""
+
+    values: dict[str, float]
+
+
+class SACUpdater:
+    """Discrete SAC gradient steps on an :class:`LLMAgent`.
+
+    One Adam optimises the LLM (LoRA) weights at ``actor_lr`` and the Q heads at ``critic_lr``: with
+    shared weights the LLM receives both the actor's and the critic's gradients (Appendix B's
+    "shared parameters with backpropagation"), so the two losses are summed before one backward.
+    During warm-up (Section 2.2) the actor loss is left out: only the critic learns.
+    """
+
+    def __init__(self, agent: LLMAgent, cfg: SACConfig, tau: float):
+        self.agent = agent
+        self.cfg = cfg
+        self.tau = tau
+        groups = agent.parameter_groups()
+        param_groups = [
+            {"params": groups["llm"], "lr": cfg.actor_lr, "name": "llm"},
+            {"params": groups["critic"], "lr": cfg.critic_lr, "name": "critic"},
+        ]
+        self.optimizer = torch.optim.Adam([g for g in param_groups if g["params"]])
+        self.alpha = make_alpha(cfg)
+        self.n_grad_steps = 0
+
+    @property
+    def in_warmup(self) -> bool:
+        return self.n_grad_steps < self.cfg.warmup_updates
+
+    def update(self, batch: SACBatch) -> dict[str, float]:
+        """One gradient step on ``batch`` (rows accumulated in chunks of ``cfg.chunk_size``)."""
+        agent, cfg = self.agent, self.cfg
+        alpha = self.alpha.value
+        warmup = self.in_warmup
+        size = len(batch.prompts)
+        self.optimizer.zero_grad()
+        entropies, n_actions, q_taken, targets = [], [], [], []
+        critic_total = actor_total = 0.0
+        for rows in chunk_slices(size, cfg.chunk_size):
+            b = slice_batch(batch, rows)
+            w = chunk_weight(rows, size)
+            with torch.no_grad():
+                nxt = agent.evaluate(b.next_prompts, b.next_actions, target_q=True)
+                assert nxt.target_q_KBA is not None
+                target_B = sac.critic_target(
+                    b.returns * cfg.reward_scale, b.discounts, nxt.log_pi_BA, nxt.mask_BA, nxt.target_q_KBA, alpha
+                )
+            cur = agent.evaluate(b.prompts, b.actions, q=True)
+            assert cur.q_KBA is not None
+            loss_c = sac.critic_loss(cur.q_KBA, b.action_ids, target_B)
+            loss = loss_c
+            if not warmup:
+                loss_a = sac.actor_loss(cur.log_pi_BA, cur.mask_BA, cur.q_KBA, alpha)
+                loss = loss + loss_a
+                actor_total += w * float(loss_a.detach())
+            (w * loss).backward()
+            critic_total += w * float(loss_c.detach())
+            entropies.append(sac.entropy(cur.log_pi_BA.detach(), cur.mask_BA))
+            n_actions.append(cur.mask_BA.sum(-1))
+            idx = b.action_ids.view(1, -1, 1).expand(cur.q_KBA.shape[0], -1, 1)
+            q_taken.append(cur.q_KBA.detach().gather(-1, idx).squeeze(-1).min(0).values)
+            targets.append(target_B)
+        if cfg.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm
+            )
+        self.optimizer.step()
+        entropy_B, n_actions_B = torch.cat(entropies), torch.cat(n_actions)
+        # Alpha follows the entropy only once the actor learns: during warm-up the policy is frozen
+        # by design, and moving alpha against a policy that cannot respond would only drift it.
+        alpha_loss = self.alpha.update(entropy_B, n_actions_B) if not warmup else 0.0
+        agent.update_target(self.tau)
+        self.n_grad_steps += 1
+        return {
+            "train/critic_loss": critic_total,
+            "train/actor_loss": actor_total if not warmup else float("nan"),
+            "train/alpha_loss": alpha_loss,
+            "train/alpha": alpha,
+            "train/entropy": float(entropy_B.mean()),
+            "train/entropy_max": float(n_actions_B.float().log().mean()),
+            "train/q_mean": float(torch.cat(q_taken).mean()),
+            "train/target_mean": float(torch.cat(targets).mean()),
+            "train/warmup": float(warmup),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "alpha": self.alpha.state_dict(),
+            "n_grad_steps": self.n_grad_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.alpha.load_state_dict(state["alpha"])
+        self.n_grad_steps = int(state["n_grad_steps"])

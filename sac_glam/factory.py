@@ -1,0 +1,70 @@
+"""Build the run's parts from a :class:`Config`: agent, backend, learner (one place, no ladders elsewhere)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sac_glam.backends.base import Backend
+from sac_glam.config import Config, ConfigError
+from sac_glam.learners import Learner
+
+
+def device_of(cfg: Config) -> torch.device:
+    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device='cuda' but torch sees no CUDA device; use train.device=cpu or auto")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def make_updater(cfg: Config, agent: object) -> object:
+    from sac_glam.algos.updaters import SACUpdater
+
+    if cfg.train.algo == "sac":
+        return SACUpdater(agent, cfg.sac, tau=cfg.critic.tau)  # type: ignore[arg-type]
+    from sac_glam.algos.updaters import PPOUpdater  # type: ignore[attr-defined]
+
+    return PPOUpdater(agent, cfg.ppo)
+
+
+def make_agent(cfg: Config) -> torch.nn.Module:
+    from sac_glam.llm.agent import LLMAgent
+
+    torch.manual_seed(cfg.train.seed)
+    agent = LLMAgent(cfg.model, cfg.critic, need_value=cfg.train.algo == "ppo")
+    return agent.to(device_of(cfg))
+
+
+def make_backend(cfg: Config) -> Backend:
+    if cfg.train.backend == "lamorel":
+        try:
+            import lamorel  # noqa: F401
+        except ImportError as err:
+            raise ConfigError(
+                "train.backend='lamorel' needs Lamorel, which is not on PyPI: install the extra with "
+                "pip install 'sac-glam[lamorel]' (or from a clone: pip install -e '.[lamorel]'), "
+                "or use train.backend=local"
+            ) from err
+        raise ConfigError("train.backend='lamorel' is started through lamorel-launch, not train() directly")
+    from sac_glam.backends.local import LocalBackend
+
+    agent = make_agent(cfg)
+    return LocalBackend(agent, make_updater(cfg, agent))  # type: ignore[arg-type]
+
+
+def make_learner(cfg: Config, rng: np.random.Generator) -> Learner:
+    from sac_glam.buffers.her import goal_type_prior
+    from sac_glam.buffers.replay import ReplayBuffer
+    from sac_glam.learners import SACLearner
+
+    if cfg.train.algo == "sac":
+        prior = goal_type_prior("train", cfg.env.sequential_goals)
+        if cfg.env.goal_types:
+            prior = {k: v for k, v in prior.items() if k in cfg.env.goal_types}
+        buffer = ReplayBuffer.from_config(cfg.buffer, cfg.sac.gamma, prior)
+        return SACLearner(buffer, cfg.env.n_envs, cfg.sac.batch_size, cfg.sac.update_every,
+                          cfg.sac.n_updates, cfg.sac.learning_starts, rng)  # fmt: skip
+    from sac_glam.learners import PPOLearner  # type: ignore[attr-defined]
+
+    return PPOLearner(cfg, rng)  # type: ignore[no-any-return]

@@ -1,0 +1,290 @@
+"""The training loop, top to bottom: envs -> prompts -> policy -> env step -> learner -> metrics.
+
+``train(cfg)`` runs one (config, seed) in one run directory. Running it again on the same directory
+resumes from the checkpoint: steps continue where they stopped, nothing is counted twice. SIGTERM and
+SIGUSR1 (what SLURM sends before a time limit or a preemption) save a checkpoint and exit with
+:data:`EXIT_PREEMPTED`.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sac_glam.backends.base import ActOutput, Backend
+from sac_glam.checkpoint import load_checkpoint, save_checkpoint
+from sac_glam.config import Config, config_diff, save_config, to_dict
+from sac_glam.envs.goals import GOAL_TYPES
+from sac_glam.envs.vector import PlaygroundTextVecEnv
+from sac_glam.learners import Learner
+from sac_glam.logging import MetricsLogger
+
+log = logging.getLogger(__name__)
+
+#: Exit code after a SIGTERM/SIGUSR1 checkpoint (EX_TEMPFAIL: "try again"): rerun the same command.
+EXIT_PREEMPTED = 75
+
+#: Keys that may differ between a checkpoint and the config resuming it (they do not change the run).
+RESUMABLE_KEYS = ("train.total_steps", "train.progress", "train.tensorboard", "train.allow_config_change",
+                  "train.checkpoint_every", "train.threads", "train.run_dir")
+
+
+class Preempted(SystemExit):
+    """Raised after the checkpoint of a SIGTERM/SIGUSR1 is written."""
+
+    def __init__(self) -> None:
+        super().__init__(EXIT_PREEMPTED)
+
+
+@dataclass
+class LoopState:
+    """Counters and statistics that a checkpoint must carry besides models, buffers and envs."""
+
+    steps: int = 0
+    grad_steps: int = 0
+    episodes: int = 0
+    next_log: int = 0
+    next_eval: int = 0
+    grad_steps_at_checkpoint: int = 0
+    wall_s: float = 0.0
+    timers: dict[str, float] = field(default_factory=lambda: {"act": 0.0, "env": 0.0, "learn": 0.0, "update": 0.0, "eval": 0.0})
+    recent: collections.deque[tuple[str, float, int]] = field(default_factory=lambda: collections.deque(maxlen=256))
+    pending_train_stats: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    success_rate: float
+    """Success rate of the last ``log_window`` training episodes."""
+    eval: dict[str, float]
+    plot: Path | None
+
+
+def sample_actions(act: ActOutput, rng: np.random.Generator, greedy: bool = False) -> np.ndarray:
+    """One action index per state from pi (inverse-CDF sampling; padded actions have pi = 0)."""
+    pi_BA = (act.log_pi_BA.exp() * act.mask_BA).double().cpu().numpy()
+    if greedy:
+        return pi_BA.argmax(-1)
+    u_B1 = rng.random((pi_BA.shape[0], 1)) * pi_BA.sum(-1, keepdims=True)
+    idx = (np.cumsum(pi_BA, -1) < u_B1).sum(-1)
+    # Float round-off could point past the last real action: clamp to the admissible range.
+    return np.minimum(idx, act.mask_BA.sum(-1).cpu().numpy() - 1).astype(np.int64)
+
+
+def success_by_type(records: list[tuple[str, float, int]]) -> dict[str, float]:
+    """Mean success overall and per goal type of (goal_type, success, length) records."""
+    out: dict[str, float] = {}
+    if not records:
+        return out
+    out["success_rate"] = float(np.mean([r[1] for r in records]))
+    out["episode_length"] = float(np.mean([r[2] for r in records]))
+    for goal_type in GOAL_TYPES:
+        s = [r[1] for r in records if r[0] == goal_type]
+        if s:
+            out[f"success_rate/{goal_type}"] = float(np.mean(s))
+    return out
+
+
+def evaluate(backend: Backend, cfg: Config, split: str, seed: int) -> dict[str, float]:
+    """Success of the current policy on ``train.eval_episodes`` episodes of a goal split.
+
+    Each environment plays a fixed quota of episodes, so short (successful) episodes are not
+    over-represented; the environments are re-seeded identically at every evaluation, so that two
+    evaluations differ only by the policy.
+    """
+    envs = PlaygroundTextVecEnv(cfg.env, split=split, seed=seed)  # type: ignore[arg-type]
+    quota = -(-cfg.train.eval_episodes // envs.n_envs)
+    done = np.zeros(envs.n_envs, dtype=np.int64)
+    records: list[tuple[str, float, int]] = []
+    rng = np.random.default_rng(seed)
+    obs = envs.reset()
+    while (done < quota).any():
+        act = backend.act(obs.prompts, obs.actions)
+        step = envs.step(sample_actions(act, rng, greedy=cfg.train.eval_greedy))
+        for i, end in enumerate(step.ends):
+            if end is not None and done[i] < quota:
+                done[i] += 1
+                records.append((end.goal_type, float(end.success), end.length))
+        obs = step.obs
+    return success_by_type(records)
+
+
+class _SignalFlag:
+    """Turns SIGTERM/SIGUSR1 into a flag the loop checks between iterations (never mid-update)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _SignalFlag:
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run_dir_of(cfg: Config) -> Path:
+    return Path(cfg.train.run_dir or f"runs/{cfg.name}/seed{cfg.train.seed}")
+
+
+def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
+    """Train one (config, seed); resume from ``run_dir/checkpoint.pt`` when it exists."""
+    from sac_glam.factory import make_backend, make_learner
+
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+
+    backend = backend or make_backend(cfg)
+    learner: Learner = make_learner(cfg, np.random.default_rng([tc.seed, 1]))
+    envs = PlaygroundTextVecEnv(cfg.env, split="train", seed=tc.seed)
+    state = LoopState(recent=collections.deque(maxlen=tc.log_window))
+
+    ckpt = load_checkpoint(run_dir)
+    if ckpt is not None:
+        diff = config_diff(ckpt["config"], to_dict(cfg), ignore=RESUMABLE_KEYS)
+        if diff and not tc.allow_config_change:
+            raise ValueError(
+                f"{run_dir}/checkpoint.pt was written by a different config; differing keys: "
+                + "; ".join(f"{k}: {a!r} (checkpoint) != {b!r} (now)" for k, (a, b) in diff.items())
+                + ". Use another train.run_dir, or pass train.allow_config_change=true to resume anyway."
+            )
+        backend.load_state_dict(ckpt["backend"])
+        learner.load_state_dict(ckpt["learner"])
+        envs.load_state_dict(ckpt["envs"])
+        obs = ckpt["obs"]
+        state = ckpt["loop"]
+        rng.bit_generator.state = ckpt["rng"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        print(f"resuming {run_dir} at step {state.steps}", flush=True)
+    else:
+        obs = envs.reset()
+    save_config(cfg, run_dir / "config.yaml")
+    logger = MetricsLogger(run_dir, tensorboard=tc.tensorboard, resume_step=state.steps if ckpt else None)
+
+    def checkpoint() -> None:
+        save_checkpoint(run_dir, {
+            "config": to_dict(cfg), "backend": backend.state_dict(), "learner": learner.state_dict(),
+            "envs": envs.state_dict(), "obs": obs, "loop": state, "rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        })  # fmt: skip
+        state.grad_steps_at_checkpoint = state.grad_steps
+
+    eval_seed = tc.seed + 10_000
+    bar = tqdm(total=tc.total_steps, initial=state.steps, disable=not tc.progress, unit="step",
+               dynamic_ncols=True, mininterval=1.0)  # fmt: skip
+    needs_value = getattr(learner, "needs_value", False)
+    start = time.perf_counter() - state.wall_s
+    with _SignalFlag() as flag:
+        while state.steps < tc.total_steps:
+            t0 = time.perf_counter()
+            act = backend.act(obs.prompts, obs.actions, value=needs_value)
+            action_ids = sample_actions(act, rng)
+            t1 = time.perf_counter()
+            step = envs.step(action_ids)
+            t2 = time.perf_counter()
+            learner.record(obs, act, action_ids, step)
+            for end in step.ends:
+                if end is not None:
+                    state.recent.append((end.goal_type, float(end.success), end.length))
+                    state.episodes += 1
+            obs = step.obs
+            state.steps += envs.n_envs
+            t3 = time.perf_counter()
+            if learner.ready(state.steps):
+                stats = learner.update(backend, obs, state.steps)
+                state.grad_steps += len(stats)
+                state.pending_train_stats += stats
+            t4 = time.perf_counter()
+            for key, dt in (("act", t1 - t0), ("env", t2 - t1), ("learn", t3 - t2), ("update", t4 - t3)):
+                state.timers[key] += dt
+            state.wall_s = time.perf_counter() - start
+            bar.update(envs.n_envs)
+
+            if state.steps >= state.next_log:
+                state.next_log += tc.log_every
+                _log_progress(logger, state, learner, bar)
+            if tc.eval_every > 0 and state.steps >= state.next_eval:
+                state.next_eval += tc.eval_every
+                _log_eval(logger, backend, cfg, state, eval_seed)
+            if tc.checkpoint_every > 0 and state.grad_steps - state.grad_steps_at_checkpoint >= tc.checkpoint_every:
+                checkpoint()
+            if flag.received is not None:
+                checkpoint()
+                bar.close()
+                logger.close()
+                print(f"signal {flag.received}: checkpoint saved at step {state.steps} in {run_dir}; "
+                      f"run the same command to resume (exit {EXIT_PREEMPTED})", flush=True)  # fmt: skip
+                raise Preempted()
+    bar.close()
+    _log_progress(logger, state, learner, None)
+    final_eval = _log_eval(logger, backend, cfg, state, eval_seed)
+    checkpoint()
+    backend.save_pretrained(run_dir / "final")
+    logger.close()
+    from sac_glam.plotting import plot_run
+
+    plot = plot_run(run_dir)
+    rollout = success_by_type(list(state.recent))
+    result = TrainResult(run_dir, state.steps, rollout.get("success_rate", float("nan")), final_eval, plot)
+    (run_dir / "result.json").write_text(json.dumps({**dataclasses.asdict(result), "run_dir": str(run_dir),
+                                                     "plot": str(plot) if plot else None}, indent=2))  # fmt: skip
+    return result
+
+
+def _log_progress(logger: MetricsLogger, state: LoopState, learner: Learner, bar: Any) -> None:
+    metrics: dict[str, float] = {f"rollout/{k}": v for k, v in success_by_type(list(state.recent)).items()}
+    if state.pending_train_stats:
+        keys = {k for s in state.pending_train_stats for k in s}
+        for k in sorted(keys):
+            vals = [s[k] for s in state.pending_train_stats if k in s and np.isfinite(s[k])]
+            if vals:
+                metrics[k] = float(np.mean(vals))
+        state.pending_train_stats = []
+    metrics.update(learner.metrics())
+    metrics["train/grad_steps"] = state.grad_steps
+    metrics["rollout/episodes"] = state.episodes
+    metrics["time/wall_s"] = state.wall_s
+    metrics["time/steps_per_s"] = state.steps / max(state.wall_s, 1e-9)
+    for key, total in state.timers.items():
+        metrics[f"time/{key}_s"] = total
+    logger.log(state.steps, metrics)
+    if bar is not None:
+        bar.set_postfix(success=f"{metrics.get('rollout/success_rate', float('nan')):.2f}",
+                        sps=f"{metrics['time/steps_per_s']:.0f}", refresh=False)  # fmt: skip
+
+
+def _log_eval(logger: MetricsLogger, backend: Backend, cfg: Config, state: LoopState, seed: int) -> dict[str, float]:
+    t0 = time.perf_counter()
+    out: dict[str, float] = {}
+    for split in cfg.train.eval_splits:
+        for k, v in evaluate(backend, cfg, split, seed).items():
+            out[f"eval/{split}/{k}"] = v
+    state.timers["eval"] += time.perf_counter() - t0
+    if out:
+        logger.log(state.steps, out)
+    return out
