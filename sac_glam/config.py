@@ -266,7 +266,8 @@ def load_config(name: str = DEFAULT_CONFIG, overrides: Sequence[str] = (), direc
         raise ConfigError(f"overrides must look like key=value, got {bad}")
     # Overrides are merged here rather than by hydra so that a key the YAML leaves at its dataclass
     # default can still be overridden, and a misspelt key gets our error listing the allowed keys.
-    merged = OmegaConf.merge(composed, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+    plain = OmegaConf.create(OmegaConf.to_container(composed, resolve=True))  # hydra's struct flag off
+    merged = OmegaConf.merge(plain, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
     raw = OmegaConf.to_container(merged, resolve=True)
     assert isinstance(raw, dict)
     raw.pop("defaults", None)

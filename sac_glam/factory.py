@@ -23,7 +23,7 @@ def make_updater(cfg: Config, agent: object) -> object:
 
     if cfg.train.algo == "sac":
         return SACUpdater(agent, cfg.sac, tau=cfg.critic.tau)  # type: ignore[arg-type]
-    from sac_glam.algos.updaters import PPOUpdater  # type: ignore[attr-defined]
+    from sac_glam.algos.updaters import PPOUpdater
 
     return PPOUpdater(agent, cfg.ppo)
 
@@ -65,6 +65,6 @@ def make_learner(cfg: Config, rng: np.random.Generator) -> Learner:
         buffer = ReplayBuffer.from_config(cfg.buffer, cfg.sac.gamma, prior)
         return SACLearner(buffer, cfg.env.n_envs, cfg.sac.batch_size, cfg.sac.update_every,
                           cfg.sac.n_updates, cfg.sac.learning_starts, rng)  # fmt: skip
-    from sac_glam.learners import PPOLearner  # type: ignore[attr-defined]
+    from sac_glam.learners import PPOLearner
 
-    return PPOLearner(cfg, rng)  # type: ignore[no-any-return]
+    return PPOLearner(cfg.ppo, cfg.env.n_envs, rng)

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import torch
 
-from sac_glam.algos import sac
+from sac_glam.algos import ppo, sac
 from sac_glam.algos.accumulate import chunk_slices, chunk_weight
 from sac_glam.buffers.replay import SACBatch
-from sac_glam.config import SACConfig
+from sac_glam.buffers.rollout import PPOBatch
+from sac_glam.config import PPOConfig, SACConfig
 
 if TYPE_CHECKING:
     from sac_glam.llm.agent import LLMAgent
@@ -216,3 +217,64 @@ class SACUpdater:
         self.optimizer.load_state_dict(state["optimizer"])
         self.alpha.load_state_dict(state["alpha"])
         self.n_grad_steps = int(state["n_grad_steps"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# PPO
+# ---------------------------------------------------------------------------------------------------
+
+
+class PPOUpdater:
+    """PPO-GLAM gradient steps: clipped policy loss + value loss - entropy bonus (Table 1).
+
+    The value head V(s) reads the LLM's prompt state, so it shares the LLM (LoRA) weights with the
+    policy, as in GLAM; one Adam optimises both at ``lr``.
+    """
+
+    def __init__(self, agent: LLMAgent, cfg: PPOConfig):
+        self.agent = agent
+        self.cfg = cfg
+        groups = agent.parameter_groups()
+        self.params = [p for name in ("llm", "value") for p in groups[name]]
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.lr)
+
+    def update(self, batch: PPOBatch) -> dict[str, float]:
+        cfg = self.cfg
+        size = len(batch.prompts)
+        advantages_B = ppo.normalize(batch.advantages) if cfg.normalize_advantages else batch.advantages
+        self.optimizer.zero_grad()
+        totals = {"policy": 0.0, "value": 0.0, "entropy": 0.0, "kl": 0.0, "clip": 0.0}
+        for rows in chunk_slices(size, cfg.chunk_size):
+            b = slice_batch(batch, rows)
+            w = chunk_weight(rows, size)
+            out = self.agent.evaluate(b.prompts, b.actions, v=True)
+            assert out.v_B is not None
+            new_log_prob_B = out.log_pi_BA.gather(-1, b.action_ids.view(-1, 1)).squeeze(-1)
+            loss_pi = ppo.clipped_policy_loss(new_log_prob_B, b.old_log_probs, advantages_B[rows], cfg.clip_range)
+            old_v = b.old_values if cfg.clip_value_loss else None
+            loss_v = ppo.value_loss(out.v_B, b.returns, old_v, cfg.clip_range)
+            ent = ppo.masked_entropy(out.log_pi_BA, out.mask_BA)
+            (w * (loss_pi + cfg.vf_coef * loss_v - cfg.ent_coef * ent)).backward()
+            with torch.no_grad():
+                log_ratio_B = new_log_prob_B - b.old_log_probs
+                totals["kl"] += w * float(((log_ratio_B.exp() - 1) - log_ratio_B).mean())  # Schulman's k3
+                totals["clip"] += w * float(((log_ratio_B.exp() - 1).abs() > cfg.clip_range).float().mean())
+            totals["policy"] += w * float(loss_pi.detach())
+            totals["value"] += w * float(loss_v.detach())
+            totals["entropy"] += w * float(ent.detach())
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
+        self.optimizer.step()
+        return {
+            "train/actor_loss": totals["policy"],
+            "train/critic_loss": totals["value"],
+            "train/entropy": totals["entropy"],
+            "train/approx_kl": totals["kl"],
+            "train/clip_fraction": totals["clip"],
+            "train/grad_norm": float(grad_norm),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

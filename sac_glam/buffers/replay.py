@@ -1,0 +1,599 @@
+"""SAC replay buffer: whole episodes, n-step targets at sampling time, HER copies by reference.
+
+Layout (why it looks like this):
+
+- Episodes are stored whole when they end (:meth:`ReplayBuffer.add_episode`); n-step windows are
+  computed when a batch is sampled, from the stored per-step arrays, so changing ``n_step`` or
+  ``gamma`` never requires rewriting the buffer.
+- The goal is stored apart from the observation (style point 6): environment observations are scene
+  texts without the goal, and the prompt is rendered with :func:`sac_glam.prompts.render_prompt` only
+  for the sampled transitions. A HER copy is then just (episode, goal id, cut): it shares the episode's
+  texts instead of copying them.
+- Texts are interned: an observation text or an action list (a tuple of strings) is stored once however
+  many steps (of any episode) show it, and steps hold int ids. Tables are reference counted, so the
+  texts of evicted episodes are freed.
+- A *source* is what a transition belongs to: the environment episode itself or one of its HER copies.
+  Sampling draws (source id, t) pairs from flat numpy FIFO indices, one per (is_her, goal type) group, so
+  every strategy of :mod:`sac_glam.buffers.her` is a handful of vectorised draws.
+- Capacity counts transitions, environment *and* HER copies. The paper keeps the buffer small to bound
+  the age of the oldest transition, because n-step targets of old transitions are off-policy (Section
+  2.2, Appendix F); counting only environment transitions would let HER copies (most of the buffer,
+  Figure 7) silently enlarge it. Eviction removes the oldest episodes first with all their HER copies.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, NamedTuple, TypeVar
+
+import numpy as np
+import torch
+
+from sac_glam.buffers.her import GroupKey, SamplingStrategy, hindsight_relabels, make_strategy
+from sac_glam.config import BufferConfig
+from sac_glam.envs.goals import parse_goal
+from sac_glam.prompts import render_prompt
+
+_STATE_FORMAT = 1
+
+
+@dataclass
+class Episode:
+    """One finished episode, as the training loop collects it (observations hold no goal).
+
+    ``T`` transitions: ``(o_t, a_t, r_t, o_{t+1})`` for ``t < T``. When both ``terminated`` and
+    ``truncated`` are set (success on the last allowed step), termination wins: success is terminal.
+    """
+
+    goal: str
+    """The goal pursued."""
+    observations: list[str]
+    """T+1 scene texts o_0..o_T; o_T is the observation after the last step."""
+    actions: list[list[str]]
+    """T+1 admissible action lists, one per observation."""
+    action_ids: np.ndarray
+    """(T,) int64: index into ``actions[t]`` of the action taken at t."""
+    rewards: np.ndarray
+    """(T,) float32."""
+    terminated: bool
+    """Ended by success: never bootstrap past the end."""
+    truncated: bool
+    """Hit the step limit: bootstrap from o_T (a truncation is not a terminal state)."""
+    hindsight: dict[str, int] = field(default_factory=dict)
+    """Social partner: goal text -> transition index t at which it was first achieved."""
+
+    def __len__(self) -> int:
+        return len(self.action_ids)
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first inconsistent field."""
+        n = len(self.action_ids)
+        if n == 0:
+            raise ValueError("episode has no transitions (action_ids is empty)")
+        if np.ndim(self.action_ids) != 1 or np.shape(self.rewards) != (n,):
+            raise ValueError(
+                f"episode arrays disagree: action_ids shape {np.shape(self.action_ids)}, "
+                f"rewards shape {np.shape(self.rewards)}; both must be (T,)"
+            )
+        if len(self.observations) != n + 1 or len(self.actions) != n + 1:
+            raise ValueError(
+                f"episode with T={n} transitions needs T+1={n + 1} observations and action lists "
+                f"(o_0..o_T), got {len(self.observations)} observations and {len(self.actions)} action lists"
+            )
+        sizes = np.array([len(a) for a in self.actions[:n]])
+        ids = np.asarray(self.action_ids)
+        bad = np.flatnonzero((ids < 0) | (ids >= sizes))
+        if bad.size:
+            t = int(bad[0])
+            raise ValueError(f"action_ids[{t}]={ids[t]} is not an index of actions[{t}] ({sizes[t]} actions)")
+        if not (self.terminated or self.truncated):
+            raise ValueError("episode neither terminated nor truncated: store episodes only when they end")
+
+
+class SACBatch(NamedTuple):
+    """A batch of B n-step transitions for the SAC critic target (eq. 3) and actor loss."""
+
+    prompts: list[str]
+    """(B,) prompts at s_t, rendered with the (relabelled) goal."""
+    actions: list[list[str]]
+    """(B,) admissible actions at s_t."""
+    action_ids: torch.Tensor
+    """(B,) int64: index into ``actions[b]`` of the action taken."""
+    returns: torch.Tensor
+    """(B,) float32: sum_{i<k} gamma^i r_{t+i}, k = min(n, T_end - t)."""
+    next_prompts: list[str]
+    """(B,) prompts at s_{t+k}. Where ``discounts`` is 0 this is still a valid prompt (o_{t+k}) whose
+    value is multiplied by 0, so the target needs no special case."""
+    next_actions: list[list[str]]
+    """(B,) admissible actions at s_{t+k}."""
+    discounts: torch.Tensor
+    """(B,) float32: gamma^k if the target bootstraps, 0 if the episode (or HER copy) terminated in the window."""
+    is_her: torch.Tensor
+    """(B,) bool: the transition comes from a HER copy."""
+    goal_types: list[str]
+    """(B,) goal type of the (relabelled) goal."""
+
+
+class _ColumnFifo:
+    """Rows appended at the back and removed from the front; one numpy array per column.
+
+    Live rows are ``array[head:tail]``; the live row ``i`` has the global id ``base + i``, which never
+    changes, so other tables can refer to rows by global id. Appending compacts (moves the live rows to
+    the front) or grows the arrays; keeping the arrays at least twice the live size makes both amortised
+    O(1). Example: 10 rows appended then 4 popped -> head=4, tail=10, base=4; global id 7 is live row 3.
+    """
+
+    def __init__(self, dtypes: Mapping[str, type | np.dtype[Any]]) -> None:
+        self._dtypes = {k: np.dtype(v) for k, v in dtypes.items()}
+        self._cols = {k: np.empty(16, dtype=d) for k, d in self._dtypes.items()}
+        self._head = 0
+        self._tail = 0
+        self.base = 0
+
+    def __len__(self) -> int:
+        return self._tail - self._head
+
+    def col(self, name: str) -> np.ndarray:
+        """The live rows of a column (a view, valid until the next append)."""
+        return self._cols[name][self._head : self._tail]
+
+    def append(self, **values: Any) -> int:
+        """Append rows (equal-length arrays or scalars for one row); returns the first new global id."""
+        arrays = {k: np.atleast_1d(np.asarray(v, dtype=self._dtypes[k])) for k, v in values.items()}
+        if arrays.keys() != self._dtypes.keys():
+            raise KeyError(f"columns {sorted(arrays)} != {sorted(self._dtypes)}")
+        n = len(next(iter(arrays.values())))
+        live = len(self)
+        cap = len(next(iter(self._cols.values())))
+        if self._tail + n > cap:
+            new_cap = cap if 2 * (live + n) <= cap else max(16, 4 * (live + n))
+            for k, arr in self._cols.items():
+                new = arr if new_cap == cap else np.empty(new_cap, dtype=arr.dtype)
+                new[:live] = arr[self._head : self._tail]  # overlapping copy is safe: memmove semantics
+                self._cols[k] = new
+            self._head, self._tail = 0, live
+        for k, a in arrays.items():
+            self._cols[k][self._tail : self._tail + n] = a
+        first = self.base + live
+        self._tail += n
+        return first
+
+    def pop_front(self, n: int) -> dict[str, np.ndarray]:
+        """Remove the ``n`` oldest rows; returns them (views valid until the next append)."""
+        if n > len(self):
+            raise IndexError(f"cannot pop {n} rows from {len(self)}")
+        out = {k: a[self._head : self._head + n] for k, a in self._cols.items()}
+        self._head += n
+        self.base += n
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"base": self.base, "cols": {k: self.col(k).copy() for k in self._dtypes}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._cols = {k: np.empty(16, dtype=d) for k, d in self._dtypes.items()}
+        self._head = self._tail = 0
+        self.base = 0
+        cols = state["cols"]
+        if len(cols[next(iter(self._dtypes))]):
+            self.append(**{k: cols[k] for k in self._dtypes})
+        self.base = int(state["base"])
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class _InternTable(Generic[K]):
+    """Value <-> int id, reference counted: a value is stored once and freed when no row uses it.
+
+    Freed ids are reused (last freed first), so ids stay small and the table deterministic.
+    """
+
+    def __init__(self) -> None:
+        self._values: list[K | None] = []
+        self._refs: list[int] = []
+        self._free: list[int] = []
+        self._ids: dict[K, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __getitem__(self, i: int) -> K:
+        value = self._values[i]
+        assert value is not None, f"interned id {i} was freed"
+        return value
+
+    def add(self, value: K) -> int:
+        """The id of ``value`` (stored if new), with one more reference."""
+        i = self._ids.get(value)
+        if i is None:
+            if self._free:
+                i = self._free.pop()
+                self._values[i] = value
+                self._refs[i] = 0
+            else:
+                i = len(self._values)
+                self._values.append(value)
+                self._refs.append(0)
+            self._ids[value] = i
+        self._refs[i] += 1
+        return i
+
+    def add_many(self, values: Iterable[K]) -> np.ndarray:
+        return np.array([self.add(v) for v in values], dtype=np.int32)
+
+    def release(self, ids: np.ndarray) -> None:
+        """Drop one reference per entry of ``ids``; values left without references are freed."""
+        uniq, counts = np.unique(ids, return_counts=True)
+        for i, c in zip(uniq.tolist(), counts.tolist(), strict=True):
+            self._refs[i] -= c
+            if self._refs[i] == 0:
+                del self._ids[self[i]]
+                self._values[i] = None
+                self._free.append(i)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"values": list(self._values), "refs": list(self._refs), "free": list(self._free)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._values = list(state["values"])
+        self._refs = [int(r) for r in state["refs"]]
+        self._free = [int(i) for i in state["free"]]
+        self._ids = {v: i for i, v in enumerate(self._values) if v is not None}
+
+
+class _TransitionIndex:
+    """Flat FIFO indices of stored transitions, one per group (is_her, goal type); rows are (source id, t).
+
+    Transitions are appended source by source and evicted oldest episode first, so within every group
+    the evicted rows are exactly the group's oldest: eviction is a ``pop_front`` per group.
+    Implements :class:`sac_glam.buffers.her.TransitionGroups`.
+    """
+
+    def __init__(self) -> None:
+        self.groups: dict[GroupKey, _ColumnFifo] = {}
+
+    @staticmethod
+    def _new() -> _ColumnFifo:
+        return _ColumnFifo({"src": np.int64, "t": np.int32})
+
+    def append(self, key: GroupKey, src: int, n: int) -> None:
+        """Transitions t = 0..n-1 of source ``src``."""
+        if key not in self.groups:
+            self.groups[key] = self._new()
+        self.groups[key].append(src=np.full(n, src), t=np.arange(n))
+
+    def pop_front(self, key: GroupKey, n: int) -> None:
+        self.groups[key].pop_front(n)
+
+    def sizes(self) -> dict[GroupKey, int]:
+        # Sorted keys: the mapping from a uniform integer to a transition must not depend on the
+        # order in which groups were first created, or a reloaded buffer would draw different batches.
+        return {k: len(self.groups[k]) for k in sorted(self.groups) if len(self.groups[k])}
+
+    def draw(
+        self, keys: Iterable[GroupKey], count: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``count`` draws, uniform with replacement over the union of the groups ``keys``.
+
+        A draw is an integer j in [0, total); ``searchsorted`` on the cumulative sizes finds its group.
+        Example: sizes (3, 5) -> cum (3, 8); j = 4 -> group 1 (the first cum > 4), local row 4 - 3 = 1.
+        """
+        keys = sorted(k for k in set(keys) if k in self.groups and len(self.groups[k]))
+        src_B = np.empty(count, dtype=np.int64)
+        t_B = np.empty(count, dtype=np.int32)
+        if count == 0:
+            return src_B, t_B
+        sizes = np.array([len(self.groups[k]) for k in keys], dtype=np.int64)
+        if sizes.sum() == 0:
+            raise ValueError("cannot sample: no stored transition in the requested groups")
+        cum = np.cumsum(sizes)
+        j_B = rng.integers(0, cum[-1], size=count)
+        g_B = np.searchsorted(cum, j_B, side="right")
+        local_B = j_B - (cum[g_B] - sizes[g_B])
+        for gi, k in enumerate(keys):
+            sel = g_B == gi
+            if sel.any():
+                src_B[sel] = self.groups[k].col("src")[local_B[sel]]
+                t_B[sel] = self.groups[k].col("t")[local_B[sel]]
+        return src_B, t_B
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"groups": [(k, f.state_dict()) for k, f in self.groups.items()]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.groups = {}
+        for (her, gtype), s in state["groups"]:
+            fifo = self._new()
+            fifo.load_state_dict(s)
+            self.groups[(bool(her), str(gtype))] = fifo
+
+
+def default_goal_type(goal: str) -> str:
+    """The Playground-Text goal type (grasp, grow, grow_then_grasp, grow_then_grow) of a goal text."""
+    return parse_goal(goal).goal_type
+
+
+class ReplayBuffer:
+    """Episode replay with n-step targets and (optional) HER copies that refer to stored episodes.
+
+    Args:
+        capacity: maximum stored transitions, environment plus HER (see the module docstring).
+        n_step: n of eq. 3.
+        gamma: discount factor.
+        her: add a relabelled copy per social-partner goal (:func:`~sac_glam.buffers.her.hindsight_relabels`).
+        her_strategy: batch composition, ``uniform`` / ``ratio`` / ``prior`` (:mod:`sac_glam.buffers.her`).
+        her_ratio: HER share of a batch under ``ratio``.
+        goal_type_prior: goal type -> probability (or count) of the environment's goal set, for ``prior``
+            (:func:`~sac_glam.buffers.her.goal_type_prior`).
+        goal_type_of: goal text -> goal type; Playground-Text's grammar by default.
+    """
+
+    def __init__(
+        self,
+        capacity: int = 100_000,
+        n_step: int = 3,
+        gamma: float = 0.99,
+        her: bool = False,
+        her_strategy: str = "ratio",
+        her_ratio: float = 0.5,
+        goal_type_prior: Mapping[str, float] | None = None,
+        goal_type_of: Callable[[str], str] = default_goal_type,
+    ) -> None:
+        if capacity < 1 or n_step < 1:
+            raise ValueError(f"capacity and n_step must be >= 1, got {capacity} and {n_step}")
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        self.capacity = capacity
+        self.n_step = n_step
+        self.gamma = gamma
+        self.her = her
+        self.strategy: SamplingStrategy = make_strategy(her_strategy, her_ratio, goal_type_prior)
+        self._goal_type_of = goal_type_of
+        # Per step of every stored episode, T+1 rows (o_0..o_T); row T pads action_id (-1) and reward (0)
+        # so that an observation and its action list share a row.
+        self._steps = _ColumnFifo(
+            {"obs": np.int32, "acts": np.int32, "action_id": np.int64, "reward": np.float32}
+        )
+        # Per episode: first step row (global id), T, and its sources (env + HER copies, consecutive ids).
+        self._episodes = _ColumnFifo(
+            {
+                "start": np.int64,
+                "T": np.int32,
+                "first_source": np.int64,
+                "n_sources": np.int32,
+                "size": np.int64,
+            }
+        )
+        # Per source: episode id, goal id, end = number of transitions covered (T, or t*+1 for a HER
+        # copy), terminal = no bootstrap after the last covered transition, group.
+        self._sources = _ColumnFifo(
+            {
+                "episode": np.int64,
+                "goal": np.int32,
+                "end": np.int32,
+                "terminal": np.bool_,
+                "is_her": np.bool_,
+                "gtype": np.int16,
+            }
+        )
+        self._index = _TransitionIndex()
+        self._observations: _InternTable[str] = _InternTable()
+        self._action_lists: _InternTable[tuple[str, ...]] = _InternTable()
+        self._goals: _InternTable[str] = _InternTable()
+        self._types: list[str] = []  # goal type id -> name (a handful, never freed)
+        self._n_her = 0
+
+    @classmethod
+    def from_config(
+        cls, cfg: BufferConfig, gamma: float, goal_type_prior: Mapping[str, float] | None = None
+    ) -> ReplayBuffer:
+        return cls(
+            capacity=cfg.capacity,
+            n_step=cfg.n_step,
+            gamma=gamma,
+            her=cfg.her,
+            her_strategy=cfg.her_strategy,
+            her_ratio=cfg.her_ratio,
+            goal_type_prior=goal_type_prior,
+        )
+
+    # ------------------------------------------------------------------ sizes
+    def __len__(self) -> int:
+        """Stored transitions, environment and HER."""
+        return len(self._steps) - len(self._episodes) + self._n_her
+
+    @property
+    def n_env_transitions(self) -> int:
+        return len(self._steps) - len(self._episodes)  # T+1 step rows per episode hold T transitions
+
+    @property
+    def n_her_transitions(self) -> int:
+        return self._n_her
+
+    @property
+    def n_episodes(self) -> int:
+        return len(self._episodes)
+
+    def her_share(self) -> float:
+        """Fraction of stored transitions that are HER copies (paper Figure 7); 0 when empty."""
+        return self._n_her / len(self) if len(self) else 0.0
+
+    def goal_type_counts(self) -> dict[str, int]:
+        """Stored transitions (environment and HER) per goal type."""
+        counts: dict[str, int] = {}
+        for (_, gtype), n in self._index.sizes().items():
+            counts[gtype] = counts.get(gtype, 0) + n
+        return counts
+
+    # ------------------------------------------------------------------ adding
+    def _type_id(self, goal: str) -> int:
+        name = self._goal_type_of(goal)
+        if name not in self._types:
+            self._types.append(name)
+        return self._types.index(name)
+
+    def add_episode(self, ep: Episode) -> None:
+        """Store a finished episode and, with ``her``, one copy per social-partner goal; evict to fit."""
+        ep.validate()
+        T = len(ep)
+        cuts = hindsight_relabels(ep.goal, ep.hindsight, T) if self.her else []
+        size = T + sum(t_star + 1 for _, t_star in cuts)
+        if size > self.capacity:
+            raise ValueError(
+                f"one episode with its HER copies has {size} transitions > capacity {self.capacity}"
+            )
+        # Source 0 of an episode is the episode itself (terminal only if it terminated), then one HER
+        # copy per cut, terminal at its cut. Goal types are looked up first: an unknown goal must raise
+        # before anything is evicted or stored.
+        labels = [(ep.goal, T, bool(ep.terminated), False), *((g, t + 1, True, True) for g, t in cuts)]
+        gtypes = [self._type_id(goal) for goal, *_ in labels]
+        self._evict_for(size)
+
+        start = self._steps.append(
+            obs=self._observations.add_many(ep.observations),
+            # Identical action lists are stored once; sys.intern makes their strings shared objects too.
+            acts=self._action_lists.add_many(tuple(sys.intern(s) for s in a) for a in ep.actions),
+            action_id=np.append(np.asarray(ep.action_ids, dtype=np.int64), -1),
+            reward=np.append(np.asarray(ep.rewards, dtype=np.float32), 0.0),
+        )
+        ep_id = self._episodes.base + len(self._episodes)
+        first_source = self._sources.base + len(self._sources)
+        for (goal, end, terminal, is_her), gtype in zip(labels, gtypes, strict=True):
+            src = self._sources.append(
+                episode=ep_id,
+                goal=self._goals.add(goal),
+                end=end,
+                terminal=terminal,
+                is_her=is_her,
+                gtype=gtype,
+            )
+            self._index.append((is_her, self._types[gtype]), src, end)
+        self._episodes.append(start=start, T=T, first_source=first_source, n_sources=len(labels), size=size)
+        self._n_her += size - T
+
+    def _evict_for(self, incoming: int) -> None:
+        """Evict the oldest episodes (with their HER copies) until ``incoming`` more transitions fit."""
+        sizes = self._episodes.col("size")
+        excess = len(self) + incoming - self.capacity
+        if excess <= 0:
+            return
+        # Fewest oldest episodes whose sizes sum to >= excess. Example: sizes (10, 20, 5), excess 15 ->
+        # cumsum (10, 30, 35) -> searchsorted gives 1 -> evict 2 episodes.
+        n_ep = int(np.searchsorted(np.cumsum(sizes), excess)) + 1
+        eps = self._episodes.pop_front(n_ep)
+        n_steps = int(eps["T"].sum()) + n_ep
+        steps = self._steps.pop_front(n_steps)
+        self._observations.release(steps["obs"])
+        self._action_lists.release(steps["acts"])
+        srcs = self._sources.pop_front(int(eps["n_sources"].sum()))
+        self._goals.release(srcs["goal"])
+        for is_her, gtype, end in zip(
+            srcs["is_her"].tolist(), srcs["gtype"].tolist(), srcs["end"].tolist(), strict=True
+        ):
+            self._index.pop_front((is_her, self._types[gtype]), end)
+        self._n_her -= int(eps["size"].sum() - eps["T"].sum())
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, batch_size: int, rng: np.random.Generator) -> SACBatch:
+        """A batch of ``batch_size`` n-step transitions chosen by the HER strategy."""
+        if len(self) == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        src_B, t_B = self.strategy.draw(self._index, batch_size, rng)
+        return self._batch(src_B, t_B)
+
+    def _batch(self, src_B: np.ndarray, t_B: np.ndarray) -> SACBatch:
+        """Assemble the transitions (source id, t): n-step returns, discounts and prompts, vectorised.
+
+        With k = min(n, end - t) and ``end`` the source's number of transitions:
+        returns = sum_{i<k} gamma^i r_{t+i}, next state s_{t+k}, discount gamma^k, or 0 when the window
+        reaches the end (t + k == end) of a terminal source. Worked example, n = 3, gamma = 0.9:
+
+        - env episode, T = 5 (o_0..o_5), t = 3: k = min(3, 2) = 2, returns r_3 + 0.9 r_4, next o_5;
+          discount 0 if it terminated, 0.81 if it was truncated (bootstrap from o_5);
+        - t = 0 of the same episode: k = 3, returns r_0 + 0.9 r_1 + 0.81 r_2, next o_3, discount 0.729;
+        - HER copy cut at t* = 2 (end = 3), t = 1: k = 2, rewards (0, 1), returns 0.9, next o_3,
+          discount 0 (a copy is terminal at its cut).
+        """
+        n = self.n_step
+        row_B = src_B - self._sources.base
+        ep_B = self._sources.col("episode")[row_B]
+        goal_B = self._sources.col("goal")[row_B]
+        end_B = self._sources.col("end")[row_B].astype(np.int64)
+        terminal_B = self._sources.col("terminal")[row_B]
+        is_her_B = self._sources.col("is_her")[row_B]
+        gtype_B = self._sources.col("gtype")[row_B]
+        # Local row of o_0 of each transition's episode in the step table.
+        start_B = self._episodes.col("start")[ep_B - self._episodes.base] - self._steps.base
+        t_B = t_B.astype(np.int64)
+        k_B = np.minimum(n, end_B - t_B)
+
+        i_N = np.arange(n)
+        pos_BN = t_B[:, None] + i_N[None, :]  # step index t+i inside the episode
+        in_window_BN = i_N[None, :] < k_B[:, None]
+        # Outside the window, read row o_0 (always valid) and mask the value away.
+        rows_BN = start_B[:, None] + np.where(in_window_BN, pos_BN, 0)
+        env_r_BN = self._steps.col("reward")[rows_BN].astype(np.float64)
+        # A HER copy's reward is 1 exactly at its cut t* = end - 1 and 0 before (the goal was first
+        # achieved there), whatever the environment rewarded for the pursued goal.
+        her_r_BN = (pos_BN == end_B[:, None] - 1).astype(np.float64)
+        r_BN = np.where(is_her_B[:, None], her_r_BN, env_r_BN) * in_window_BN
+        returns_B = r_BN @ (self.gamma**i_N)
+        ends_in_window_B = t_B + k_B == end_B
+        discounts_B = np.where(terminal_B & ends_in_window_B, 0.0, self.gamma**k_B)
+
+        obs = self._steps.col("obs")
+        acts = self._steps.col("acts")
+        action_id_B = self._steps.col("action_id")[start_B + t_B]
+        goals = [self._goals[g] for g in goal_B.tolist()]
+        o_B, a_B = obs[start_B + t_B].tolist(), acts[start_B + t_B].tolist()
+        o2_B, a2_B = obs[start_B + t_B + k_B].tolist(), acts[start_B + t_B + k_B].tolist()
+        return SACBatch(
+            prompts=[render_prompt(self._observations[o], g) for o, g in zip(o_B, goals, strict=True)],
+            actions=[list(self._action_lists[a]) for a in a_B],
+            action_ids=torch.from_numpy(action_id_B.astype(np.int64)),
+            returns=torch.from_numpy(returns_B.astype(np.float32)),
+            next_prompts=[render_prompt(self._observations[o], g) for o, g in zip(o2_B, goals, strict=True)],
+            next_actions=[list(self._action_lists[a]) for a in a2_B],
+            discounts=torch.from_numpy(discounts_B.astype(np.float32)),
+            is_her=torch.from_numpy(is_her_B.copy()),
+            goal_types=[self._types[g] for g in gtype_B.tolist()],
+        )
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """The stored data (numpy arrays and builtins, picklable). Settings (n_step, gamma, strategy)
+        are not part of it: they come from the constructor, and n-step targets are computed at sampling."""
+        return {
+            "format": _STATE_FORMAT,
+            "steps": self._steps.state_dict(),
+            "episodes": self._episodes.state_dict(),
+            "sources": self._sources.state_dict(),
+            "index": self._index.state_dict(),
+            "observations": self._observations.state_dict(),
+            "action_lists": self._action_lists.state_dict(),
+            "goals": self._goals.state_dict(),
+            "types": list(self._types),
+            "n_her": self._n_her,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output exactly: the same rng then draws the same batches."""
+        if state.get("format") != _STATE_FORMAT:
+            raise ValueError(f"replay buffer state format {state.get('format')!r}, expected {_STATE_FORMAT}")
+        stored = (
+            int(state["n_her"]) + len(state["steps"]["cols"]["obs"]) - len(state["episodes"]["cols"]["T"])
+        )
+        if stored > self.capacity:
+            raise ValueError(f"saved buffer holds {stored} transitions > capacity {self.capacity}")
+        self._steps.load_state_dict(state["steps"])
+        self._episodes.load_state_dict(state["episodes"])
+        self._sources.load_state_dict(state["sources"])
+        self._index.load_state_dict(state["index"])
+        self._observations.load_state_dict(state["observations"])
+        self._action_lists.load_state_dict(state["action_lists"])
+        self._goals.load_state_dict(state["goals"])
+        self._types = list(state["types"])
+        self._n_her = int(state["n_her"])

@@ -1,0 +1,97 @@
+"""Configs: every file loads and validates; bad keys, types and values are errors that say what is allowed."""
+
+import subprocess
+import sys
+
+import pytest
+
+from sac_glam.config import (
+    DEFAULT_CONFIG,
+    Config,
+    ConfigError,
+    available_configs,
+    config_diff,
+    from_raw,
+    load_config,
+    to_dict,
+)
+
+
+@pytest.mark.parametrize("name", available_configs())
+def test_every_config_loads_and_validates(name):
+    cfg = load_config(name)
+    assert isinstance(cfg, Config)
+    assert cfg.name == name
+    # Round trip through plain data (what a checkpoint and config.yaml store).
+    assert from_raw(to_dict(cfg)) == cfg
+
+
+def test_paper_presets_follow_tables_2_and_3():
+    sac, her = load_config("sac_glam"), load_config("sac_glam_her")
+    for cfg in (sac, her):
+        assert (cfg.sac.update_every, cfg.sac.n_updates, cfg.sac.batch_size, cfg.sac.gamma) == (32, 2, 256, 0.99)
+        assert (cfg.sac.actor_lr, cfg.sac.critic_lr, cfg.sac.alpha_lr) == (1e-4, 1e-4, 2e-3)
+        assert (cfg.buffer.n_step, cfg.buffer.capacity, cfg.train.total_steps) == (3, 100_000, 400_000)
+        assert cfg.model.name == "google/flan-t5-base" and cfg.model.lora and cfg.model.load_in_4bit
+        assert cfg.env.n_envs == 32 and cfg.env.n_objects == 6 and cfg.env.sequential_goals
+    assert (sac.sac.alpha_init, sac.sac.target_entropy, sac.buffer.her) == (0.005, 0.0, False)
+    assert (her.sac.alpha_init, her.sac.target_entropy, her.buffer.her) == (0.05, 0.01, True)
+    assert (her.buffer.her_strategy, her.buffer.her_ratio) == ("ratio", 0.5)
+
+
+def test_default_is_sac_her_on_the_ablation_environment():
+    cfg = load_config(DEFAULT_CONFIG)
+    assert cfg.train.algo == "sac" and cfg.buffer.her and cfg.train.backend == "local"
+    assert cfg.env.n_objects == 3 and not cfg.env.sequential_goals
+    assert cfg.model.name.startswith("tiny-")
+
+
+def test_overrides_reach_keys_the_yaml_leaves_at_defaults():
+    cfg = load_config("sac_glam", ["sac.chunk_size=17", "train.seed=3", "model.name=tiny-t5"])
+    assert (cfg.sac.chunk_size, cfg.train.seed, cfg.model.name) == (17, 3, "tiny-t5")
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("sac.gama=0.9", "unknown key sac.gama; allowed keys of sac: gamma"),
+    ("bogus=1", "unknown key bogus"),
+    ("model.normalization=softmax", "allowed values: 'sum', 'constrained', 'mean'"),
+    ("critic.input=obs", "allowed values: 'prompt_action', 'prompt'"),
+    ("buffer.her_strategy=future", "allowed values: 'uniform', 'ratio', 'prior'"),
+    ("env.n_objects=three", "env.n_objects: expected an integer"),
+    ("sac.batch_size=0", "sac.batch_size: must be >= 1"),
+    ("buffer.her_ratio=1.5", "buffer.her_ratio: must be in [0, 1]"),
+    ("env.goal_types=[grasp,fly]", "allowed: grasp, grow, grow_then_grasp, grow_then_grow"),
+    ("model.lora=false", "model.load_in_4bit=true needs model.lora=true"),
+])  # fmt: skip
+def test_bad_values_name_the_key_and_what_is_allowed(override, fragment):
+    with pytest.raises(ConfigError, match=None) as err:
+        load_config("sac_glam", [override])
+    assert fragment in str(err.value)
+
+
+def test_unknown_config_name_lists_available():
+    with pytest.raises(ConfigError) as err:
+        load_config("does_not_exist")
+    assert DEFAULT_CONFIG in str(err.value)
+
+
+def test_config_diff_names_changed_keys():
+    a, b = to_dict(load_config("sac_glam")), to_dict(load_config("sac_glam_her"))
+    diff = config_diff(a, b, ignore=["name"])
+    assert set(diff) == {"sac.alpha_init", "sac.target_entropy", "buffer.her", "buffer.her_strategy"} - (
+        {"buffer.her_strategy"} if a["buffer"]["her_strategy"] == "ratio" else set()
+    )
+
+
+def test_cli_goals_prints_one_goal_per_line():
+    out = subprocess.run([sys.executable, "-m", "sac_glam.cli", "goals", "--split", "train"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    lines = out.splitlines()
+    assert len(lines) == 8470 and lines[0] == "Grasp red door" and "Grow red dog then grasp blue cat" in lines
+    bad = subprocess.run([sys.executable, "-m", "sac_glam.cli", "goals", "--split", "val"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "invalid choice" in bad.stderr
+
+
+def test_launch_reports_config_errors_without_traceback():
+    bad = subprocess.run([sys.executable, "-m", "sac_glam.launch", "sac.gama=1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown key sac.gama" in bad.stderr and "Traceback" not in bad.stderr
