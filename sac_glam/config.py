@@ -270,9 +270,9 @@ def load_config(name: str = DEFAULT_CONFIG, overrides: Sequence[str] = (), direc
     merged = OmegaConf.merge(plain, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
     raw = OmegaConf.to_container(merged, resolve=True)
     assert isinstance(raw, dict)
-    raw.pop("defaults", None)
-    raw.setdefault("name", name)
-    return from_raw(raw)
+    data = {str(k): v for k, v in raw.items() if k != "defaults"}
+    data.setdefault("name", name)
+    return from_raw(data)
 
 
 def from_raw(raw: dict[str, Any]) -> Config:
@@ -284,10 +284,10 @@ def from_raw(raw: dict[str, Any]) -> Config:
 
 def _check(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
-        return from_dict(tp, value, key + ".")  # type: ignore[arg-type]
+        return from_dict(tp, value, key + ".")
     if origin is Literal:
         if value not in typing.get_args(tp):
             allowed = ", ".join(repr(a) for a in typing.get_args(tp))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sac_glam.algos.updaters import PPOUpdater, SACUpdater
 from sac_glam.backends.base import Backend
 from sac_glam.config import Config, ConfigError
 from sac_glam.learners import Learner
+from sac_glam.llm.agent import LLMAgent
 
 
 def device_of(cfg: Config) -> torch.device:
@@ -18,19 +20,14 @@ def device_of(cfg: Config) -> torch.device:
     return torch.device("cpu")
 
 
-def make_updater(cfg: Config, agent: object) -> object:
-    from sac_glam.algos.updaters import SACUpdater
-
+def make_updater(cfg: Config, agent: LLMAgent) -> SACUpdater | PPOUpdater:
     if cfg.train.algo == "sac":
-        return SACUpdater(agent, cfg.sac, tau=cfg.critic.tau)  # type: ignore[arg-type]
-    from sac_glam.algos.updaters import PPOUpdater
+        return SACUpdater(agent, cfg.sac, tau=cfg.critic.tau)
 
     return PPOUpdater(agent, cfg.ppo)
 
 
-def make_agent(cfg: Config) -> torch.nn.Module:
-    from sac_glam.llm.agent import LLMAgent
-
+def make_agent(cfg: Config) -> LLMAgent:
     torch.manual_seed(cfg.train.seed)
     agent = LLMAgent(cfg.model, cfg.critic, need_value=cfg.train.algo == "ppo")
     return agent.to(device_of(cfg))
@@ -39,18 +36,27 @@ def make_agent(cfg: Config) -> torch.nn.Module:
 def make_backend(cfg: Config) -> Backend:
     if cfg.train.backend == "lamorel":
         try:
-            import lamorel  # noqa: F401
-        except ImportError as err:
+            from sac_glam.backends.lamorel import LamorelBackend
+        except ModuleNotFoundError as err:
+            if err.name is None or err.name.split(".")[0] != "lamorel":
+                raise
             raise ConfigError(
                 "train.backend='lamorel' needs Lamorel, which is not on PyPI: install the extra with "
                 "pip install 'sac-glam[lamorel]' (or from a clone: pip install -e '.[lamorel]'), "
                 "or use train.backend=local"
             ) from err
-        raise ConfigError("train.backend='lamorel' is started through lamorel-launch, not train() directly")
+        # Inside Lamorel's RL process the RL script has built the backend around its Caller.
+        active = LamorelBackend.active()
+        if active is None:
+            raise ConfigError(
+                "train.backend='lamorel' is started through lamorel-launch (which runs Lamorel's launcher), "
+                "not train() directly"
+            )
+        return active
     from sac_glam.backends.local import LocalBackend
 
     agent = make_agent(cfg)
-    return LocalBackend(agent, make_updater(cfg, agent))  # type: ignore[arg-type]
+    return LocalBackend(agent, make_updater(cfg, agent))
 
 
 def make_learner(cfg: Config, rng: np.random.Generator) -> Learner:

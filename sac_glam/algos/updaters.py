@@ -26,7 +26,8 @@ BatchT = TypeVar("BatchT")
 
 def slice_batch(batch: BatchT, rows: slice) -> BatchT:
     """The rows of a NamedTuple batch whose fields are lists or tensors with a leading batch axis."""
-    return type(batch)(*(field[rows] for field in batch))  # type: ignore[arg-type, call-arg]
+    fields: Any = batch
+    return type(batch)(*(field[rows] for field in fields))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -160,7 +160,8 @@ def _simple_goals(verb: Verb) -> list[SimpleGoal]:
 @functools.cache
 def simple_goals(split: Literal["train", "test"]) -> tuple[Goal, ...]:
     """The simple goals of a split, Grasp goals first, in a fixed order."""
-    goals = [Goal(g) for verb in ("grasp", "grow") for g in _simple_goals(verb)]  # type: ignore[arg-type]
+    verbs: tuple[Verb, ...] = ("grasp", "grow")
+    goals = [Goal(g) for verb in verbs for g in _simple_goals(verb)]
     return tuple(g for g in goals if is_test_text(g.text) == (split == "test"))
 
 
@@ -188,7 +189,8 @@ def goals(split: Split, sequential: bool = True) -> tuple[Goal, ...]:
 
 @functools.cache
 def _goal_index() -> dict[str, Goal]:
-    return {g.text: g for split in ("train", "test") for g in goals(split)}  # type: ignore[arg-type]
+    splits: tuple[Split, ...] = ("train", "test")
+    return {g.text: g for split in splits for g in goals(split)}
 
 
 def parse_goal(text: str) -> Goal:
@@ -215,4 +217,4 @@ def vocabulary() -> list[str]:
 
 #: The environment's full action vocabulary (every action any scene can admit), in a fixed order.
 #: The ``prompt``-input critic of Appendix B has one output per entry.
-ALL_ACTIONS: tuple[str, ...] = tuple(f"Go to {o}" for o in ALL_OBJECTS) + ("Grasp", "Release")
+ALL_ACTIONS: tuple[str, ...] = (*(f"Go to {o}" for o in ALL_OBJECTS), "Grasp", "Release")

@@ -1,0 +1,362 @@
+"""The LLM agent: policy (the LLM's action scores), critic heads, target critic and value head.
+
+One LLM forward per call serves the policy and the heads (``forward_actions`` returns log-probs and
+hidden states together), so acting and the critic share the LLM work.
+
+Critic variants (Appendix B), chosen by :class:`~sac_glam.config.CriticConfig`:
+
+- ``input``: ``prompt_action`` (Q(s,a) from the state after prompt + action, one output) or ``prompt``
+  (Q for every action of ``ALL_ACTIONS`` from the prompt state).
+- ``backprop_llm``: the critic's gradients flow into the shared LLM/LoRA weights, or the critic reads a
+  detached hidden state (the head alone learns). The policy's log pi is never detached.
+- ``target``: ``head`` = Polyak copies of the Q heads reading the online LLM's (detached) features, the
+  same forward; ``adapter`` = also a Polyak copy of the LoRA adapter (peft adapter ``target``), which
+  costs one extra no-grad forward with that adapter active.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from sac_glam.config import CriticConfig, ModelConfig
+from sac_glam.envs.goals import ALL_ACTIONS
+from sac_glam.llm.heads import ActionInputQ, PromptInputQ, ValueHead, polyak_update
+from sac_glam.llm.models import base_model, load_model, lora_config
+from sac_glam.llm.scoring import ActionForward, HiddenRequest, forward_actions
+
+ONLINE_ADAPTER = "default"
+TARGET_ADAPTER = "target"
+
+
+@dataclass
+class AgentOutput:
+    """What :meth:`LLMAgent.evaluate` returns; padded entries are 0, read them through ``mask_BA``."""
+
+    log_pi_BA: Tensor
+    """(B, A) log pi(a|s) (eq. 2 or the configured normalisation)."""
+    logp_BA: Tensor
+    """(B, A) summed token log-probs of each action (eq. 1)."""
+    mask_BA: Tensor
+    """(B, A) bool, True where an action exists."""
+    q_KBA: Tensor | None = None
+    """(K, B, A) online Q-values of the K critics (with gradients)."""
+    target_q_KBA: Tensor | None = None
+    """(K, B, A) target Q-values (no gradients)."""
+    v_B: Tensor | None = None
+    """(B,) state values V(s) (PPO)."""
+
+
+@dataclass
+class ParamGroups:
+    """Trainable parameters by role (each optimiser picks its groups and learning rates)."""
+
+    llm_params: list[nn.Parameter]
+    """LoRA adapter weights (``lora``) or every LLM weight (full fine-tuning)."""
+    critic_params: list[nn.Parameter]
+    """The online Q heads."""
+    value_params: list[nn.Parameter]
+    """The value head (empty without ``need_value``)."""
+
+
+class LLMAgent(nn.Module):
+    """LLM policy + Q heads (+ targets) + optional value head, built from the config."""
+
+    def __init__(self, model_cfg: ModelConfig, critic_cfg: CriticConfig, need_value: bool = False):
+        super().__init__()
+        if critic_cfg.target == "adapter" and not model_cfg.lora:
+            raise ValueError(
+                "critic.target='adapter' needs model.lora=true (the target copies the LoRA adapter)"
+            )
+        if critic_cfg.n_critics < 1:
+            raise ValueError(f"critic.n_critics must be >= 1, got {critic_cfg.n_critics}")
+        self.model_cfg = model_cfg
+        self.critic_cfg = critic_cfg
+        loaded = load_model(model_cfg)
+        self.llm = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.family = loaded.family
+        self.normalization = model_cfg.normalization
+        hidden_size = int(base_model(self.llm).config.hidden_size)
+        width, k = critic_cfg.width, critic_cfg.n_critics
+        self.q: ActionInputQ | PromptInputQ
+        if critic_cfg.input == "prompt_action":
+            self.q = ActionInputQ(hidden_size, width, k)
+        else:
+            self.q = PromptInputQ(hidden_size, width, k, ALL_ACTIONS)
+        self.target_q = copy.deepcopy(self.q)
+        self.target_q.requires_grad_(False)
+        self.value = ValueHead(hidden_size, width) if need_value else None
+
+        self._adapter_pairs: list[tuple[str, str]] = []
+        if critic_cfg.target == "adapter":
+            self._add_target_adapter()
+        self._llm_trainable = [p for p in self.llm.parameters() if p.requires_grad]
+        self.llm.eval()
+
+    # ------------------------------------------------------------------------------------------------
+    # Target adapter
+
+    def _add_target_adapter(self) -> None:
+        flags = {name: p.requires_grad for name, p in self.llm.named_parameters()}
+        self.llm.add_adapter(TARGET_ADAPTER, lora_config(self.model_cfg, base_model(self.llm)))
+        params = dict(self.llm.named_parameters())
+        for name, p in params.items():
+            p.requires_grad_(flags.get(name, False))  # the online flags, target frozen
+        marker_online, marker_target = f".{ONLINE_ADAPTER}.", f".{TARGET_ADAPTER}."
+        self._adapter_pairs = [
+            (name, name.replace(marker_online, marker_target))
+            for name in params
+            if "lora_" in name and marker_online in name
+        ]
+        missing = [t for _, t in self._adapter_pairs if t not in params]
+        n_target = sum(1 for name in params if "lora_" in name and marker_target in name)
+        if missing or n_target != len(self._adapter_pairs):
+            raise RuntimeError(f"target adapter does not mirror the online adapter (missing: {missing[:3]})")
+        polyak_update(*self._adapter_params(), tau=1.0)  # start as an exact copy
+
+    def _adapter_params(self) -> tuple[list[Tensor], list[Tensor]]:
+        params = dict(self.llm.named_parameters())
+        return [params[o] for o, _ in self._adapter_pairs], [params[t] for _, t in self._adapter_pairs]
+
+    @contextmanager
+    def _active_adapter(self, name: str) -> Iterator[None]:
+        """Run the LLM with adapter ``name``; restores the online adapter and every ``requires_grad``
+        flag afterwards (peft's ``set_adapter`` also toggles them, and an open autograd graph of the
+        online forward must still reach its leaves at ``backward``)."""
+        flags = [(p, p.requires_grad) for p in self.llm.parameters()]
+        self.llm.set_adapter(name)
+        try:
+            yield
+        finally:
+            self.llm.set_adapter(ONLINE_ADAPTER)
+            for p, flag in flags:
+                if p.requires_grad != flag:
+                    p.requires_grad_(flag)
+
+    # ------------------------------------------------------------------------------------------------
+    # Forward
+
+    def train(self, mode: bool = True) -> LLMAgent:
+        """Heads follow ``mode``; the LLM stays in eval mode (no dropout: the policy that acts must be
+        the one that is scored in updates)."""
+        super().train(mode)
+        self.llm.eval()
+        return self
+
+    def _forward(self, prompts: list[str], actions: list[list[str]], hidden: HiddenRequest) -> ActionForward:
+        return forward_actions(
+            self.llm,
+            self.tokenizer,
+            prompts,
+            actions,
+            family=self.family,
+            minibatch_size=self.model_cfg.minibatch_size,
+            normalization=self.normalization,
+            hidden=hidden,
+        )
+
+    def _q_values(
+        self, heads: nn.Module, fwd: ActionForward, actions: list[list[str]], detach: bool
+    ) -> Tensor:
+        if isinstance(self.q, ActionInputQ):
+            assert fwd.action_hidden_BAH is not None
+            h = fwd.action_hidden_BAH
+            index = None
+        else:
+            assert fwd.prompt_hidden_BH is not None
+            h = fwd.prompt_hidden_BH
+            index = self.q.action_indices(actions, device=fwd.mask_BA.device)
+        h = h.float()
+        q_KBA: Tensor = heads(h.detach() if detach else h, fwd.mask_BA, index)
+        return q_KBA
+
+    def evaluate(
+        self,
+        prompts: list[str],
+        actions: list[list[str]],
+        *,
+        q: bool = False,
+        v: bool = False,
+        target_q: bool = False,
+    ) -> AgentOutput:
+        """Policy (always), online Q (``q``), target Q (``target_q``, no grad) and V (``v``) for B states.
+
+        One LLM forward gives log pi and the hidden states of the online heads; target Q with
+        ``target='head'`` reuses them (detached), with ``target='adapter'`` it runs one more no-grad
+        forward with the target adapter.
+        """
+        critic_hidden = self.q.hidden
+        head_target = target_q and self.critic_cfg.target == "head"
+        need_action = (q or head_target) and critic_hidden == "action"
+        need_prompt = v or ((q or head_target) and critic_hidden == "prompt")
+        hidden: HiddenRequest = (
+            "both"
+            if need_action and need_prompt
+            else "action"
+            if need_action
+            else "prompt"
+            if need_prompt
+            else "none"
+        )
+        fwd = self._forward(prompts, actions, hidden)
+        out = AgentOutput(log_pi_BA=fwd.log_pi_BA, logp_BA=fwd.logp_BA, mask_BA=fwd.mask_BA)
+        if q:
+            out.q_KBA = self._q_values(self.q, fwd, actions, detach=not self.critic_cfg.backprop_llm)
+        if target_q:
+            with torch.no_grad():
+                if head_target:
+                    out.target_q_KBA = self._q_values(self.target_q, fwd, actions, detach=True)
+                else:
+                    with self._active_adapter(TARGET_ADAPTER):
+                        fwd_t = self._forward(prompts, actions, critic_hidden)
+                    out.target_q_KBA = self._q_values(self.target_q, fwd_t, actions, detach=True)
+        if v:
+            if self.value is None:
+                raise ValueError("this agent has no value head (build it with need_value=True)")
+            assert fwd.prompt_hidden_BH is not None
+            # GLAM: the value head shares the LLM and trains it (no detach), whatever the critic does.
+            out.v_B = self.value(fwd.prompt_hidden_BH.float())
+        return out
+
+    # ------------------------------------------------------------------------------------------------
+    # Targets and parameters
+
+    @torch.no_grad()
+    def update_target(self, tau: float) -> None:
+        """Polyak step ``target <- tau * online + (1 - tau) * target`` of the Q heads (and target adapter)."""
+        polyak_update(self.q.parameters(), self.target_q.parameters(), tau)
+        if self._adapter_pairs:
+            polyak_update(*self._adapter_params(), tau=tau)
+
+    def trainable_parameters(self) -> ParamGroups:
+        return ParamGroups(
+            llm_params=list(self._llm_trainable),
+            critic_params=list(self.q.parameters()),
+            value_params=list(self.value.parameters()) if self.value is not None else [],
+        )
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """:meth:`trainable_parameters` as ``{"llm": ..., "critic": ..., "value": ...}``."""
+        g = self.trainable_parameters()
+        return {"llm": g.llm_params, "critic": g.critic_params, "value": g.value_params}
+
+    # ------------------------------------------------------------------------------------------------
+    # State: in memory (checkpoints) and on disk (peft-loadable)
+
+    def _llm_state(self) -> dict[str, Tensor]:
+        if self.model_cfg.lora:
+            return {n: p.detach() for n, p in self.llm.named_parameters() if "lora_" in n}
+        return {n: t.detach() for n, t in self.llm.state_dict().items()}
+
+    def _heads_state(self) -> dict[str, Tensor]:
+        state = {f"q.{k}": v for k, v in self.q.state_dict().items()}
+        state.update({f"target_q.{k}": v for k, v in self.target_q.state_dict().items()})
+        if self.value is not None:
+            state.update({f"value.{k}": v for k, v in self.value.state_dict().items()})
+        return state
+
+    def _load_heads_state(self, state: dict[str, Tensor]) -> None:
+        def part(prefix: str) -> dict[str, Tensor]:
+            return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+        self.q.load_state_dict(part("q."))
+        self.target_q.load_state_dict(part("target_q."))
+        if self.value is not None:
+            self.value.load_state_dict(part("value."))
+        elif part("value."):
+            raise ValueError("state has a value head but this agent was built without need_value")
+
+    def trainable_state_dict(self) -> dict[str, dict[str, Tensor]]:
+        """Everything that training changes: LLM (LoRA adapters incl. the target one, or all weights),
+        Q heads, target Q heads, value head. Tensors alias the live ones (save before training on)."""
+        return {"llm": self._llm_state(), "heads": self._heads_state()}
+
+    @torch.no_grad()
+    def load_trainable_state_dict(self, state: dict[str, dict[str, Tensor]]) -> None:
+        if self.model_cfg.lora:
+            params = dict(self.llm.named_parameters())
+            expected = {n for n in params if "lora_" in n}
+            if set(state["llm"]) != expected:
+                diff = sorted(set(state["llm"]) ^ expected)[:5]
+                raise ValueError(f"LoRA state does not match this agent's adapters (e.g. {diff})")
+            for n, t in state["llm"].items():
+                params[n].copy_(t)
+        else:
+            self.llm.load_state_dict(state["llm"], strict=True)
+        self._load_heads_state(state["heads"])
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``directory``: ``adapter/`` (peft ``save_pretrained``: reload with
+        ``PeftModel.from_pretrained``; the target adapter in ``adapter/target/``) or ``model/`` (full
+        weights, ``from_pretrained``-loadable), ``tokenizer/``, ``heads.safetensors``, ``agent.json``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        if self.model_cfg.lora:
+            self.llm.save_pretrained(str(d / "adapter"), selected_adapters=self._adapter_names())
+        else:
+            self.llm.save_pretrained(str(d / "model"), safe_serialization=True)
+        self.tokenizer.save_pretrained(str(d / "tokenizer"))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self._heads_state().items()},
+            d / "heads.safetensors",
+        )
+        meta = {
+            "model": self.model_cfg.name,
+            "family": self.family,
+            "lora": self.model_cfg.lora,
+            "adapters": self._adapter_names(),
+            "critic_input": self.critic_cfg.input,
+            "n_critics": self.critic_cfg.n_critics,
+        }
+        (d / "agent.json").write_text(json.dumps(meta, indent=2))
+
+    def _adapter_names(self) -> list[str]:
+        return [ONLINE_ADAPTER, TARGET_ADAPTER] if self._adapter_pairs else [ONLINE_ADAPTER]
+
+    @torch.no_grad()
+    def load(self, directory: str | Path) -> None:
+        """Load what :meth:`save` wrote into this agent (built with the same configs)."""
+        d = Path(directory)
+        device = next(self.q.parameters()).device
+        if self.model_cfg.lora:
+            from peft import set_peft_model_state_dict
+            from peft.utils import load_peft_weights
+
+            for name in self._adapter_names():
+                path = d / "adapter" if name == ONLINE_ADAPTER else d / "adapter" / name
+                weights = load_peft_weights(str(path), device=str(device))
+                result = set_peft_model_state_dict(self.llm, weights, adapter_name=name)
+                unexpected = getattr(result, "unexpected_keys", [])
+                if unexpected:
+                    raise ValueError(f"adapter {name!r} in {path} has unexpected keys, e.g. {unexpected[:3]}")
+        else:
+            self._load_full_weights(d / "model")
+        self._load_heads_state({k: v.to(device) for k, v in load_file(d / "heads.safetensors").items()})
+
+    def _load_full_weights(self, path: Path) -> None:
+        files = sorted(path.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"no *.safetensors weights in {path}")
+        state: dict[str, Tensor] = {}
+        for f in files:
+            state.update(load_file(f))
+        net = base_model(self.llm)
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        # save_pretrained drops tied copies (T5's embed_tokens / lm_head share ``shared``): a missing key
+        # is fine only when its tensor is one that was loaded.
+        live = net.state_dict()
+        loaded_ptrs = {live[k].data_ptr() for k in state if k in live}
+        really_missing = [k for k in missing if live[k].data_ptr() not in loaded_ptrs]
+        if unexpected or really_missing:
+            raise ValueError(
+                f"weights in {path} do not match: missing {really_missing[:3]}, unexpected {unexpected[:3]}"
+            )

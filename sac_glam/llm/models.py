@@ -1,0 +1,256 @@
+"""Load the LLM: offline tiny presets or a Hugging Face model, with LoRA and 4-bit nf4 (Appendix C).
+
+- ``tiny-t5`` / ``tiny-causal``: randomly initialised T5 / GPT-2 built from :class:`TinyModelConfig`
+  with the word-level tokenizer over Playground-Text's closed vocabulary (no download). Seed with
+  ``torch.manual_seed`` before calling :func:`load_model`. GPT-2 has absolute position embeddings,
+  so it exercises the position-id handling of the scorer under padding.
+- Any other name: ``from_pretrained`` (hub name or local path); the family comes from
+  ``config.is_encoder_decoder`` unless ``ModelConfig.family`` says.
+- ``lora``: peft LoRA adapters (adapter name ``default``) on the family's attention projections; only
+  they train. Without LoRA every LLM weight trains.
+- ``load_in_4bit``: base weights in nf4 with double quantisation (QLoRA, Dettmers et al. 2023),
+  compute in float32 on CPU and bfloat16 on GPU; only with LoRA (4-bit weights cannot be trained).
+
+The LLM always runs with dropout off (``model.eval()``): the policy that acts must be the policy that
+is scored in the update (importance ratios in PPO, log pi in SAC), so no stochastic layers.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    T5Config,
+    T5ForConditionalGeneration,
+)
+
+from sac_glam.config import ModelConfig, TinyModelConfig
+from sac_glam.envs.goals import vocabulary
+from sac_glam.llm.tokenizer import build_word_tokenizer
+
+Family = Literal["seq2seq", "causal"]
+TINY_PRESETS: dict[str, Family] = {"tiny-t5": "seq2seq", "tiny-causal": "causal"}
+
+#: LoRA target modules per ``config.model_type`` (Appendix C: LoRA on the attention projections).
+LORA_DEFAULT_TARGETS: dict[str, list[str]] = {
+    "t5": ["q", "v"],
+    "mt5": ["q", "v"],
+    "umt5": ["q", "v"],
+    "gpt2": ["c_attn"],
+}
+LLAMA_LIKE_TARGETS = ["q_proj", "v_proj"]
+
+
+class ModelLoadError(RuntimeError):
+    """A model name or path that could not be loaded."""
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-score LLM: ``model`` (possibly a peft ``PeftModel``), its tokenizer and family."""
+
+    model: Any
+    """``PreTrainedModel`` or peft ``PeftModel`` wrapping one."""
+    tokenizer: PreTrainedTokenizerBase
+    family: Family
+
+
+def build_tiny_model(name: str, tiny: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """The randomly initialised ``tiny-t5`` or ``tiny-causal`` model (dropout 0; seed in the caller)."""
+    vocab_size = len(tokenizer)
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    if tiny.d_model % tiny.n_heads:
+        raise ValueError(f"tiny.d_model={tiny.d_model} must be divisible by tiny.n_heads={tiny.n_heads}")
+    if name == "tiny-t5":
+        t5 = T5Config(
+            vocab_size=vocab_size,
+            d_model=tiny.d_model,
+            d_kv=tiny.d_model // tiny.n_heads,
+            d_ff=tiny.d_ff,
+            num_layers=tiny.n_layers,
+            num_decoder_layers=tiny.n_layers,
+            num_heads=tiny.n_heads,
+            dropout_rate=0.0,
+            pad_token_id=pad,
+            eos_token_id=eos,
+            # T5 starts decoding from the pad token; ours is a real, non-zero id.
+            decoder_start_token_id=pad,
+        )
+        return T5ForConditionalGeneration(t5)
+    if name == "tiny-causal":
+        gpt2 = GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=tiny.d_model,
+            n_layer=tiny.n_layers,
+            n_head=tiny.n_heads,
+            n_inner=tiny.d_ff,
+            n_positions=256,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            pad_token_id=pad,
+            eos_token_id=eos,
+            bos_token_id=eos,
+        )
+        return GPT2LMHeadModel(gpt2)
+    raise ValueError(f"unknown tiny preset {name!r}; choose one of {sorted(TINY_PRESETS)}")
+
+
+def _bnb_config() -> BitsAndBytesConfig:
+    compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+
+
+def _device_map() -> Any:
+    return {"": 0} if torch.cuda.is_available() else "cpu"
+
+
+def _disable_cpu_packed_4bit(model: torch.nn.Module) -> None:
+    """Keep bitsandbytes' 4-bit layers on one code path on CPU.
+
+    On CPUs with AVX512-BF16, ``Linear4bit.forward`` in eval mode without grad repacks the weight
+    in place for a bf16 kernel, so acting (no grad) and updating (grad) would compute slightly
+    different log-probs, and the repacking fails when ``in_features`` is not a multiple of 64.
+    One float32 dequantise-and-matmul path gives the same numbers in both modes.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False  # type: ignore[assignment]
+
+
+def _quantize_tiny(model: PreTrainedModel, family: Family) -> PreTrainedModel:
+    """Reload a built tiny model through ``from_pretrained`` in nf4: the same path as hub models."""
+    cls = AutoModelForSeq2SeqLM if family == "seq2seq" else AutoModelForCausalLM
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        quantized = cls.from_pretrained(tmp, quantization_config=_bnb_config(), device_map=_device_map())
+    return quantized
+
+
+def _describe_failure(name: str, family: str) -> str:
+    from huggingface_hub import constants
+
+    exists = os.path.exists(name)
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0")
+    where = (
+        f"local path {os.path.abspath(name)!r} (exists)"
+        if exists
+        else f"hub name {name!r} (no local path {os.path.abspath(name)!r} exists)"
+    )
+    return (
+        f"could not load model {name!r} (family={family}): tried {where}, "
+        f"HF_HUB_OFFLINE={'1' if offline else '0'}. Without network, use a local directory saved by "
+        f"save_pretrained or one of the offline presets 'tiny-t5' / 'tiny-causal' (model.name)."
+    )
+
+
+def _load_pretrained(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Family]:
+    try:
+        hf_config = AutoConfig.from_pretrained(cfg.name)
+        family: Family
+        if cfg.family == "auto":
+            family = "seq2seq" if getattr(hf_config, "is_encoder_decoder", False) else "causal"
+        else:
+            family = cfg.family
+        cls = AutoModelForSeq2SeqLM if family == "seq2seq" else AutoModelForCausalLM
+        kwargs: dict[str, Any] = {}
+        if cfg.load_in_4bit:
+            kwargs.update(quantization_config=_bnb_config(), device_map=_device_map())
+        model = cls.from_pretrained(cfg.name, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(cfg.name)
+    except Exception as e:
+        raise ModelLoadError(
+            f"{_describe_failure(cfg.name, cfg.family)} Cause: {type(e).__name__}: {e}"
+        ) from e
+    if tokenizer.pad_token_id is None:
+        # Causal tokenizers often have no pad token. Its value never matters to the scorer, which
+        # masks padding explicitly (attention masks, position ids, gathers), so EOS will do.
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, family
+
+
+def default_lora_targets(model: PreTrainedModel) -> list[str]:
+    """LoRA target modules for a model: T5 ``q, v``; GPT-2 ``c_attn``; Llama-like ``q_proj, v_proj``."""
+    return LORA_DEFAULT_TARGETS.get(getattr(model.config, "model_type", ""), LLAMA_LIKE_TARGETS)
+
+
+def lora_config(cfg: ModelConfig, model: PreTrainedModel) -> Any:
+    """The peft ``LoraConfig`` for ``cfg`` (also used to add the target-critic adapter)."""
+    from peft import LoraConfig
+
+    targets = list(cfg.lora_target_modules) or default_lora_targets(model)
+    is_gpt2 = getattr(model.config, "model_type", "") == "gpt2"
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        # GPT-2 stores its projections as Conv1D (weight transposed).
+        fan_in_fan_out=is_gpt2,
+        bias="none",
+    )
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    """Build or load the LLM of ``cfg`` with its tokenizer, LoRA and quantisation applied.
+
+    Raises :class:`ModelLoadError` (what was tried, and the offline presets) when loading fails, and
+    ``ValueError`` for 4-bit without LoRA.
+    """
+    if cfg.load_in_4bit and not cfg.lora:
+        raise ValueError(
+            "model.load_in_4bit=true requires model.lora=true: 4-bit nf4 weights cannot be trained, "
+            "so only LoRA adapters on top of them can (QLoRA, Appendix C)."
+        )
+    family: Family
+    if cfg.name in TINY_PRESETS:
+        family = TINY_PRESETS[cfg.name]
+        if cfg.family not in ("auto", family):
+            raise ValueError(f"model.family={cfg.family!r} contradicts preset {cfg.name!r} ({family})")
+        tokenizer: PreTrainedTokenizerBase = build_word_tokenizer(vocabulary())
+        model = build_tiny_model(cfg.name, cfg.tiny, tokenizer)
+        if cfg.load_in_4bit:
+            model = _quantize_tiny(model, family)
+    else:
+        model, tokenizer, family = _load_pretrained(cfg)
+    if cfg.load_in_4bit:
+        _disable_cpu_packed_4bit(model)
+    if cfg.lora:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(cfg, model))
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, family=family)
+
+
+def base_model(model: Any) -> PreTrainedModel:
+    """The transformers model inside a peft wrapper (LoRA layers are injected in place, so calling it
+    runs the active adapter), or ``model`` itself."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def model_family(model: Any) -> Family:
+    """``seq2seq`` or ``causal`` from ``config.is_encoder_decoder`` (works through peft wrappers)."""
+    return "seq2seq" if getattr(base_model(model).config, "is_encoder_decoder", False) else "causal"

@@ -1,0 +1,545 @@
+"""Action log-probabilities under the LLM (paper eq. 1-2), exact for mixed lengths and fast.
+
+For a prompt ``p`` (goal + observation) and an admissible action ``a = w_1 .. w_L`` (its tokens, no
+EOS appended, as in Lamorel and eq. 1)::
+
+    logp(a | p) = sum_j log P_LLM(w_j | p, w_<j)                                   (eq. 1)
+    pi(a | p)   = softmax over the admissible actions of logp                       (eq. 2, "sum")
+
+How one call runs:
+
+- Each prompt is encoded ONCE per call and reused by all its actions. Seq2seq: the encoder runs once
+  per prompt and its output is indexed per (prompt, action) row; the decoder reads
+  ``[decoder_start] + action``. Causal: the prompt runs once (left-padded, with explicit
+  ``position_ids``), its KV cache is indexed per row and the action tokens run on top of it with
+  ``position_ids`` continuing from the prompt's own length and an attention mask that hides the
+  prompt's padding. So a score never depends on which other prompts share the batch (Lamorel's
+  causal scorer left-pads without position ids and gets this wrong on GPT-2, ``lamorel_notes.md``).
+- All (prompt, action) rows go through batched forwards of at most ``minibatch_size`` rows.
+- One forward gives the decision logits ``D[r, j]`` = logits of the token that follows the prompt and
+  the first ``j`` action tokens, for ``j = 0 .. L``, and the hidden states the critic/value heads read.
+  Seq2seq: decoder logits at positions ``0..L``. Causal: the prompt's last logits then the action
+  rows' logits at positions ``0..L-1``. Every normalisation is a pure function of ``D``.
+
+Tokenisation: prompts with the tokenizer's special tokens (T5 appends ``</s>`` to encoder inputs,
+Llama prepends ``<s>``), actions without (no EOS: the score is over the action's own tokens). Action
+token ids are cached per tokenizer (actions repeat constantly).
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from transformers.modeling_outputs import BaseModelOutput
+
+from sac_glam.llm.models import Family, base_model, model_family
+
+Normalization = Literal["sum", "mean", "constrained"]
+HiddenRequest = Literal["none", "action", "prompt", "both"]
+
+
+@dataclass
+class ActionForward:
+    """The outputs of one scoring forward over B prompts with up to A actions each.
+
+    Padded entries (``mask_BA`` False) hold 0 in every float tensor (never -inf: ``0 * -inf`` is NaN
+    in entropies and expectations); always read them through ``mask_BA``.
+    """
+
+    logp_BA: Tensor
+    """(B, A) float: summed token log-probs of each action (eq. 1)."""
+    log_pi_BA: Tensor
+    """(B, A) float: log pi(a|s) under the chosen normalisation; exp sums to 1 over the real actions."""
+    mask_BA: Tensor
+    """(B, A) bool: True where an action exists."""
+    n_tokens_BA: Tensor
+    """(B, A) long: number of tokens of each action (0 where padded)."""
+    action_hidden_BAH: Tensor | None = None
+    """(B, A, H) last-layer hidden state after reading prompt + the whole action (seq2seq: decoder at the
+    last action token with input ``[start] + action``; causal: at the last action token)."""
+    prompt_hidden_BH: Tensor | None = None
+    """(B, H) last-layer hidden state after the prompt alone (seq2seq: decoder at the start position;
+    causal: at the last prompt token)."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tokenisation (cached)
+
+_ACTION_TOKEN_CACHE: weakref.WeakKeyDictionary[Any, dict[str, tuple[int, ...]]] = weakref.WeakKeyDictionary()
+_MAX_CACHED_ACTIONS = 200_000
+
+
+def tokenize_actions(tokenizer: Any, actions: list[str]) -> list[tuple[int, ...]]:
+    """Token ids of each action, without special tokens; cached per tokenizer."""
+    cache = _ACTION_TOKEN_CACHE.setdefault(tokenizer, {})
+    missing = [a for a in dict.fromkeys(actions) if a not in cache]
+    if missing:
+        if len(cache) + len(missing) > _MAX_CACHED_ACTIONS:
+            cache.clear()
+        encoded = tokenizer(missing, add_special_tokens=False)["input_ids"]
+        for text, ids in zip(missing, encoded, strict=True):
+            if not ids:
+                raise ValueError(f"action {text!r} has no tokens; every action needs at least one")
+            cache[text] = tuple(ids)
+    return [cache[a] for a in actions]
+
+
+def tokenize_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
+    """Token ids of each prompt, with the model's special tokens (once per call)."""
+    ids: list[list[int]] = tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    for text, row in zip(prompts, ids, strict=True):
+        if not row:
+            raise ValueError(f"prompt {text!r} has no tokens")
+    return ids
+
+
+# ----------------------------------------------------------------------------------------------------
+# Constrained decoding: allowed next tokens from the admissible actions' prefix tree
+
+
+@dataclass(frozen=True)
+class _AllowedSets:
+    """For one state's A actions (max length L): which tokens decoding may choose at each step.
+
+    ``ids_APK[a, j]`` lists the allowed tokens after action a's first j tokens (K padded, ``mask_APK``),
+    for ``j = 0 .. L_a`` (P = L + 1 positions). ``end_A[a]`` says whether stopping after a is a real
+    choice (a is a strict prefix of another action); the end of an action is the extra "token" EOS.
+    """
+
+    ids_APK: Tensor
+    mask_APK: Tensor
+    end_A: Tensor
+
+
+@functools.lru_cache(maxsize=8192)
+def _allowed_sets(seqs: tuple[tuple[int, ...], ...], eos_id: int | None) -> _AllowedSets:
+    """Walk the prefix tree of ``seqs`` once (CPU, cached per action set)."""
+    if len(set(seqs)) != len(seqs):
+        raise ValueError(
+            "constrained normalisation needs distinct token sequences per state; two admissible actions "
+            "tokenise identically (duplicate action, or words unknown to the tokenizer)"
+        )
+    children: dict[tuple[int, ...], list[int]] = {}
+    for seq in seqs:
+        for j in range(len(seq)):
+            nxt = children.setdefault(seq[:j], [])
+            if seq[j] not in nxt:
+                nxt.append(seq[j])
+    complete = set(seqs)
+    rows: list[list[list[int]]] = []
+    end: list[bool] = []
+    for seq in seqs:
+        positions = []
+        for j in range(len(seq) + 1):
+            prefix = seq[:j]
+            allowed = list(children.get(prefix, []))
+            # A shorter admissible action ending here makes "stop" a choice at this step: the EOS
+            # logit stands for it (only reached when one action is a strict prefix of another).
+            if prefix in complete:
+                if eos_id is None:
+                    raise ValueError("constrained normalisation with prefix actions needs an EOS token")
+                if prefix != seq or allowed:
+                    allowed.append(eos_id)
+            positions.append(allowed)
+        rows.append(positions)
+        end.append(bool(children.get(seq)))
+    n_pos = max(len(s) for s in seqs) + 1
+    k = max(len(allowed) for r in rows for allowed in r)
+    ids = torch.zeros(len(seqs), n_pos, max(k, 1), dtype=torch.long)
+    mask = torch.zeros(len(seqs), n_pos, max(k, 1), dtype=torch.bool)
+    for a, positions in enumerate(rows):
+        for j, allowed in enumerate(positions):
+            ids[a, j, : len(allowed)] = torch.tensor(allowed, dtype=torch.long)
+            mask[a, j, : len(allowed)] = True
+    return _AllowedSets(ids, mask, torch.tensor(end, dtype=torch.bool))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Batching plan
+
+
+def _plan_chunks(n_actions: list[int], minibatch_size: int) -> list[list[tuple[int, int, int]]]:
+    """Split the rows (prompt b, action a) into chunks of at most ``minibatch_size`` rows.
+
+    A chunk is a list of segments ``(b, a_start, a_end)``. Rows keep their flat order; a prompt whose
+    rows straddle two chunks is encoded in both (rare; it keeps every forward full).
+    Example: n_actions=[3, 4], minibatch_size=5 -> [[(0,0,3),(1,0,2)], [(1,2,4)]].
+    """
+    if minibatch_size < 1:
+        raise ValueError(f"minibatch_size must be >= 1, got {minibatch_size}")
+    chunks: list[list[tuple[int, int, int]]] = []
+    current: list[tuple[int, int, int]] = []
+    rows = 0
+    for b, n in enumerate(n_actions):
+        start = 0
+        while start < n:
+            take = min(n - start, minibatch_size - rows)
+            current.append((b, start, start + take))
+            rows += take
+            start += take
+            if rows == minibatch_size:
+                chunks.append(current)
+                current, rows = [], 0
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _pad(seqs: list[Any], pad_id: int, left: bool = False) -> tuple[Tensor, Tensor]:
+    """(N, T) ids and bool mask for token lists, right- (default) or left-padded.
+
+    One tensor from the flat concatenation, placed by a boolean mask (row-major order matches the
+    concatenation), instead of one small tensor per row.
+    Example: [[5, 6, 7], [8]] right-padded -> ids [[5, 6, 7], [p, p, p]] with 8 at [1, 0]."""
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    width = int(lengths.max())
+    cols = torch.arange(width)[None, :]
+    mask = cols >= (width - lengths)[:, None] if left else cols < lengths[:, None]
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    ids[mask] = torch.tensor([t for s in seqs for t in s], dtype=torch.long)
+    return ids, mask
+
+
+# ----------------------------------------------------------------------------------------------------
+# Forwards: one chunk of rows -> decision logits (R, L+1, V) and hidden states
+
+
+@dataclass
+class _ChunkOut:
+    logits_RPV: Tensor
+    """Decision logits: position j = next-token logits after the prompt and j action tokens."""
+    action_hidden_RH: Tensor | None
+    prompt_hidden_SH: Tensor | None
+    """One row per segment of the chunk."""
+
+
+def _seq2seq_chunk(
+    model: Any,
+    prompt_ids: list[list[int]],
+    row_prompt_R: Tensor,
+    action_ids_RL: Tensor,
+    action_mask_RL: Tensor,
+    lengths_R: Tensor,
+    seg_first_row_S: Tensor,
+    pad_id: int,
+    want_action: bool,
+    want_prompt: bool,
+) -> _ChunkOut:
+    start_id = model.config.decoder_start_token_id
+    if start_id is None:
+        raise ValueError("seq2seq model has no decoder_start_token_id")
+    p_ids, p_mask = _pad(prompt_ids, pad_id)
+    device = model.device
+    p_ids, p_mask = p_ids.to(device), p_mask.to(device)
+    # Encoder once per prompt of the chunk; rows index its output (no re-encoding per action).
+    enc_PTH = model.get_encoder()(input_ids=p_ids, attention_mask=p_mask, return_dict=True).last_hidden_state
+    enc_RTH = enc_PTH.index_select(0, row_prompt_R)
+    enc_mask_RT = p_mask.index_select(0, row_prompt_R)
+    n_rows = action_ids_RL.shape[0]
+    start = torch.full((n_rows, 1), start_id, dtype=torch.long, device=device)
+    dec_in = torch.cat([start, action_ids_RL], dim=1)  # (R, L+1): [start] + action
+    dec_mask = torch.cat([torch.ones_like(start, dtype=torch.bool), action_mask_RL], dim=1)
+    out = model(
+        encoder_outputs=BaseModelOutput(last_hidden_state=enc_RTH),
+        attention_mask=enc_mask_RT,
+        decoder_input_ids=dec_in,
+        decoder_attention_mask=dec_mask,
+        output_hidden_states=want_action or want_prompt,
+        use_cache=False,
+        return_dict=True,
+    )
+    hidden_RPH = out.decoder_hidden_states[-1] if (want_action or want_prompt) else None
+    action_h = prompt_h = None
+    if hidden_RPH is not None and want_action:
+        # Position L_r holds the state after the start token and all L_r action tokens.
+        action_h = hidden_RPH[torch.arange(n_rows, device=device), lengths_R]
+    if hidden_RPH is not None and want_prompt:
+        # Position 0 (start token) sees only the prompt: identical for every row of a prompt.
+        prompt_h = hidden_RPH[seg_first_row_S, 0]
+    return _ChunkOut(out.logits, action_h, prompt_h)
+
+
+def _rows_cache(past: Any, row_prompt_R: Tensor) -> Any:
+    """The prompt KV cache indexed per row: row r reads prompt ``row_prompt_R[r]``'s keys/values."""
+    if hasattr(past, "batch_select_indices"):  # transformers' Cache objects (DynamicCache in 4.5x)
+        past.batch_select_indices(row_prompt_R)
+        return past
+    # Legacy tuple format: ((k, v) per layer), each (P, heads, T, head_dim).
+    return tuple((k.index_select(0, row_prompt_R), v.index_select(0, row_prompt_R)) for k, v in past)
+
+
+def _attention_4d(model: Any, key_mask_RK: Tensor, n_queries: int) -> Tensor:
+    """A ready 4D mask (R, 1, Q, K) for the last Q of K positions: key k visible to query q iff it is a
+    real token and k <= q (causal). transformers returns a 4D mask as-is, which skips its vmap-based mask
+    construction (a quarter of a tiny model's scoring time). A query that would see nothing (a left-pad
+    position) sees itself instead: a fully masked row gives NaN in SDPA, and NaN values times zero weights
+    would leak into real rows through the values of later layers.
+    Format: bool for SDPA, additive float (0 / dtype min) for eager attention."""
+    n_keys = key_mask_RK.shape[1]
+    offset = n_keys - n_queries
+    q_pos = torch.arange(offset, n_keys, device=key_mask_RK.device)[:, None]
+    k_pos = torch.arange(n_keys, device=key_mask_RK.device)[None, :]
+    allowed = (key_mask_RK[:, None, :] & (k_pos <= q_pos)) | (k_pos == q_pos)  # (R, Q, K)
+    allowed = allowed[:, None]
+    if getattr(model.config, "_attn_implementation", "eager") == "sdpa":
+        return allowed
+    dtype = model.dtype if model.dtype.is_floating_point else torch.float32
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )
+
+
+def _causal_chunk(
+    model: Any,
+    prompt_ids: list[list[int]],
+    row_prompt_R: Tensor,
+    action_ids_RL: Tensor,
+    action_mask_RL: Tensor,
+    lengths_R: Tensor,
+    seg_prompt_S: Tensor,
+    pad_id: int,
+    want_action: bool,
+    want_prompt: bool,
+) -> _ChunkOut:
+    device = model.device
+    # Left padding puts every prompt's last token at the same index (-1); explicit position ids make
+    # real tokens start at position 0 whatever the padding (GPT-2's absolute positions).
+    p_ids, p_mask = _pad(prompt_ids, pad_id, left=True)
+    p_ids, p_mask = p_ids.to(device), p_mask.to(device)
+    p_len_P = p_mask.sum(1)
+    p_pos = (p_mask.long().cumsum(1) - 1).clamp(min=0)
+    use_4d = getattr(model.config, "_attn_implementation", "eager") in ("sdpa", "eager")
+    prompt_kwargs: dict[str, Any] = dict(
+        input_ids=p_ids,
+        attention_mask=_attention_4d(model, p_mask, p_ids.shape[1]) if use_4d else p_mask.long(),
+        position_ids=p_pos,
+        use_cache=True,
+        output_hidden_states=want_prompt,
+        return_dict=True,
+    )
+    try:  # only the last prompt position's logits are needed; skip the (P, T, V) projection
+        p_out = model(**prompt_kwargs, logits_to_keep=1)
+    except TypeError:  # models without logits_to_keep
+        p_out = model(**prompt_kwargs)
+    first_logits_PV = p_out.logits[:, -1]
+    cache = _rows_cache(p_out.past_key_values, row_prompt_R)
+    n_rows, width = action_ids_RL.shape
+    a_pos = p_len_P.index_select(0, row_prompt_R)[:, None] + torch.arange(width, device=device)[None, :]
+    key_mask = torch.cat([p_mask.index_select(0, row_prompt_R), action_mask_RL], dim=1)
+    att = _attention_4d(model, key_mask, width) if use_4d else key_mask.long()
+    out = model(
+        input_ids=action_ids_RL,
+        attention_mask=att,
+        position_ids=a_pos,
+        past_key_values=cache,
+        use_cache=True,
+        output_hidden_states=want_action,
+        return_dict=True,
+    )
+    # Decision j: j=0 from the prompt's last logits, j>=1 from the row's position j-1.
+    logits_RPV = torch.cat([first_logits_PV.index_select(0, row_prompt_R)[:, None], out.logits], dim=1)
+    action_h = prompt_h = None
+    if want_action:
+        action_h = out.hidden_states[-1][torch.arange(n_rows, device=device), lengths_R - 1]
+    if want_prompt:
+        prompt_h = p_out.hidden_states[-1][:, -1].index_select(0, seg_prompt_S)
+    return _ChunkOut(logits_RPV, action_h, prompt_h)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The public functions
+
+
+def forward_actions(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    actions: list[list[str]],
+    *,
+    family: Family | None = None,
+    minibatch_size: int = 512,
+    normalization: Normalization = "sum",
+    hidden: HiddenRequest = "none",
+) -> ActionForward:
+    """Score every admissible action of every prompt in one batched pass (see the module docstring).
+
+    Works with gradients (updates: LoRA/LLM weights get gradients) and under ``torch.no_grad`` (acting).
+    ``family`` defaults to ``model.config.is_encoder_decoder``. Every prompt needs >= 1 action.
+    """
+    if len(prompts) != len(actions):
+        raise ValueError(f"{len(prompts)} prompts but {len(actions)} action lists")
+    if normalization not in ("sum", "mean", "constrained"):
+        raise ValueError(f"unknown normalization {normalization!r}")
+    if hidden not in ("none", "action", "prompt", "both"):
+        raise ValueError(f"unknown hidden request {hidden!r}")
+    for b, acts in enumerate(actions):
+        if not acts:
+            raise ValueError(f"prompt {b} has no admissible action")
+    family = family or model_family(model)
+    net = base_model(model)
+    device = net.device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    want_action = hidden in ("action", "both")
+    want_prompt = hidden in ("prompt", "both")
+
+    n_actions = [len(a) for a in actions]
+    B, A = len(prompts), max(n_actions)
+    prompt_ids = tokenize_prompts(tokenizer, prompts)
+    flat_actions = [a for acts in actions for a in acts]
+    action_ids = tokenize_actions(tokenizer, flat_actions)
+    row_offset = [0]
+    for n in n_actions:
+        row_offset.append(row_offset[-1] + n)
+    lengths_all = torch.tensor([len(t) for t in action_ids], dtype=torch.long)
+    # Flat (B*A) slot of every row, to scatter row results into (B, A): row of (b, a) -> b*A + a.
+    slot_R = torch.cat([torch.arange(n) + b * A for b, n in enumerate(n_actions)]).to(device)
+
+    allowed: list[_AllowedSets] | None = None
+    if normalization == "constrained":
+        allowed = [
+            _allowed_sets(tuple(action_ids[row_offset[b] : row_offset[b + 1]]), tokenizer.eos_token_id)
+            for b in range(B)
+        ]
+
+    logp_parts, term_parts, action_h_parts = [], [], []
+    prompt_h_BH: Tensor | None = None
+    prompt_h_rows: list[Tensor] = []
+    prompt_h_idx: list[int] = []
+    for chunk in _plan_chunks(n_actions, minibatch_size):
+        seg_rows = [a1 - a0 for _, a0, a1 in chunk]
+        rows = [row_offset[b] + a for b, a0, a1 in chunk for a in range(a0, a1)]
+        row_prompt_R = torch.repeat_interleave(torch.arange(len(chunk)), torch.tensor(seg_rows)).to(device)
+        seg_first_row_S = (torch.tensor([0, *seg_rows[:-1]]).cumsum(0)).to(device)
+        ids_RL, mask_RL = _pad([action_ids[r] for r in rows], pad_id)
+        ids_RL, mask_RL = ids_RL.to(device), mask_RL.to(device)
+        lengths_R = lengths_all[rows].to(device)
+        chunk_prompts = [prompt_ids[b] for b, _, _ in chunk]
+        if family == "seq2seq":
+            out = _seq2seq_chunk(
+                net, chunk_prompts, row_prompt_R, ids_RL, mask_RL, lengths_R, seg_first_row_S,
+                pad_id, want_action, want_prompt,
+            )  # fmt: skip
+        else:
+            out = _causal_chunk(
+                net, chunk_prompts, row_prompt_R, ids_RL, mask_RL, lengths_R,
+                torch.arange(len(chunk), device=device), pad_id, want_action, want_prompt,
+            )  # fmt: skip
+        logits_RPV = out.logits_RPV.float()
+        L = ids_RL.shape[1]
+        # eq. 1: log P(w_j | p, w_<j) = logit(w_j) - logsumexp(logits), summed over real tokens.
+        tok_logit_RL = logits_RPV[:, :L].gather(-1, ids_RL[..., None]).squeeze(-1)
+        tok_logp_RL = tok_logit_RL - torch.logsumexp(logits_RPV[:, :L], dim=-1)
+        logp_parts.append(torch.where(mask_RL, tok_logp_RL, 0.0).sum(1))
+        if allowed is not None:
+            term_parts.append(
+                _constrained_log_pi(logits_RPV, ids_RL, mask_RL, lengths_R, chunk, allowed, tokenizer)
+            )
+        if out.action_hidden_RH is not None:
+            action_h_parts.append(out.action_hidden_RH)
+        if out.prompt_hidden_SH is not None:
+            for s, (b, a0, _) in enumerate(chunk):
+                if a0 == 0:  # the segment holding a prompt's first action reports its prompt state
+                    prompt_h_rows.append(out.prompt_hidden_SH[s])
+                    prompt_h_idx.append(b)
+
+    mask_BA = torch.zeros(B * A, dtype=torch.bool, device=device)
+    mask_BA[slot_R] = True
+    mask_BA = mask_BA.view(B, A)
+    logp_R = torch.cat(logp_parts)
+    logp_BA = logp_R.new_zeros(B * A).index_copy(0, slot_R, logp_R).view(B, A)
+    n_tokens_BA = torch.zeros(B * A, dtype=torch.long, device=device)
+    n_tokens_BA[slot_R] = lengths_all.to(device)
+    n_tokens_BA = n_tokens_BA.view(B, A)
+
+    if normalization == "sum":  # eq. 2
+        log_pi_BA = masked_log_softmax(logp_BA, mask_BA)
+    elif normalization == "mean":
+        log_pi_BA = masked_log_softmax(logp_BA / n_tokens_BA.clamp(min=1), mask_BA)
+    else:
+        log_pi_R = torch.cat(term_parts)
+        log_pi_BA = log_pi_R.new_zeros(B * A).index_copy(0, slot_R, log_pi_R).view(B, A)
+
+    action_hidden_BAH = None
+    if want_action:
+        h_RH = torch.cat(action_h_parts)
+        action_hidden_BAH = h_RH.new_zeros(B * A, h_RH.shape[-1]).index_copy(0, slot_R, h_RH)
+        action_hidden_BAH = action_hidden_BAH.view(B, A, -1)
+    if want_prompt:
+        order = torch.tensor(prompt_h_idx, device=device).argsort()
+        prompt_h_BH = torch.stack(prompt_h_rows).index_select(0, order)
+    return ActionForward(
+        logp_BA=logp_BA,
+        log_pi_BA=log_pi_BA,
+        mask_BA=mask_BA,
+        n_tokens_BA=n_tokens_BA,
+        action_hidden_BAH=action_hidden_BAH,
+        prompt_hidden_BH=prompt_h_BH,
+    )
+
+
+def _constrained_log_pi(
+    logits_RPV: Tensor,
+    ids_RL: Tensor,
+    mask_RL: Tensor,
+    lengths_R: Tensor,
+    chunk: list[tuple[int, int, int]],
+    allowed: list[_AllowedSets],
+    tokenizer: Any,
+) -> Tensor:
+    """log pi(a) = sum_j [logit(w_j) - logsumexp(logits of the tokens allowed after w_<j)]
+    + [logit(EOS) - logsumexp(allowed after a)] when stopping after a is a choice (a is a strict prefix
+    of another action). Sums to 1 over the admissible actions by construction (no final softmax)."""
+    n_rows, n_pos, _ = logits_RPV.shape
+    device = logits_RPV.device
+    k = max(allowed[b].ids_APK.shape[2] for b, _, _ in chunk)
+    ids_RPK = torch.zeros(n_rows, n_pos, k, dtype=torch.long)
+    amask_RPK = torch.zeros(n_rows, n_pos, k, dtype=torch.bool)
+    end_R = torch.zeros(n_rows, dtype=torch.bool)
+    r = 0
+    for b, a0, a1 in chunk:  # one slice copy per state, not per token
+        s = allowed[b]
+        p, kk = s.ids_APK.shape[1], s.ids_APK.shape[2]
+        ids_RPK[r : r + a1 - a0, :p, :kk] = s.ids_APK[a0:a1]
+        amask_RPK[r : r + a1 - a0, :p, :kk] = s.mask_APK[a0:a1]
+        end_R[r : r + a1 - a0] = s.end_A[a0:a1]
+        r += a1 - a0
+    # Positions with nothing allowed (past an action's end) get one dummy entry: their term is masked
+    # out below, and a finite logsumexp keeps NaN out of the backward pass (0 * NaN = NaN).
+    amask_RPK[..., 0] |= ~amask_RPK.any(-1)
+    ids_RPK, amask_RPK, end_R = ids_RPK.to(device), amask_RPK.to(device), end_R.to(device)
+    allowed_logits = logits_RPV.gather(-1, ids_RPK).masked_fill(~amask_RPK, float("-inf"))
+    lse_RP = torch.logsumexp(allowed_logits, dim=-1)
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    # Chosen "token" per position: w_j for j < L, EOS at j = L (counted only when end_R).
+    chosen_RP = torch.cat([ids_RL, ids_RL.new_full((n_rows, 1), eos)], dim=1)
+    chosen_RP.scatter_(1, lengths_R[:, None], eos)
+    term_mask_RP = torch.cat([mask_RL, torch.zeros_like(mask_RL[:, :1])], dim=1)
+    term_mask_RP.scatter_(1, lengths_R[:, None], end_R[:, None])
+    chosen_logit_RP = logits_RPV.gather(-1, chosen_RP[..., None]).squeeze(-1)
+    return torch.where(term_mask_RP, chosen_logit_RP - lse_RP, 0.0).sum(1)
+
+
+def masked_log_softmax(x_BA: Tensor, mask_BA: Tensor) -> Tensor:
+    """log_softmax over the real entries of each row; padded entries are 0 (not -inf)."""
+    logits = x_BA.masked_fill(~mask_BA, float("-inf"))
+    return torch.where(mask_BA, torch.log_softmax(logits, dim=-1), 0.0)
+
+
+def score_actions(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[str],
+    actions: list[list[str]],
+    minibatch_size: int = 512,
+) -> list[Tensor]:
+    """Per prompt, a tensor (n_actions,) of summed action-token log-probs (eq. 1).
+
+    The family comes from ``model.config.is_encoder_decoder`` (also through peft wrappers).
+    """
+    fwd = forward_actions(model, tokenizer, prompts, actions, minibatch_size=minibatch_size)
+    return [fwd.logp_BA[b, : len(acts)] for b, acts in enumerate(actions)]
