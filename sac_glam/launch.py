@@ -3,15 +3,72 @@
     lamorel-launch                                   # the CPU default: SAC-GLAM+HER, N = 3, tiny-t5
     lamorel-launch --config-name sac_glam_cpu train.seed=1 train.total_steps=20000
 
-With ``train.backend=local`` (every CPU preset) it trains in this process.
+With ``train.backend=local`` (every CPU preset) it trains in this process. With
+``train.backend=lamorel`` it starts Lamorel's launcher with the absolute config directory and the RL
+script (``experiments/lamorel_rl_script.py``) filled in, so that
+
+    lamorel-launch --config-name lamorel_cpu train.total_steps=640
+
+runs ``python -m lamorel_launcher.launch --config-path /abs/lamorel_configs --config-name lamorel_cpu
+++rl_script_args.path=/abs/experiments/lamorel_rl_script.py ++train.total_steps=640 ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import sys
+from collections.abc import Sequence
+from pathlib import Path
 
-from sac_glam.config import DEFAULT_CONFIG, ConfigError, available_configs, config_dir, load_config
+from sac_glam.config import DEFAULT_CONFIG, Config, ConfigError, available_configs, config_dir, load_config
+
+RL_SCRIPT = Path("experiments") / "lamorel_rl_script.py"
+
+
+def rl_script_path() -> Path:
+    """``experiments/lamorel_rl_script.py`` of the source tree (or of the working directory), absolute."""
+    candidates = [Path(__file__).resolve().parents[1] / RL_SCRIPT, Path.cwd() / RL_SCRIPT]
+    for path in candidates:
+        if path.is_file():
+            return path.resolve()
+    raise ConfigError(f"no Lamorel RL script found; looked for {', '.join(map(str, candidates))}")
+
+
+def lamorel_command(cfg: Config, config_name: str, config_path: str | Path, overrides: Sequence[str],
+                    script: str | Path, python: str = sys.executable) -> list[str]:  # fmt: skip
+    """The ``python -m lamorel_launcher.launch`` command for a lamorel config.
+
+    Overrides get hydra's ``++`` (set or add): our dataclass defaults make many keys valid that the
+    YAML does not list, and hydra's struct mode would reject a plain ``key=value`` for those. The run
+    directory is made absolute, and hydra's run directory pinned to ``.``, so that neither the launcher
+    nor the processes it starts move the run elsewhere (Lamorel's launcher is a hydra app).
+    """
+    from sac_glam.train import run_dir_of
+
+    plain = [o.lstrip("+") for o in overrides]
+    run_dir = Path(run_dir_of(cfg)).resolve()
+    return [
+        python, "-m", "lamorel_launcher.launch",
+        "--config-path", str(Path(config_path).resolve()), "--config-name", config_name,
+        f"++rl_script_args.path={Path(script).resolve()}",
+        *[f"++{o}" for o in plain if not o.startswith("train.run_dir=")],
+        f"++train.run_dir={run_dir}",
+        "hydra.run.dir=.", "hydra.output_subdir=null",
+    ]  # fmt: skip
+
+
+def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("lamorel") is None or importlib.util.find_spec("lamorel_launcher") is None:
+        from sac_glam.factory import make_backend
+
+        make_backend(cfg)  # raises the install message
+    config_path = Path(args.config_path).resolve() if args.config_path else config_dir()
+    cmd = lamorel_command(cfg, args.config_name, config_path, args.overrides, rl_script_path())
+    print("starting Lamorel:", " ".join(cmd), flush=True)
+    os.execv(cmd[0], cmd)
+    return 0  # not reached
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"lamorel-launch: config error: {err}", file=sys.stderr)
         return 2
+    if cfg.train.backend == "lamorel":
+        try:
+            return launch_lamorel(cfg, args)
+        except ConfigError as err:
+            print(f"lamorel-launch: {err}", file=sys.stderr)
+            return 2
     from sac_glam.train import run_dir_of, train
 
     print(f"config {cfg.name}: {cfg.train.algo} on {cfg.model.name}, {cfg.env.n_envs} envs x N={cfg.env.n_objects} objects, "

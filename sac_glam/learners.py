@@ -17,8 +17,8 @@ from sac_glam.backends.base import ActOutput, Backend
 from sac_glam.buffers.replay import Episode, ReplayBuffer
 from sac_glam.buffers.rollout import PPOBatch, gae
 from sac_glam.config import PPOConfig
-from sac_glam.prompts import render_prompt
 from sac_glam.envs.vector import VecObs, VecStep
+from sac_glam.prompts import render_prompt
 
 
 class Learner(Protocol):
