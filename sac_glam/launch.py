@@ -56,16 +56,21 @@ def lamorel_command(cfg: Config, config_name: str, config_path: str | Path, over
         *[f"++{o}" for o in plain if not o.startswith("train.run_dir=")],
         f"++train.run_dir={run_dir}",
         "hydra.run.dir=.", "hydra.output_subdir=null",
+        # hydra's log files (the launcher's, every process's) go to the run directory, not the cwd.
+        f"hydra.job_logging.handlers.file.filename={run_dir}/${{hydra.job.name}}.log",
     ]  # fmt: skip
 
 
 def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
+    from sac_glam.train import run_dir_of
+
     if importlib.util.find_spec("lamorel") is None or importlib.util.find_spec("lamorel_launcher") is None:
         from sac_glam.factory import make_backend
 
         make_backend(cfg)  # raises the install message
     config_path = Path(args.config_path).resolve() if args.config_path else config_dir()
     cmd = lamorel_command(cfg, args.config_name, config_path, args.overrides, rl_script_path())
+    run_dir_of(cfg).resolve().mkdir(parents=True, exist_ok=True)  # hydra's log files go there
     print("starting Lamorel:", " ".join(cmd), flush=True)
     os.execv(cmd[0], cmd)
     return 0  # not reached

@@ -110,7 +110,11 @@ def build_tiny_model(name: str, tiny: TinyModelConfig, tokenizer: PreTrainedToke
 
 
 def _bnb_config() -> BitsAndBytesConfig:
-    compute = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    # bf16 compute only where the GPU has native bf16 (Ampere+); V100s (the paper's) get fp16.
+    if torch.cuda.is_available():
+        compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        compute = torch.float32
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
@@ -120,7 +124,8 @@ def _bnb_config() -> BitsAndBytesConfig:
 
 
 def _device_map() -> Any:
-    return {"": 0} if torch.cuda.is_available() else "cpu"
+    # The current device, not cuda:0: each Lamorel LLM server sets its own GPU before loading.
+    return {"": torch.cuda.current_device()} if torch.cuda.is_available() else "cpu"
 
 
 def _disable_cpu_packed_4bit(model: torch.nn.Module) -> None:

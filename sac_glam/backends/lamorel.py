@@ -1,0 +1,564 @@
+"""The ``lamorel`` backend: the same agent and updaters inside Lamorel's LLM server processes.
+
+Lamorel (github.com/flowersteam/lamorel) is imported only in this module. The launcher starts
+``n_rl + n_llm`` copies of ``experiments/lamorel_rl_script.py``; ranks ``0..n_rl-1`` are RL processes,
+the others LLM servers that serve until the RL side closes them (``lamorel_notes.md``).
+
+Design: every server runs OUR forward
+-------------------------------------
+- :class:`AgentInitializer` (a ``BaseModelInitializer``) builds, in each server, the very
+  :class:`~sac_glam.llm.agent.LLMAgent` the local backend builds (``factory.make_agent``: same seed,
+  same LoRA / 4-bit code in ``llm/models.py``), and installs it in Lamorel's ``HF_LLM``: the agent's
+  LLM and tokenizer replace the ones Lamorel loaded (one copy of the weights per server), and the agent
+  is registered as the submodule ``sac_glam_agent``, so the DDP wrapper Lamorel builds around
+  ``HF_LLM`` holds our parameters and broadcasts them from the first server at start-up.
+- :class:`AgentUpdater` (a ``BaseUpdater``) is the one entry point the RL side calls, through
+  ``caller.update(contexts, candidates, method=...)``: ``act`` (log pi and V through
+  ``LLMAgent.evaluate``, no grad), ``update`` (``SACUpdater`` / ``PPOUpdater`` from
+  ``algos/updaters.py``, unchanged), ``state_dict``, ``load_state_dict`` and ``save``. Acting does not
+  use ``caller.score`` nor a ``BaseModuleFunction``: Lamorel's forward tokenizes and pads on its own
+  (pad id hard-coded to 0, causal contexts left-padded without position ids, decoder start id 0), so a
+  module function would either see scores computed by a second, defective scorer or pay a wasted LLM
+  forward before ours. An updater call reaches the server with the raw text and no forward at all.
+  No loss, scorer or head is implemented twice: everything numeric is the local backend's code.
+
+Data parallelism over servers
+-----------------------------
+The agent's forward does not go through Lamorel's DDP wrapper (DDP averages gradients only for
+forwards made through it), so :class:`GradientAllReduce` averages them explicitly over the LLM
+process group, once per optimiser step (an optimiser step pre-hook): one small all-reduce of the row
+count and of which parameters have a gradient, then one all-reduce of all gradients flattened into a
+buffer. Each server's gradient is the mean over its rows, so it is weighted by its share of the rows,
+``n_local / n_total``: the sum is then exactly the gradient of the full batch's mean loss, even when
+the rows do not split evenly (DDP's plain average is exact only for equal shards). The collectives
+happen per optimiser step, not per ``backward()``, so servers may run different numbers of
+accumulation chunks (``chunk_slices`` of different shard sizes) without the hang of the notes; the
+number of optimiser steps per call is the same on every server by construction. Two more things make
+the sharded step equal the full-batch step: gradient clipping moves after the all-reduce (DDP order:
+clip the averaged gradient; the wrapped updater is given an infinite / no clipping norm and the hook
+clips), and PPO's per-minibatch advantage normalisation happens on the RL side over the whole
+minibatch before it is split. SAC's entropy coefficient gets the same weighted all-reduce. All servers
+then apply identical gradients to identical parameters and stay identical (``server_states``).
+
+Process layout
+--------------
+On Lamorel's main branch, one RL process with several servers (the "batches" dispatch, the only one
+that fills ``_current_batch_ids`` with a part of a call) fails on the first call with a ``KeyError``
+in the dispatcher. So multi-server configs use ``n_rl_processes == n_llm_processes``: each RL process
+issues its own call, and Lamorel routes call ``i`` to server ``i`` whole. Only RL rank 0 runs the
+training loop; the other RL ranks are thin relays (:func:`serve_follower`): rank 0 splits every batch
+into ``n_rl`` contiguous shards, hands them out over the RL process group, every RL rank sends its shard
+to its server, and rank 0 gathers the results. The updater still selects its rows with
+``_current_batch_ids`` (all rows of its call here; a part of it once the upstream dispatcher is fixed
+and ``n_rl < n_llm`` is used), so it works in both dispatch modes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from lamorel import BaseModelInitializer, BaseUpdater, Caller, lamorel_init
+from omegaconf import OmegaConf
+
+from sac_glam.algos import ppo
+from sac_glam.algos.updaters import PPOUpdater, SACUpdater, slice_batch
+from sac_glam.backends.base import ActOutput
+from sac_glam.buffers.rollout import PPOBatch
+from sac_glam.config import Config, ConfigError
+
+#: Attribute under which the agent is registered in Lamorel's ``HF_LLM`` module.
+AGENT_ATTR = "sac_glam_agent"
+
+#: Every ``lamorel_args`` key Lamorel reads without a default (``lamorel_notes.md``), dotted.
+REQUIRED_LAMOREL_KEYS = (
+    "log_level",
+    "gloo_timeout",
+    "allow_subgraph_use_whith_gradient",
+    "distributed_setup_args.n_rl_processes",
+    "distributed_setup_args.n_llm_processes",
+    "accelerate_args.config_file",
+    "accelerate_args.machine_rank",
+    "accelerate_args.num_machines",
+    "llm_args.model_type",
+    "llm_args.model_path",
+    "llm_args.pretrained",
+    "llm_args.minibatch_size",
+    "llm_args.pre_encode_inputs",
+    "llm_args.load_in_4bit",
+    "llm_args.seed",
+    "llm_args.parallelism.use_gpu",
+    "llm_args.parallelism.model_parallelism_size",
+    "llm_args.parallelism.synchronize_gpus_after_scoring",
+    "llm_args.parallelism.empty_cuda_cache_after_scoring",
+)
+
+_ACTIVE: LamorelBackend | None = None
+
+
+def missing_lamorel_keys(lamorel_args: dict[str, Any]) -> list[str]:
+    """The :data:`REQUIRED_LAMOREL_KEYS` absent from ``lamorel_args``."""
+    missing = []
+    for key in REQUIRED_LAMOREL_KEYS:
+        node: Any = lamorel_args
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                missing.append(key)
+                break
+            node = node[part]
+    return missing
+
+
+def process_layout(cfg: Config) -> tuple[int, int]:
+    """``(n_rl_processes, n_llm_processes)``, checked against the dispatcher bug of the notes."""
+    setup = cfg.lamorel_args.get("distributed_setup_args", {})
+    n_rl, n_llm = int(setup.get("n_rl_processes", 1)), int(setup.get("n_llm_processes", 1))
+    if n_rl < 1 or n_llm < 1:
+        raise ConfigError(
+            f"lamorel_args.distributed_setup_args: need >= 1 RL and LLM process, got {n_rl}, {n_llm}"
+        )
+    if n_rl < n_llm:
+        raise ConfigError(
+            f"lamorel_args.distributed_setup_args: n_rl_processes={n_rl} < n_llm_processes={n_llm} hits "
+            "Lamorel's dispatcher bug (KeyError 'instruction' on the first call); set "
+            "n_rl_processes = n_llm_processes: the extra RL processes only relay shards of rank 0's calls"
+        )
+    return n_rl, n_llm
+
+
+# ---------------------------------------------------------------------------------------------------
+# LLM server side
+# ---------------------------------------------------------------------------------------------------
+
+
+class AgentInitializer(BaseModelInitializer):
+    """Builds the run's :class:`LLMAgent` in a server and installs it in Lamorel's ``HF_LLM``."""
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+
+    def initialize_model(self, model: Any) -> Any:
+        from sac_glam.factory import make_agent
+
+        device = torch.device(model.device)
+        cfg = self.cfg
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # make_agent's "cuda" is this server's GPU
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device="cuda"))
+        else:
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device="cpu"))
+        agent = make_agent(cfg)  # seeds with train.seed: every server and the local backend agree
+        model._LLM_model = agent.llm  # Lamorel's own copy is dropped: one set of weights per server
+        model._LLM_tokenizer = agent.tokenizer
+        setattr(model, AGENT_ATTR, agent)
+        return model
+
+
+class GradientAllReduce:
+    """Sums ``n_local / n_total``-weighted gradients over the LLM servers before each optimiser step,
+    then clips (module docstring). With one server it only clips."""
+
+    def __init__(self, group: Any, world_size: int):
+        self.group = group
+        self.world_size = world_size
+        self.n_local = 0
+        self.n_total = 0
+        self.last_grad_norm = float("nan")
+
+    def attach(self, optimizer: torch.optim.Optimizer, max_norm: float | None) -> None:
+        def hook(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            self._reduce(opt, max_norm)
+
+        optimizer.register_step_pre_hook(hook)
+
+    def _reduce(self, optimizer: torch.optim.Optimizer, max_norm: float | None) -> None:
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        if self.world_size > 1:
+            self._all_reduce(params)
+        if max_norm is not None:
+            self.last_grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    def _all_reduce(self, params: list[torch.Tensor]) -> None:
+        # 1) row counts and which parameters got a gradient anywhere (None must stay None for Adam).
+        head = torch.tensor(
+            [float(self.n_local)] + [float(p.grad is not None) for p in params], dtype=torch.float64
+        )
+        dist.all_reduce(head, op=dist.ReduceOp.SUM, group=self.group)
+        self.n_total = int(head[0])
+        used = [p for p, flag in zip(params, head[1:].tolist(), strict=True) if flag > 0]
+        if not used:
+            return
+        # 2) sum_s (n_s / n) * grad_s = the gradient of the mean loss over all n rows.
+        weight = self.n_local / max(self.n_total, 1)
+        flat = torch.cat([
+            (p.grad.detach().float().cpu() if p.grad is not None else torch.zeros(p.numel())).reshape(-1) * weight
+            for p in used
+        ])  # fmt: skip
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
+        offset = 0
+        for p in used:
+            value = flat[offset : offset + p.numel()].view_as(p).to(device=p.device, dtype=p.dtype)
+            offset += p.numel()
+            if p.grad is None:
+                p.grad = value
+            else:
+                p.grad.copy_(value)
+
+
+def _rows(ids: Sequence[int]) -> slice:
+    """``_current_batch_ids`` as a slice (Lamorel's chunks are contiguous: ``[3, 4, 5]`` -> ``3:6``)."""
+    ids = list(ids)
+    if not ids:
+        return slice(0, 0)
+    if ids != list(range(ids[0], ids[-1] + 1)):
+        raise ValueError(f"expected contiguous _current_batch_ids, got {ids[:8]}...")
+    return slice(ids[0], ids[-1] + 1)
+
+
+def _to_cpu(obj: Any) -> Any:
+    """Tensors in nested dicts/lists moved to CPU (results cross to RL processes without a GPU)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+class AgentUpdater(BaseUpdater):
+    """The server's entry point: ``perform_update(..., method=...)`` acts, updates, saves or loads.
+
+    Wraps the local backend's ``SACUpdater`` / ``PPOUpdater`` (built by ``factory.make_updater``) around
+    the agent that :class:`AgentInitializer` installed.
+    """
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        self._agent: Any = None
+        self._updater: SACUpdater | PPOUpdater | None = None
+        self._sync: GradientAllReduce | None = None
+
+    def _setup(self) -> None:
+        from sac_glam.factory import make_updater
+
+        module = self._llm_module
+        inner = getattr(module, "module", module)  # DDP wraps HF_LLM
+        self._agent = getattr(inner, AGENT_ATTR)
+        group = getattr(module, "process_group", None)
+        world = dist.get_world_size(group=group) if group is not None else 1
+        cfg = self.cfg
+        # Clipping moves after the all-reduce (the hook clips); PPO advantages arrive normalised over
+        # the whole minibatch from the RL side (module docstring).
+        if cfg.train.algo == "sac":
+            max_norm = cfg.sac.max_grad_norm
+            cfg = dataclasses.replace(cfg, sac=dataclasses.replace(cfg.sac, max_grad_norm=None))
+        else:
+            max_norm = cfg.ppo.max_grad_norm
+            cfg = dataclasses.replace(
+                cfg, ppo=dataclasses.replace(cfg.ppo, max_grad_norm=math.inf, normalize_advantages=False)
+            )
+        self._updater = make_updater(cfg, self._agent)
+        self._sync = GradientAllReduce(group, world)
+        self._sync.attach(self._updater.optimizer, max_norm)
+        alpha_optimizer = getattr(getattr(self._updater, "alpha", None), "optimizer", None)
+        if alpha_optimizer is not None:
+            self._sync.attach(alpha_optimizer, None)
+
+    def perform_update(
+        self,
+        contexts: list[str],
+        candidates: list[list[str]],
+        _current_batch_ids: Sequence[int],
+        **kwargs: Any,
+    ) -> Any:
+        if self._updater is None:
+            self._setup()
+        method = kwargs.pop("method")
+        handler: Callable[..., Any] = getattr(self, f"_do_{method}")
+        return handler(contexts, candidates, _current_batch_ids, **kwargs)
+
+    def _do_act(
+        self, contexts: list[str], candidates: list[list[str]], ids: Sequence[int], value: bool
+    ) -> Any:
+        if not contexts:
+            return None
+        with torch.no_grad():
+            out = self._agent.evaluate(contexts, candidates, v=value)
+        v_B = out.v_B.float().cpu() if out.v_B is not None else None
+        return out.log_pi_BA.cpu(), out.mask_BA.cpu(), v_B
+
+    def _do_update(
+        self, contexts: list[str], candidates: list[list[str]], ids: Sequence[int], batch: Any
+    ) -> Any:
+        local = slice_batch(batch, _rows(ids))
+        assert self._updater is not None and self._sync is not None
+        self._sync.n_local = len(local.prompts)
+        stats = self._updater.update(local)
+        if "train/grad_norm" in stats:  # PPO: the clipped norm is the all-reduced one
+            stats["train/grad_norm"] = self._sync.last_grad_norm
+        return {"n": len(local.prompts), "stats": stats}
+
+    def _do_state_dict(
+        self, contexts: list[str], candidates: list[list[str]], ids: Sequence[int], want: bool
+    ) -> Any:
+        if not want:
+            return None
+        assert self._updater is not None
+        return _to_cpu({"agent": self._agent.trainable_state_dict(), "updater": self._updater.state_dict()})
+
+    def _do_load_state_dict(
+        self, contexts: list[str], candidates: list[list[str]], ids: Sequence[int], state: dict[str, Any]
+    ) -> Any:
+        assert self._updater is not None
+        self._agent.load_trainable_state_dict(state["agent"])
+        self._updater.load_state_dict(state["updater"])
+        return None
+
+    def _do_save(
+        self, contexts: list[str], candidates: list[list[str]], ids: Sequence[int], path: str | None
+    ) -> Any:
+        if path is not None:  # one server writes (a shared file system on multi-node runs)
+            self._agent.save(path)
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# RL side
+# ---------------------------------------------------------------------------------------------------
+
+
+def split_rows(n: int, k: int) -> list[slice]:
+    """``k`` contiguous shards of ``n`` rows, sizes differing by at most one (numpy's ``array_split``).
+
+    Worked example: ``split_rows(10, 3)`` -> ``[0:4, 4:7, 7:10]``.
+    """
+    base, extra = divmod(n, k)
+    out, start = [], 0
+    for i in range(k):
+        stop = start + base + (1 if i < extra else 0)
+        out.append(slice(start, stop))
+        start = stop
+    return out
+
+
+def concat_act(parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]) -> ActOutput:
+    """Concatenate per-shard ``(log_pi_BA, mask_BA, v_B)`` padding the action axis to the widest shard."""
+    width = max(p[0].shape[1] for p in parts)
+
+    def pad(t: torch.Tensor, fill: float | bool) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=fill)
+
+    log_pi = torch.cat([pad(p[0], 0.0) for p in parts])
+    mask = torch.cat([pad(p[1], False) for p in parts])
+    values = [p[2] for p in parts]
+    v = torch.cat([x for x in values if x is not None]) if all(x is not None for x in values) else None
+    return ActOutput(log_pi, mask, v)
+
+
+def _invoke(caller: Any, payload: dict[str, Any]) -> list[Any]:
+    """One ``caller.update`` call; the results of the server(s) that handled it."""
+    payload = dict(payload)
+    contexts, candidates = payload.pop("contexts"), payload.pop("candidates")
+    result = caller.update(contexts, candidates, **payload)
+    return list(result)
+
+
+_CLOSE = "close"
+
+
+def serve_follower(caller: Any, rl_group: Any) -> None:
+    """RL ranks > 0: issue the shard of every call rank 0 hands out, until rank 0 closes."""
+    while True:
+        box: list[Any] = [None]
+        dist.broadcast_object_list(box, src=0, group=rl_group)
+        method, payloads = box[0]
+        if method == _CLOSE:
+            caller.close()
+            return
+        results = _invoke(caller, payloads[dist.get_rank(group=rl_group)])
+        dist.gather_object(results, None, dst=0, group=rl_group)
+
+
+class LamorelBackend:
+    """The :class:`~sac_glam.backends.base.Backend` of RL rank 0: every call goes to the servers.
+
+    ``n_rl > 1`` RL processes: rank 0 shards each call over them (the others run
+    :func:`serve_follower`), one shard per server (module docstring, "Process layout").
+    """
+
+    def __init__(self, caller: Any, cfg: Config, rl_group: Any = None, n_rl: int = 1):
+        global _ACTIVE
+        self.caller = caller
+        self.cfg = cfg
+        self.rl_group = rl_group
+        self.n_rl = n_rl
+        self._closed = False
+        _ACTIVE = self
+
+    @staticmethod
+    def active() -> LamorelBackend | None:
+        """The backend of this RL process, once the RL script has built it."""
+        return _ACTIVE
+
+    def _call(self, method: str, payloads: list[dict[str, Any]]) -> list[list[Any]]:
+        """Send ``payloads[i]`` through RL rank ``i``; per RL rank, the results of its server(s)."""
+        if self._closed:
+            raise RuntimeError("the Lamorel backend is closed")
+        payloads = [{**p, "method": method} for p in payloads]
+        if self.n_rl == 1:
+            return [_invoke(self.caller, payloads[0])]
+        dist.broadcast_object_list([(method, payloads)], src=0, group=self.rl_group)
+        mine = _invoke(self.caller, payloads[0])
+        gathered: list[Any] = [None] * self.n_rl
+        dist.gather_object(mine, gathered, dst=0, group=self.rl_group)
+        return gathered
+
+    def _control(self, method: str, first: dict[str, Any], others: dict[str, Any]) -> list[list[Any]]:
+        """A call without rows: RL rank 0 sends ``first``, the others ``others``."""
+        empty = {"contexts": [""], "candidates": [[""]]}
+        return self._call(method, [{**empty, **(first if i == 0 else others)} for i in range(self.n_rl)])
+
+    def act(self, prompts: list[str], actions: list[list[str]], *, value: bool = False) -> ActOutput:
+        shards = split_rows(len(prompts), self.n_rl)
+        payloads = [{"contexts": prompts[s], "candidates": actions[s], "value": value} for s in shards]
+        parts = [r for results in self._call("act", payloads) for r in results if r is not None]
+        return concat_act(parts)
+
+    def update(self, batch: Any) -> dict[str, float]:
+        size = len(batch.prompts)
+        if size < self.n_rl:
+            raise ValueError(f"a batch of {size} rows cannot be split over {self.n_rl} LLM servers")
+        if isinstance(batch, PPOBatch) and self.cfg.ppo.normalize_advantages:
+            # Normalised over the whole minibatch here, not per server shard (PPOUpdater's local rule).
+            batch = batch._replace(advantages=ppo.normalize(batch.advantages))
+        payloads = []
+        for s in split_rows(size, self.n_rl):
+            shard = slice_batch(batch, s)
+            payloads.append({"contexts": shard.prompts, "candidates": shard.actions, "batch": shard})
+        results = [r for rs in self._call("update", payloads) for r in rs]
+        total = sum(r["n"] for r in results)
+        keys = results[0]["stats"].keys()
+        # Every stat is a mean over rows (or equal on all servers): the row-weighted mean is the batch's.
+        return {k: sum(r["n"] * r["stats"][k] for r in results) / total for k in keys}
+
+    def server_states(self) -> list[dict[str, Any]]:
+        """The trainable state of every server (to check that they agree)."""
+        return [r for rs in self._control("state_dict", {"want": True}, {"want": True}) for r in rs]
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = self._control("state_dict", {"want": True}, {"want": False})[0][0]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._control("load_state_dict", {"state": state}, {"state": state})
+
+    def save_pretrained(self, path: str | Path) -> None:
+        self._control("save", {"path": str(Path(path).resolve())}, {"path": None})
+
+    def close(self) -> None:
+        global _ACTIVE
+        if self._closed:
+            return
+        if self.n_rl > 1:
+            dist.broadcast_object_list([(_CLOSE, None)], src=0, group=self.rl_group)
+        self.caller.close()
+        self._closed = True
+        if _ACTIVE is self:
+            _ACTIVE = None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Process start-up (what experiments/lamorel_rl_script.py runs in every process)
+# ---------------------------------------------------------------------------------------------------
+
+
+def lamorel_args_for(cfg: Config, model_dir: str | None) -> Any:
+    """``cfg.lamorel_args`` as the ``DictConfig`` Lamorel reads, with the model keys made to agree
+    with ``cfg.model``: ``model_type`` from its family, ``model_path`` from its name (or ``model_dir``,
+    the saved tiny preset), and Lamorel's own 4-bit loading off (our ``models.py`` quantises)."""
+    missing = missing_lamorel_keys(cfg.lamorel_args)
+    if missing:
+        raise ConfigError(f"lamorel_args lacks keys Lamorel reads without defaults: {', '.join(missing)}")
+    from sac_glam.llm.models import TINY_PRESETS
+
+    args = OmegaConf.create(cfg.lamorel_args)
+    llm = args.llm_args
+    if cfg.model.name in TINY_PRESETS:
+        llm.model_type = TINY_PRESETS[cfg.model.name]
+        if model_dir is not None:
+            llm.model_path, llm.pretrained = model_dir, True
+    else:
+        llm.model_path = cfg.model.name
+        if cfg.model.family != "auto":
+            llm.model_type = cfg.model.family
+    llm.load_in_4bit = False
+    return args
+
+
+def save_tiny_preset(cfg: Config) -> str:
+    """Write the tiny preset (weights and tokenizer) where Lamorel's loader can read it; our agent
+    replaces the loaded copy (:class:`AgentInitializer`), so this only satisfies Lamorel's loader."""
+    from sac_glam.llm.models import load_model
+
+    directory = tempfile.mkdtemp(prefix="sac_glam_lamorel_")
+    loaded = load_model(dataclasses.replace(cfg.model, lora=False, load_in_4bit=False))
+    loaded.model.save_pretrained(directory)
+    loaded.tokenizer.save_pretrained(directory)
+    return directory
+
+
+def set_threads(cfg: Config, n_processes: int) -> int:
+    """CPU threads of this process: ``train.threads`` or the cores shared evenly by all processes."""
+    threads = cfg.train.threads or max(1, (os.cpu_count() or 1) // n_processes)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def run_process(cfg: Config, rl_main: Callable[[LamorelBackend], Any]) -> Any:
+    """Start this process's part: an LLM server (returns only when closed), RL rank 0
+    (``rl_main(backend)``, then close) or a relaying RL rank."""
+    from sac_glam.llm.models import TINY_PRESETS
+
+    n_rl, n_llm = process_layout(cfg)
+    rank = int(os.environ.get("RANK", "0"))
+    set_threads(cfg, n_rl + n_llm)
+    use_gpu = bool(cfg.lamorel_args.get("llm_args", {}).get("parallelism", {}).get("use_gpu", False))
+    if not use_gpu:
+        # accelerate >= 1.x gives every process rank 0 on CPU unless its state is built for CPU before
+        # Lamorel's Accelerator (lamorel_notes.md: "Argument gather_list must be specified ...").
+        from accelerate import PartialState
+
+        PartialState(cpu=True)
+    lamorel_init()
+    is_llm = rank >= n_rl
+    model_dir = save_tiny_preset(cfg) if is_llm and cfg.model.name in TINY_PRESETS else None
+    try:
+        caller = Caller(
+            lamorel_args_for(cfg, model_dir),
+            custom_updater=AgentUpdater(cfg) if is_llm else None,
+            custom_module_functions={},
+            custom_model_initializer=AgentInitializer(cfg) if is_llm else None,
+        )
+    finally:
+        if model_dir is not None:
+            shutil.rmtree(model_dir, ignore_errors=True)
+    # Only RL processes get here: a server serves inside Caller() and exits on close.
+    if rank > 0:
+        serve_follower(caller, caller.get_rl_dist_group())
+        return None
+    backend = LamorelBackend(caller, cfg, caller.get_rl_dist_group(), n_rl)
+    try:
+        return rl_main(backend)
+    finally:
+        backend.close()

@@ -1,0 +1,312 @@
+"""The Lamorel backend: the install message and the launcher command always; parity with the local
+backend when lamorel is importable (CI has no lamorel: those tests skip).
+
+The parity tests start real Lamorel processes (1 RL + 1 server, or 2 RL + 2 servers) on this machine
+with the same environment variables Lamorel's launcher sets, run the same calls as a LocalBackend in
+the test process, and compare: action log-probs, trainable parameters after 3 updates, checkpoints.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from sac_glam.buffers.replay import SACBatch
+from sac_glam.buffers.rollout import PPOBatch
+from sac_glam.config import Config, ConfigError, from_raw, load_config, to_dict
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PROMPTS = [
+    "Goal: Grow green mouse\nYou see: green water, green mouse, blue rose\nYou are on: nothing\n"
+    "You are holding: nothing\nYou have grown: nothing\nAction:",
+    "Goal: Grasp red cat\nYou see: red cat\nYou are on: nothing\nYou are holding: nothing\n"
+    "You have grown: nothing\nAction:",
+    "Goal: Grasp any animal\nYou see: blue door, red cat, green tree\nYou are on: red cat\n"
+    "You are holding: green water\nYou have grown: green tree, red cat\nAction:",
+]
+ACTIONS = [
+    ["Go to green water", "Go to green mouse", "Go to blue rose", "Grasp", "Release"],
+    ["Grasp", "Go to red cat"],
+    ["Release", "Go to blue door", "Grasp", "Go to green tree"],
+]
+# Small and odd on purpose: 9 rows over 2 servers are 5 + 4 rows, i.e. 2 and 1 chunks of 4 rows,
+# so the servers run different numbers of backward passes.
+SMALL = ["model.tiny.d_model=32", "model.tiny.d_ff=64", "critic.width=32", "sac.chunk_size=4", "ppo.chunk_size=4",
+         "train.seed=3", "train.progress=false", "train.tensorboard=false",
+         # Learning rates large enough that 3 Adam steps move weights far more than the tolerance.
+         "sac.actor_lr=0.01", "sac.critic_lr=0.01", "ppo.lr=0.01"]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------
+# Always run (no lamorel needed)
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_lamorel_backend_without_lamorel_says_how_to_install(monkeypatch):
+    from sac_glam.factory import make_backend
+
+    monkeypatch.setitem(sys.modules, "lamorel", None)  # importing it now fails, installed or not
+    monkeypatch.delitem(sys.modules, "sac_glam.backends.lamorel", raising=False)
+    with pytest.raises(ConfigError, match=r"pip install 'sac-glam\[lamorel\]'"):
+        make_backend(load_config("lamorel_cpu"))
+
+
+def test_launch_builds_the_lamorel_launcher_command(tmp_path):
+    from sac_glam.config import config_dir
+    from sac_glam.launch import lamorel_command, rl_script_path
+
+    overrides = ["train.total_steps=640", "+sac.batch_size=64"]
+    cfg = load_config("lamorel_cpu", overrides)
+    script = rl_script_path()
+    assert script.is_absolute() and script.name == "lamorel_rl_script.py" and script.is_file()
+    cmd = lamorel_command(cfg, "lamorel_cpu", config_dir(), overrides, script, python="python")
+    assert cmd[:3] == ["python", "-m", "lamorel_launcher.launch"]
+    path = cmd[cmd.index("--config-path") + 1]
+    assert Path(path).is_absolute() and (Path(path) / "lamorel_cpu.yaml").is_file()
+    assert cmd[cmd.index("--config-name") + 1] == "lamorel_cpu"
+    assert f"++rl_script_args.path={script}" in cmd
+    assert "++train.total_steps=640" in cmd and "++sac.batch_size=64" in cmd
+    run_dirs = [c for c in cmd if c.startswith("++train.run_dir=")]
+    assert len(run_dirs) == 1 and Path(run_dirs[0].split("=", 1)[1]).is_absolute()
+    # A user's run_dir is kept (absolute), not duplicated.
+    user = ["train.run_dir=runs/x"]
+    cmd = lamorel_command(
+        load_config("lamorel_cpu", user), "lamorel_cpu", config_dir(), user, script, python="python"
+    )
+    assert [c for c in cmd if "train.run_dir" in c] == [
+        f"++train.run_dir={(Path.cwd() / 'runs/x').resolve()}"
+    ]
+
+
+def test_launch_without_lamorel_reports_the_install_message(monkeypatch, capsys):
+    import importlib.util
+
+    from sac_glam import launch
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name.startswith("lamorel") else real(name, *a)
+    )
+    monkeypatch.setitem(sys.modules, "lamorel", None)
+    monkeypatch.delitem(sys.modules, "sac_glam.backends.lamorel", raising=False)
+    assert launch.main(["--config-name", "lamorel_cpu"]) == 2
+    assert "pip install 'sac-glam[lamorel]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", [n for n in ("lamorel_cpu", "lamorel_ppo_cpu", "sac_glam_her_lamorel",
+                                               "sac_glam_her_lamorel_multinode")])  # fmt: skip
+def test_lamorel_configs_have_every_key_lamorel_reads(name):
+    cfg = load_config(name)
+    assert cfg.train.backend == "lamorel"
+    lam = cfg.lamorel_args
+    required = ["log_level", "gloo_timeout", "allow_subgraph_use_whith_gradient",
+                "distributed_setup_args.n_rl_processes", "distributed_setup_args.n_llm_processes",
+                "accelerate_args.config_file", "accelerate_args.machine_rank", "accelerate_args.num_machines",
+                "llm_args.model_type", "llm_args.model_path", "llm_args.pretrained", "llm_args.minibatch_size",
+                "llm_args.pre_encode_inputs", "llm_args.load_in_4bit", "llm_args.seed",
+                "llm_args.parallelism.use_gpu", "llm_args.parallelism.model_parallelism_size",
+                "llm_args.parallelism.synchronize_gpus_after_scoring",
+                "llm_args.parallelism.empty_cuda_cache_after_scoring"]  # fmt: skip
+    for key in required:
+        node: Any = lam
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"{name}: lamorel_args.{key} missing"
+            node = node[part]
+    setup = lam["distributed_setup_args"]
+    # n_rl < n_llm hits the dispatcher bug of Lamorel's main branch (lamorel_notes.md).
+    assert setup["n_rl_processes"] >= setup["n_llm_processes"]
+    accel = Path(__file__).resolve().parents[1] / "lamorel_configs" / lam["accelerate_args"]["config_file"]
+    assert accel.is_file()
+
+
+def test_paper_layout_is_four_servers_with_lora_and_4bit():
+    cfg = load_config("sac_glam_her_lamorel")
+    assert cfg.lamorel_args["distributed_setup_args"] == {"n_rl_processes": 4, "n_llm_processes": 4}
+    assert cfg.lamorel_args["llm_args"]["parallelism"]["use_gpu"]
+    assert cfg.model.name == "google/flan-t5-base" and cfg.model.lora and cfg.model.load_in_4bit
+    assert cfg.buffer.her and cfg.env.n_envs == 32
+    multi = load_config("sac_glam_her_lamorel_multinode")
+    assert multi.lamorel_args["accelerate_args"]["num_machines"] == 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parity with the local backend (needs lamorel)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _sac_batches(n: int, rows: int = 9) -> list[SACBatch]:
+    g = torch.Generator().manual_seed(7)
+    out = []
+    for k in range(n):
+        idx = [(k + i) % 3 for i in range(rows)]
+        nxt = [(k + i + 1) % 3 for i in range(rows)]
+        out.append(SACBatch(
+            prompts=[PROMPTS[i] for i in idx], actions=[ACTIONS[i] for i in idx],
+            action_ids=torch.tensor([int(torch.randint(len(ACTIONS[i]), (1,), generator=g)) for i in idx]),
+            returns=torch.rand(rows, generator=g), next_prompts=[PROMPTS[i] for i in nxt],
+            next_actions=[ACTIONS[i] for i in nxt],
+            discounts=torch.where(torch.rand(rows, generator=g) < 0.3, 0.0, 0.99 ** 3),
+            is_her=torch.zeros(rows, dtype=torch.bool), goal_types=["grasp"] * rows,
+        ))  # fmt: skip
+    return out
+
+
+def _ppo_batches(n: int, rows: int = 9) -> list[PPOBatch]:
+    g = torch.Generator().manual_seed(8)
+    out = []
+    for k in range(n):
+        idx = [(k + i) % 3 for i in range(rows)]
+        out.append(PPOBatch(
+            prompts=[PROMPTS[i] for i in idx], actions=[ACTIONS[i] for i in idx],
+            action_ids=torch.tensor([int(torch.randint(len(ACTIONS[i]), (1,), generator=g)) for i in idx]),
+            old_log_probs=-torch.rand(rows, generator=g) - 0.5, old_values=torch.randn(rows, generator=g),
+            advantages=torch.randn(rows, generator=g), returns=torch.randn(rows, generator=g),
+        ))  # fmt: skip
+    return out
+
+
+def _batches(cfg: Config, n: int) -> list[Any]:
+    return _sac_batches(n) if cfg.train.algo == "sac" else _ppo_batches(n)
+
+
+def _lamorel_worker(rank: int, world: int, port: int, raw: dict[str, Any], out: str, n_updates: int) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
+                      HF_HUB_OFFLINE="1", USE_CPU="True")  # fmt: skip
+    from sac_glam.backends.lamorel import run_process
+
+    cfg = from_raw(raw)
+
+    def rl_main(backend: Any) -> None:
+        act = backend.act(PROMPTS, ACTIONS, value=cfg.train.algo == "ppo")
+        stats = [backend.update(b) for b in _batches(cfg, n_updates)]
+        result = {
+            "act": act,
+            "stats": stats,
+            "servers": backend.server_states(),
+            "state": backend.state_dict(),
+        }
+        # Checkpoint round trip: load a perturbed state, read it back, restore.
+        perturbed = {"agent": {k: {n: t + 1.0 for n, t in v.items()} for k, v in result["state"]["agent"].items()},
+                     "updater": result["state"]["updater"]}  # fmt: skip
+        backend.load_state_dict(perturbed)
+        result["perturbed"] = backend.server_states()
+        backend.load_state_dict(result["state"])
+        result["act_after"] = backend.act(PROMPTS, ACTIONS)
+        torch.save(result, out)
+
+    run_process(cfg, rl_main)
+
+
+def _run_lamorel(cfg: Config, tmp_path: Path, n_updates: int) -> dict[str, Any]:
+    setup = cfg.lamorel_args["distributed_setup_args"]
+    world = setup["n_rl_processes"] + setup["n_llm_processes"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "lamorel_result.pt")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_lamorel_worker, args=(r, world, port, to_dict(cfg), out, n_updates))
+             for r in range(world)]  # fmt: skip
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join(timeout=600)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    result: dict[str, Any] = torch.load(out, weights_only=False)
+    return result
+
+
+def _run_local(cfg: Config, n_updates: int) -> dict[str, Any]:
+    from sac_glam.backends.local import LocalBackend
+    from sac_glam.factory import make_agent, make_updater
+
+    agent = make_agent(cfg)
+    backend = LocalBackend(agent, make_updater(cfg, agent))
+    act = backend.act(PROMPTS, ACTIONS, value=cfg.train.algo == "ppo")
+    stats = [backend.update(b) for b in _batches(cfg, n_updates)]
+    return {
+        "act": act,
+        "stats": stats,
+        "state": backend.state_dict(),
+        "act_after": backend.act(PROMPTS, ACTIONS),
+    }
+
+
+def _max_diff(a: dict[str, Any], b: dict[str, Any]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def _flat(agent_state: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {f"{g}.{k}": v for g, part in agent_state.items() for k, v in part.items()}
+
+
+def _lamorel_cfg(algo: str, servers: int, extra: list[str]) -> Config:
+    torch.set_num_threads(1)
+    name = "lamorel_cpu" if algo == "sac" else "lamorel_ppo_cpu"
+    layout = [f"lamorel_args.distributed_setup_args.n_rl_processes={servers}",
+              f"lamorel_args.distributed_setup_args.n_llm_processes={servers}"]  # fmt: skip
+    return load_config(name, [*SMALL, *layout, *extra])
+
+
+@pytest.mark.lamorel
+@pytest.mark.parametrize("algo,servers,extra", [
+    ("sac", 1, ["sac.max_grad_norm=0.5"]),
+    ("sac", 2, []),
+    ("ppo", 2, []),
+])  # fmt: skip
+def test_lamorel_matches_local_backend(algo, servers, extra, tmp_path):
+    pytest.importorskip("lamorel")
+    cfg = _lamorel_cfg(algo, servers, extra)
+    n_updates = 3
+    lam = _run_lamorel(cfg, tmp_path, n_updates)
+    ref = _run_local(cfg, n_updates)
+
+    # Acting: the same log pi (and V), whatever the sharding over servers.
+    assert torch.equal(lam["act"].mask_BA, ref["act"].mask_BA)
+    d_act = float((lam["act"].log_pi_BA - ref["act"].log_pi_BA).abs().max())
+    assert d_act < 1e-5, d_act
+    if algo == "ppo":
+        assert float((lam["act"].value_B - ref["act"].value_B).abs().max()) < 1e-5
+
+    # Training: every server holds the parameters of 3 full-batch updates of the local backend.
+    servers_flat = [_flat(s["agent"]) for s in lam["servers"]]
+    assert len(servers_flat) == servers
+    ref_flat = _flat(ref["state"]["agent"])
+    d_params = max(_max_diff(s, ref_flat) for s in servers_flat)
+    assert d_params < 1e-4, d_params
+    for other in servers_flat[1:]:
+        assert _max_diff(other, servers_flat[0]) < 1e-6
+    # ... and the parameters moved (the comparison is not between two untouched models).
+    init = _flat(_run_local(cfg, 0)["state"]["agent"])
+    moved = _max_diff(ref_flat, init)
+    assert moved > 1e-2, moved
+    print(
+        f"{algo}, {servers} server(s): |log pi - local| {d_act:.2e}, |params - local| {d_params:.2e}, moved {moved:.2e}"
+    )
+    for a, b in zip(lam["stats"], ref["stats"], strict=True):
+        for k in ("train/critic_loss", "train/actor_loss", "train/entropy"):
+            if k in b and b[k] == b[k]:
+                assert abs(a[k] - b[k]) < 1e-4, (k, a[k], b[k])
+
+    # Checkpoints: RL rank 0's state_dict is a server's state; loading reaches every server.
+    assert _max_diff(_flat(lam["state"]["agent"]), servers_flat[0]) == 0.0
+    assert lam["state"]["updater"].keys() == ref["state"]["updater"].keys()
+    for s in lam["perturbed"]:
+        assert _max_diff(_flat(s["agent"]), {k: v + 1.0 for k, v in servers_flat[0].items()}) < 1e-6
+    # After the perturbed state, restoring the checkpoint gives the trained policy back.
+    assert float((lam["act_after"].log_pi_BA - ref["act_after"].log_pi_BA).abs().max()) < 1e-5
