@@ -24,10 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     p_bench = sub.add_parser("bench", help="run a benchmark and print its table (extra args go to it)")
     p_bench.add_argument("name", choices=sorted(BENCHMARKS))
     # These two parse their own arguments (``sac-glam experiment -h``, ``sac-glam plot -h``).
-    sub.add_parser("experiment", add_help=False, help="run or submit an experiment of experiments/experiments.yaml")
+    sub.add_parser(
+        "experiment", add_help=False, help="run or submit an experiment of experiments/experiments.yaml"
+    )
     sub.add_parser("plot", add_help=False, help="plot an experiment's results directory (PNG and PDF)")
     if argv[:1] in (["experiment"], ["plot"]):
-        module = importlib.import_module("sac_glam.experiments" if argv[0] == "experiment" else "sac_glam.plots")
+        module = importlib.import_module(
+            "sac_glam.experiments" if argv[0] == "experiment" else "sac_glam.plots"
+        )
         return int(module.main(argv[1:]))
     args, rest = parser.parse_known_args(argv)
     if args.command == "goals":

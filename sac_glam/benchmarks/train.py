@@ -1,0 +1,62 @@
+"""``sac-glam bench train``: transitions per second of the CPU presets and where the time goes.
+
+Runs each preset for ``--steps`` transitions (no evaluation, no checkpoint, updates from the first
+batch on so that the number describes the steady state) and prints transitions/s with the split of
+wall time between acting (LLM scoring + sampling), environment stepping, storing transitions, and
+updating (sampling batches + gradient steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+from sac_glam.config import load_config
+from sac_glam.logging import read_metrics
+
+PRESETS = {"sac": "sac_glam_cpu", "sac_her": "sac_glam_her_cpu", "ppo": "ppo_glam_cpu"}
+
+
+def bench(preset: str, steps: int, threads: int, extra: list[str]) -> dict[str, float]:
+    from sac_glam.train import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = [f"train.total_steps={steps}", "train.eval_every=0", "train.eval_splits=[]",
+                     "train.progress=false", "train.tensorboard=false", "train.checkpoint_every=0",
+                     f"train.threads={threads}", f"train.run_dir={tmp}", f"train.log_every={steps}"]  # fmt: skip
+        cfg = load_config(PRESETS[preset], overrides + extra)
+        if cfg.train.algo == "sac":
+            cfg.sac.learning_starts = cfg.sac.batch_size
+        train(cfg)
+        last = [r for r in read_metrics(Path(tmp) / "metrics.jsonl") if "time/wall_s" in r][-1]
+    wall = last["time/wall_s"] - last.get("time/eval_s", 0.0)
+    return {
+        "steps": last["step"],
+        "steps_per_s": last["step"] / wall,
+        **{k: last[f"time/{k}_s"] / wall for k in ("act", "env", "learn", "update")},
+        "grad_steps": last["train/grad_steps"],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="sac-glam bench train", description=__doc__)
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--steps", type=int, default=4096, help="transitions per preset (a multiple of 2048 for PPO)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every preset")
+    args = parser.parse_args(argv)
+    rows = {p: bench(p, args.steps, args.threads, args.overrides) for p in args.presets}
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'preset':<10} {'config':<18} {'transitions/s':>13} {'grad steps':>10} {'act':>6} {'env':>6} {'store':>6} {'update':>7}")
+    for p, r in rows.items():
+        print(f"{p:<10} {PRESETS[p]:<18} {r['steps_per_s']:>13.1f} {r['grad_steps']:>10.0f} {r['act']:>6.1%} "
+              f"{r['env']:>6.1%} {r['learn']:>6.1%} {r['update']:>7.1%}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,483 @@
+"""``sac-glam experiment``: run the paper's studies (``experiments/experiments.yaml``) as (config, seed) runs.
+
+    sac-glam experiment fig2 --cpu                        # every run of the CPU twin, one after another
+    sac-glam experiment fig5 --cpu --seeds 0 train.threads=1
+    sac-glam experiment fig2 --slurm                      # one sbatch job array per run, seeds as the array
+    sac-glam experiment fig8 --dry-run                    # print the plan (and the sbatch lines) only
+
+Every run goes to ``{results_dir}/{experiment}[-cpu]/{label}/seed{seed}``. Re-running skips finished runs
+(``result.json`` with ``steps >= train.total_steps``) and resumes unfinished ones (``lamorel-launch``
+resumes from the run directory's ``checkpoint.pt``). ``experiment.json`` beside the run directories
+records labels, panels and titles for ``sac-glam plot``.
+
+This module knows SLURM only as a command line (``sbatch`` with a template from ``slurm/``); what runs
+inside the job is the template's business.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+
+import yaml
+
+from sac_glam.config import ConfigError, load_config
+
+EXPERIMENTS_FILE = "experiments.yaml"
+MANIFEST = "experiment.json"
+RESULT_FILE = "result.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+EXIT_PREEMPTED = 75  # sac_glam.train.EXIT_PREEMPTED; repeated here so that planning does not import torch
+LABEL_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
+
+Status = Literal["done", "resume", "new"]
+
+
+@dataclass(frozen=True)
+class RunDef:
+    """One curve of an experiment (a config and its overrides), before seeds are attached."""
+
+    label: str
+    """Directory name under the experiment's results directory, and legend entry."""
+    config: str
+    cpu_config: str
+    overrides: tuple[str, ...] = ()
+    cpu_overrides: tuple[str, ...] = ()
+    panels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExperimentDef:
+    """A named study: runs x seeds at paper scale, and its CPU twin."""
+
+    name: str
+    title: str
+    seeds: tuple[int, ...]
+    cpu_seeds: tuple[int, ...]
+    overrides: tuple[str, ...]
+    cpu_overrides: tuple[str, ...]
+    panels: tuple[str, ...]
+    runs: tuple[RunDef, ...]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One (config, seed) of an experiment, with its run directory."""
+
+    experiment: str
+    """``fig2`` or ``fig2-cpu``: the results subdirectory."""
+    label: str
+    config: str
+    overrides: tuple[str, ...]
+    """Experiment, run and command-line overrides, without ``train.seed`` and ``train.run_dir``."""
+    seed: int
+    run_dir: Path
+    panels: tuple[str, ...] = field(default=())
+
+    def launch_args(self) -> list[str]:
+        """Arguments of ``lamorel-launch`` for this run."""
+        return [
+            "--config-name",
+            self.config,
+            *self.overrides,
+            f"train.seed={self.seed}",
+            f"train.run_dir={self.run_dir}",
+        ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Definitions
+# ---------------------------------------------------------------------------------------------------
+
+
+def experiments_file() -> Path:
+    """``experiments/experiments.yaml`` of the source tree (or ``$SAC_GLAM_EXPERIMENTS``, or the cwd's)."""
+    env = os.environ.get("SAC_GLAM_EXPERIMENTS")
+    candidates = [Path(env)] if env else []
+    candidates += [Path(__file__).resolve().parents[1] / "experiments" / EXPERIMENTS_FILE,
+                   Path.cwd() / "experiments" / EXPERIMENTS_FILE]  # fmt: skip
+    for path in candidates:
+        if path.is_file():
+            return path.resolve()
+    raise FileNotFoundError(f"no {EXPERIMENTS_FILE} found; looked in {', '.join(map(str, candidates))}")
+
+
+def _strs(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{where}: expected a list of strings, got {value!r}")
+    bad = [v for v in value if "=" not in v]
+    if bad and where.endswith("overrides"):
+        raise ValueError(f"{where}: overrides must look like key=value, got {bad}")
+    return tuple(value)
+
+
+def _ints(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, int) for v in value):
+        raise ValueError(f"{where}: expected a non-empty list of integers, got {value!r}")
+    return tuple(value)
+
+
+def _parse_experiment(name: str, raw: dict[str, Any]) -> ExperimentDef:
+    allowed = {"title", "seeds", "overrides", "panels", "runs", "cpu"}
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ValueError(f"experiment {name}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+    cpu = raw.get("cpu") or {}
+    panels = _strs(raw.get("panels"), f"{name}.panels") or ("",)
+    runs = []
+    for i, r in enumerate(raw.get("runs") or []):
+        where = f"{name}.runs[{i}]"
+        unknown = set(r) - {"label", "config", "cpu_config", "overrides", "cpu_overrides", "panels"}
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+        label = str(r.get("label", ""))
+        if not LABEL_RE.match(label):
+            raise ValueError(
+                f"{where}: label {label!r} must match {LABEL_RE.pattern} (it is a directory name)"
+            )
+        run_panels = _strs(r.get("panels"), f"{where}.panels") or panels[:1]
+        missing = [p for p in run_panels if p not in panels]
+        if missing:
+            raise ValueError(f"{where}: panels {missing} are not among {name}.panels {list(panels)}")
+        runs.append(RunDef(label=label, config=str(r["config"]), cpu_config=str(r.get("cpu_config", f"{r['config']}_cpu")),
+                           overrides=_strs(r.get("overrides"), f"{where}.overrides"),
+                           cpu_overrides=_strs(r.get("cpu_overrides"), f"{where}.cpu_overrides"), panels=run_panels))  # fmt: skip
+    if not runs:
+        raise ValueError(f"experiment {name}: no runs")
+    labels = [r.label for r in runs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"experiment {name}: duplicate labels in {labels}")
+    seeds = _ints(raw.get("seeds", [0]), f"{name}.seeds")
+    return ExperimentDef(name=name, title=str(raw.get("title", name)), seeds=seeds,
+                         cpu_seeds=_ints(cpu.get("seeds", list(seeds)), f"{name}.cpu.seeds"),
+                         overrides=_strs(raw.get("overrides"), f"{name}.overrides"),
+                         cpu_overrides=_strs(cpu.get("overrides"), f"{name}.cpu.overrides"),
+                         panels=panels, runs=tuple(runs))  # fmt: skip
+
+
+def load_experiments(path: str | Path | None = None) -> dict[str, ExperimentDef]:
+    """Every experiment of ``experiments.yaml``, validated (labels, panels, override syntax)."""
+    raw = yaml.safe_load(Path(path or experiments_file()).read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of experiment names")
+    return {str(name): _parse_experiment(str(name), body) for name, body in raw.items()}
+
+
+def plan(name: str, *, cpu: bool = False, seeds: Sequence[int] | None = None, results_dir: str | Path = "results",
+         overrides: Sequence[str] = (), path: str | Path | None = None, config_suffix: str = "") -> list[RunSpec]:  # fmt: skip
+    """The (label, config, seed, run dir) of every run of experiment ``name``, label-major.
+
+    Overrides apply in this order (later wins): the experiment's, the CPU twin's (``cpu``), the run's,
+    the run's CPU ones, then ``overrides`` from the command line."""
+    experiments = load_experiments(path)
+    if name not in experiments:
+        raise KeyError(f"no experiment {name!r}; available: {', '.join(experiments)}")
+    exp = experiments[name]
+    exp_name = f"{name}-cpu" if cpu else name
+    root = Path(results_dir) / exp_name
+    specs = []
+    for run in exp.runs:
+        ovr = merge_overrides(exp.overrides, exp.cpu_overrides if cpu else (), run.overrides,
+                              run.cpu_overrides if cpu else (), overrides)  # fmt: skip
+        config = (run.cpu_config if cpu else run.config) + config_suffix
+        for seed in exp.cpu_seeds if cpu and seeds is None else (seeds if seeds is not None else exp.seeds):
+            specs.append(RunSpec(exp_name, run.label, config, tuple(ovr), int(seed), root / run.label / f"seed{seed}",
+                                 run.panels))  # fmt: skip
+    return specs
+
+
+def merge_overrides(*groups: Sequence[str]) -> tuple[str, ...]:
+    """Concatenate ``key=value`` lists keeping only the last value of each key (at its last position):
+    ``[a=1, b=2], [a=3]`` -> ``(b=2, a=3)``."""
+    items = [o for g in groups for o in g]
+    last = {o.split("=", 1)[0].lstrip("+"): i for i, o in enumerate(items)}
+    return tuple(o for i, o in enumerate(items) if last[o.split("=", 1)[0].lstrip("+")] == i)
+
+
+def budget(spec: RunSpec) -> int:
+    """``train.total_steps`` of a run, from its composed config (raises ConfigError if it does not load)."""
+    return load_config(spec.config, [*spec.overrides, f"train.seed={spec.seed}"]).train.total_steps
+
+
+def run_status(run_dir: str | Path, total_steps: int) -> Status:
+    """``done``: ``result.json`` reports at least ``total_steps``; ``resume``: a checkpoint exists; else ``new``."""
+    run_dir = Path(run_dir)
+    result = run_dir / RESULT_FILE
+    if result.exists():
+        try:
+            if int(json.loads(result.read_text())["steps"]) >= total_steps:
+                return "done"
+        except (ValueError, KeyError, TypeError):
+            pass  # a torn or foreign result.json: let the run finish and rewrite it
+    if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / "checkpoint.prev.pt").exists():
+        return "resume"
+    return "new"
+
+
+def write_manifest(specs: Sequence[RunSpec], exp: ExperimentDef) -> Path:
+    """``experiment.json``: what ``sac-glam plot`` needs besides the run directories (order, panels, titles)."""
+    root = specs[0].run_dir.parent.parent
+    root.mkdir(parents=True, exist_ok=True)
+    labels: dict[str, dict[str, Any]] = {}
+    for s in specs:
+        entry = labels.setdefault(
+            s.label,
+            {"config": s.config, "overrides": list(s.overrides), "panels": list(s.panels), "seeds": []},
+        )
+        entry["seeds"].append(s.seed)
+    path = root / MANIFEST
+    previous: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    # Seeds run in earlier invocations (e.g. --seeds 0, then --seeds 1) stay listed.
+    for label, entry in labels.items():
+        old = previous.get("runs", {}).get(label, {}).get("seeds", [])
+        entry["seeds"] = sorted(set(old) | set(entry["seeds"]))
+    manifest = {
+        "experiment": specs[0].experiment,
+        "title": exp.title,
+        "panels": list(exp.panels),
+        "runs": labels,
+    }
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Local execution
+# ---------------------------------------------------------------------------------------------------
+
+
+def launch_command(spec: RunSpec) -> list[str]:
+    """The subprocess that trains one run: this interpreter's ``lamorel-launch``."""
+    return [sys.executable, "-m", "sac_glam.launch", *spec.launch_args()]
+
+
+class _Forward:
+    """Forward SIGTERM/SIGUSR1 to the running child, which checkpoints and exits with 75."""
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen[bytes] | None = None
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Forward:
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.received = signum
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signum)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run_local(specs: Sequence[RunSpec], *, dry_run: bool = False, log_to_file: bool = False) -> int:
+    """Train every unfinished run one after another. Returns 0, or the first failing exit code
+    (75 when a SIGTERM/SIGUSR1 interrupted a run: re-run the same command to resume)."""
+    n = len(specs)
+    with _Forward() as fwd:
+        for i, spec in enumerate(specs, 1):
+            status = run_status(spec.run_dir, budget(spec))
+            head = f"[{i}/{n}] {spec.label} seed {spec.seed} ({spec.config}) -> {spec.run_dir}"
+            if status == "done":
+                print(f"{head}: done, skipped", flush=True)
+                continue
+            print(f"{head}: {'resuming' if status == 'resume' else 'starting'}", flush=True)
+            cmd = launch_command(spec)
+            if dry_run:
+                print("  " + " ".join(cmd), flush=True)
+                continue
+            spec.run_dir.mkdir(parents=True, exist_ok=True)
+            out = (spec.run_dir / "launch.log").open("ab") if log_to_file else None
+            try:
+                fwd.child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None)
+                rc = fwd.child.wait()
+            finally:
+                fwd.child = None
+                if out is not None:
+                    out.close()
+            if rc == EXIT_PREEMPTED or fwd.received is not None:
+                print(f"{head}: interrupted (exit {rc}); run the same command to resume", flush=True)
+                return EXIT_PREEMPTED
+            if rc != 0:
+                print(f"{head}: FAILED with exit code {rc}", flush=True)
+                return rc
+            print(f"{head}: finished", flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# SLURM submission (a command line; the job itself is in slurm/*.sbatch)
+# ---------------------------------------------------------------------------------------------------
+
+
+def default_template(cpu: bool) -> Path:
+    """``slurm/cpu.sbatch`` for CPU twins, ``slurm/v100_single_node.sbatch`` otherwise (source tree, then cwd)."""
+    name = "cpu.sbatch" if cpu else "v100_single_node.sbatch"
+    for base in (Path(__file__).resolve().parents[1], Path.cwd()):
+        if (base / "slurm" / name).is_file():
+            return (base / "slurm" / name).resolve()
+    return Path("slurm") / name
+
+
+def sbatch_command(
+    specs: Sequence[RunSpec], template: str | Path, sbatch_args: Sequence[str] = ()
+) -> list[str]:
+    """One ``sbatch`` line for the seeds of one label: ``--array`` = the seeds, the template gets the
+    config and the overrides; the run directory is ``$SAC_GLAM_RESULTS/$SAC_GLAM_EXPERIMENT/$SAC_GLAM_LABEL/seed$SLURM_ARRAY_TASK_ID``."""
+    labels = {(s.experiment, s.label, s.config, s.overrides) for s in specs}
+    if len(labels) != 1:
+        raise ValueError(f"one sbatch array per label and config; got {sorted(labels)}")
+    spec = specs[0]
+    results = spec.run_dir.parent.parent.parent.resolve()
+    exports = {
+        "SAC_GLAM_RESULTS": str(results),
+        "SAC_GLAM_EXPERIMENT": spec.experiment,
+        "SAC_GLAM_LABEL": spec.label,
+    }
+    if sys.prefix != sys.base_prefix:  # submitted from a venv: the job activates the same one
+        exports["SAC_GLAM_VENV"] = sys.prefix
+    bad = [v for v in exports.values() if "," in v]
+    if bad:
+        raise ValueError(f"sbatch --export cannot carry values with commas: {bad}")
+    seeds = ",".join(str(s.seed) for s in sorted(specs, key=lambda s: s.seed))
+    log = results / spec.experiment / spec.label / "seed%a" / "slurm-%A_%a.out"
+    return ["sbatch", "--parsable", f"--job-name={spec.experiment}.{spec.label}", f"--array={seeds}",
+            f"--output={log}", "--export=ALL," + ",".join(f"{k}={v}" for k, v in exports.items()),
+            *sbatch_args, str(template), spec.config, *spec.overrides]  # fmt: skip
+
+
+def submit_slurm(specs: Sequence[RunSpec], *, template: str | Path, sbatch_args: Sequence[str] = (),
+                 dry_run: bool = False) -> list[str]:  # fmt: skip
+    """Submit one job array per label with the unfinished seeds; returns the job ids (dry run: none)."""
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        status = run_status(spec.run_dir, budget(spec))
+        head = f"{spec.label} seed {spec.seed} ({spec.config}) -> {spec.run_dir}"
+        if status == "done":
+            print(f"{head}: done, skipped", flush=True)
+            continue
+        print(f"{head}: {'to resume' if status == 'resume' else 'to start'}", flush=True)
+        groups.setdefault(spec.label, []).append(spec)
+    job_ids = []
+    for group in groups.values():
+        cmd = sbatch_command(group, template, sbatch_args)
+        print("  " + " ".join(cmd), flush=True)
+        if dry_run:
+            continue
+        for s in group:  # sbatch does not create the --output directory
+            s.run_dir.mkdir(parents=True, exist_ok=True)
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+        job_id = out.split(";")[0]
+        print(f"  submitted job array {job_id}", flush=True)
+        job_ids.append(job_id)
+    return job_ids
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sac-glam experiment", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument(
+        "name", nargs="?", help="experiment name (fig2, fig5, fig6, fig8, fig9); --list shows them"
+    )
+    parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every run (last wins)")
+    parser.add_argument(
+        "--cpu", action="store_true", help="the CPU twin: *_cpu configs, tiny-t5, small budgets"
+    )
+    parser.add_argument("--seeds", nargs="+", default=None,
+                        help="seeds to run (default: the experiment's); key=value items after it are overrides")  # fmt: skip
+    parser.add_argument(
+        "--results-dir", default="results", help="parent of the experiment's directory (default results)"
+    )
+    parser.add_argument("--only", nargs="+", default=None, metavar="LABEL", help="run only these labels")
+    parser.add_argument(
+        "--slurm", action="store_true", help="submit one sbatch job array per label instead of running"
+    )
+    parser.add_argument(
+        "--template",
+        default=None,
+        help="sbatch template (default slurm/cpu.sbatch with --cpu, else slurm/v100_single_node.sbatch)",
+    )
+    parser.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
+                        help="extra sbatch option, e.g. --sbatch-arg=--partition=gpu (repeatable)")  # fmt: skip
+    parser.add_argument("--config-suffix", default="", help="append to every config name, e.g. _lamorel")
+    parser.add_argument(
+        "--log-to-file", action="store_true", help="local runs: write each run's output to run_dir/launch.log"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the commands; run nothing")
+    parser.add_argument("--list", action="store_true", help="list the experiments and exit")
+    parser.add_argument(
+        "--file", default=None, help=f"experiments file (default experiments/{EXPERIMENTS_FILE})"
+    )
+    args = parser.parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
+
+    experiments = load_experiments(args.file)
+    if args.list or not args.name:
+        for name, exp in experiments.items():
+            print(
+                f"{name:8s} {exp.title}  [{len(exp.runs)} runs x {len(exp.seeds)} seeds; cpu: {len(exp.cpu_seeds)} seeds]"
+            )
+        return 0
+    overrides = list(args.overrides)
+    seeds: list[int] | None = None
+    if args.seeds is not None:
+        overrides += [s for s in args.seeds if "=" in s]
+        try:
+            seeds = [int(s) for seed_arg in args.seeds if "=" not in seed_arg for s in seed_arg.split(",")]
+        except ValueError:
+            parser.error(f"--seeds takes integers, got {args.seeds}")
+    try:
+        specs = plan(args.name, cpu=args.cpu, seeds=seeds, results_dir=args.results_dir, overrides=overrides,
+                     path=args.file, config_suffix=args.config_suffix)  # fmt: skip
+    except KeyError as err:
+        parser.error(str(err.args[0]))
+    if args.only:
+        unknown = set(args.only) - {s.label for s in specs}
+        if unknown:
+            parser.error(
+                f"--only: unknown labels {sorted(unknown)}; labels: {sorted({s.label for s in specs})}"
+            )
+        specs = [s for s in specs if s.label in args.only]
+    try:  # fail before the first run if any config or override is wrong
+        for spec in {(s.config, s.overrides): s for s in specs}.values():
+            budget(spec)
+    except ConfigError as err:
+        print(f"sac-glam experiment: config error: {err}", file=sys.stderr)
+        return 2
+    if not args.dry_run:
+        write_manifest(specs, experiments[args.name])
+    exp_dir = specs[0].run_dir.parent.parent
+    print(f"experiment {specs[0].experiment}: {len({s.label for s in specs})} labels x seeds "
+          f"{sorted({s.seed for s in specs})} -> {exp_dir}", flush=True)  # fmt: skip
+    if args.slurm:
+        submit_slurm(specs, template=args.template or default_template(args.cpu), sbatch_args=args.sbatch_arg,
+                     dry_run=args.dry_run)  # fmt: skip
+        return 0
+    rc = run_local(specs, dry_run=args.dry_run, log_to_file=args.log_to_file)
+    if rc == 0 and not args.dry_run:
+        print(f"all runs finished; plot with: sac-glam plot {exp_dir}", flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

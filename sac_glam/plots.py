@@ -1,0 +1,351 @@
+"""``sac-glam plot EXPERIMENT_DIR``: the paper's figures from run directories alone.
+
+An experiment directory holds ``{label}/seed{seed}/metrics.jsonl`` (what ``sac-glam experiment`` writes;
+``experiment.json`` beside them, when present, gives the labels' order, panels and the title). A
+directory of ``seed*/`` runs (``runs/{name}/``) is read as a one-label experiment. Figures, each as PNG
+and PDF in ``EXPERIMENT_DIR/plots/``:
+
+- ``success_vs_steps``, ``success_vs_time``: training success rate vs environment steps and vs wall-clock
+  time, mean and standard deviation over seeds, one curve per label, one subplot per panel
+  (Figure 2; the ablation panels of Figures 5, 6, 8, 9).
+- ``eval_train_vs_test``: evaluation success on train goals (solid) beside held-out test goals (dashed).
+- ``her_share``: share of HER-relabelled transitions in the replay buffer (Figure 7), when logged.
+- ``goal_types``: proportion of each goal type in the train split, from the grammar (Figure 4).
+
+Every library function returns the matplotlib Figure, so tests can inspect axes, lines and legends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: clusters and CI have no display
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from sac_glam.logging import METRICS_FILE, read_metrics
+
+MANIFEST = "experiment.json"
+SUCCESS_KEY = "rollout/success_rate"
+WALL_KEY = "time/wall_s"
+HER_KEY = "buffer/her_share"
+SEED_RE = re.compile(r"^seed(\d+)$")
+
+Records = list[dict[str, float]]
+
+
+@dataclass
+class LabelRuns:
+    """The seeds of one curve: ``{seed: metrics records}``."""
+
+    label: str
+    panels: tuple[str, ...]
+    seeds: dict[int, Records] = field(default_factory=dict)
+
+
+@dataclass
+class ExperimentLogs:
+    """Every label of an experiment directory, in the manifest's order (then alphabetical)."""
+
+    name: str
+    title: str
+    panels: tuple[str, ...]
+    runs: list[LabelRuns]
+
+    def seed_counts(self) -> list[int]:
+        return [len(r.seeds) for r in self.runs]
+
+    def seeds_caption(self) -> str:
+        """``mean ± std over 4 seeds`` (or ``2-4 seeds`` when labels differ)."""
+        counts = self.seed_counts() or [0]
+        lo, hi = min(counts), max(counts)
+        n = f"{lo}" if lo == hi else f"{lo}-{hi}"
+        return f"mean ± std over {n} seed{'s' if hi != 1 else ''}"
+
+
+def _read_seeds(label_dir: Path) -> dict[int, Records]:
+    seeds: dict[int, Records] = {}
+    for d in sorted(label_dir.iterdir()) if label_dir.is_dir() else []:
+        m = SEED_RE.match(d.name)
+        if m and (d / METRICS_FILE).exists():
+            records = read_metrics(d / METRICS_FILE)
+            if records:
+                seeds[int(m.group(1))] = records
+    return seeds
+
+
+def load_experiment(exp_dir: str | Path) -> ExperimentLogs:
+    """Read every ``{label}/seed*/metrics.jsonl`` (or ``seed*/metrics.jsonl``) below ``exp_dir``."""
+    exp_dir = Path(exp_dir)
+    manifest = json.loads((exp_dir / MANIFEST).read_text()) if (exp_dir / MANIFEST).exists() else {}
+    panels = tuple(manifest.get("panels") or [""])
+    direct = _read_seeds(exp_dir)
+    runs: list[LabelRuns] = []
+    if direct:  # runs/{name}/seed{seed}: one label
+        runs.append(LabelRuns(exp_dir.name, panels[:1], direct))
+    else:
+        listed = list(manifest.get("runs", {}))
+        found = (
+            sorted(d.name for d in exp_dir.iterdir() if d.is_dir() and _read_seeds(d))
+            if exp_dir.is_dir()
+            else []
+        )
+        for label in [*[x for x in listed if x in found], *[x for x in found if x not in listed]]:
+            run_panels = tuple(manifest.get("runs", {}).get(label, {}).get("panels") or panels[:1])
+            runs.append(LabelRuns(label, run_panels, _read_seeds(exp_dir / label)))
+    if not runs:
+        raise FileNotFoundError(
+            f"{exp_dir}: no {{label}}/seed*/{METRICS_FILE} (nor seed*/{METRICS_FILE}) found"
+        )
+    name = manifest.get("experiment", exp_dir.name)
+    return ExperimentLogs(name=name, title=manifest.get("title", name), panels=panels, runs=runs)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Aggregation over seeds
+# ---------------------------------------------------------------------------------------------------
+
+
+def seed_curve(
+    records: Records, key: str, x: Literal["steps", "time"] = "steps"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of one key in one run. ``time`` maps each record's step to ``time/wall_s`` by interpolating
+    the records that carry it (evaluation records do not)."""
+    pts = [(r["step"], r[key]) for r in records if key in r and np.isfinite(r[key])]
+    if not pts:
+        return np.zeros(0), np.zeros(0)
+    steps, ys = (np.asarray(v, dtype=float) for v in zip(*pts, strict=True))
+    if x == "steps":
+        return steps, ys
+    clock = [(r["step"], r[WALL_KEY]) for r in records if WALL_KEY in r]
+    if not clock:
+        return np.zeros(0), np.zeros(0)
+    cs, cw = (np.asarray(v, dtype=float) for v in zip(*sorted(clock), strict=True))
+    return np.interp(steps, cs, cw), ys
+
+
+def mean_std(
+    curves: Sequence[tuple[np.ndarray, np.ndarray]], n_points: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and standard deviation of several (x, y) curves on a common grid: the union of their x values
+    (or ``n_points`` evenly spaced), restricted to the range every curve covers, each curve linearly
+    interpolated. Worked example: x = [0, 10, 20] and [0, 15] -> grid [0, 10, 15]."""
+    curves = [(x, y) for x, y in curves if len(x)]
+    if not curves:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    lo, hi = max(x.min() for x, _ in curves), min(x.max() for x, _ in curves)
+    if n_points is None:
+        grid = np.unique(np.concatenate([x for x, _ in curves]))
+        grid = grid[(grid >= lo) & (grid <= hi)]
+    else:
+        grid = np.linspace(lo, hi, n_points)
+    ys = np.stack([np.interp(grid, *_sorted(x, y)) for x, y in curves])  # (seeds, grid)
+    return grid, ys.mean(axis=0), ys.std(axis=0)
+
+
+def _sorted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(x, kind="stable")
+    return x[order], y[order]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------------
+
+
+def _colour(exp: ExperimentLogs, label: str) -> str:
+    idx = [r.label for r in exp.runs].index(label)
+    return f"C{idx % 10}"
+
+
+def _panel_axes(exp: ExperimentLogs, width: float = 6.5, height: float = 4.5) -> tuple[Figure, list[Axes]]:
+    n = len(exp.panels)
+    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False, sharey=True)
+    return fig, list(axes[0])
+
+
+def _time_scale(seconds: float) -> tuple[float, str]:
+    if seconds > 3 * 3600:
+        return 3600.0, "wall-clock time (hours)"
+    if seconds > 3 * 60:
+        return 60.0, "wall-clock time (minutes)"
+    return 1.0, "wall-clock time (s)"
+
+
+def figure_curves(exp: ExperimentLogs, key: str = SUCCESS_KEY, x: Literal["steps", "time"] = "steps",
+                  ylabel: str = "success rate (training episodes)") -> Figure:  # fmt: skip
+    """One subplot per panel, one mean curve (± std band) per label of that panel."""
+    fig, axes = _panel_axes(exp)
+    data = {r.label: mean_std([seed_curve(rec, key, x) for rec in r.seeds.values()], None if x == "steps" else 200)
+            for r in exp.runs}  # fmt: skip
+    t_max = max((float(d[0].max()) for d in data.values() if len(d[0])), default=0.0)
+    scale, xlabel = (1.0, "environment steps") if x == "steps" else _time_scale(t_max)
+    for ax, panel in zip(axes, exp.panels, strict=True):
+        for run in (r for r in exp.runs if panel in r.panels):
+            grid, mean, std = data[run.label]
+            if not len(grid):
+                continue
+            colour = _colour(exp, run.label)
+            ax.plot(grid / scale, mean, color=colour, label=f"{run.label} (n={len(run.seeds)})")
+            if len(run.seeds) > 1:
+                ax.fill_between(grid / scale, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if "success" in key:
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_title(panel, fontsize=10)
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend(loc="best", fontsize=8)
+    fig.suptitle(f"{exp.title}\n{exp.seeds_caption()}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def figure_train_vs_test(exp: ExperimentLogs) -> Figure:
+    """Evaluation success on train goals (solid) and held-out test goals (dashed), per label and panel."""
+    fig, axes = _panel_axes(exp)
+    for ax, panel in zip(axes, exp.panels, strict=True):
+        for run in (r for r in exp.runs if panel in r.panels):
+            for split, style in (("train", "-"), ("test", "--")):
+                grid, mean, std = mean_std(
+                    [seed_curve(rec, f"eval/{split}/success_rate") for rec in run.seeds.values()]
+                )
+                if not len(grid):
+                    continue
+                colour = _colour(exp, run.label)
+                ax.plot(grid, mean, style, color=colour, marker="o", markersize=3,
+                        label=f"{run.label}: {split} goals (n={len(run.seeds)})")  # fmt: skip
+                if len(run.seeds) > 1:
+                    ax.fill_between(grid, mean - std, mean + std, color=colour, alpha=0.12, linewidth=0)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("evaluation success rate")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(panel, fontsize=10)
+        ax.grid(alpha=0.3)
+        if ax.get_lines():
+            ax.legend(loc="best", fontsize=7)
+    fig.suptitle(
+        f"{exp.title}\ntrain goals (solid) vs held-out test goals (dashed); {exp.seeds_caption()}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def figure_her_share(exp: ExperimentLogs) -> Figure | None:
+    """Share of HER transitions in the replay buffer vs steps (Figure 7); None when no run logged it."""
+    runs = [r for r in exp.runs if any(HER_KEY in rec for recs in r.seeds.values() for rec in recs)]
+    if not runs:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for run in runs:
+        grid, mean, std = mean_std([seed_curve(rec, HER_KEY) for rec in run.seeds.values()])
+        colour = _colour(exp, run.label)
+        ax.plot(grid, mean, color=colour, label=f"{run.label} (n={len(run.seeds)})")
+        if len(run.seeds) > 1:
+            ax.fill_between(grid, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("share of HER transitions in the buffer")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title(
+        f"Relabelled (HER) vs environment transitions (Figure 7)\n{exp.seeds_caption()}", fontsize=10
+    )
+    fig.tight_layout()
+    return fig
+
+
+def goal_type_proportions(sequential: bool = True) -> dict[str, float]:
+    """Share of each goal type among the train goals of the grammar (Figure 4)."""
+    from sac_glam.envs.goals import GOAL_TYPES, goals
+
+    all_goals = goals("train", sequential=sequential)
+    return {t: sum(g.goal_type == t for g in all_goals) / len(all_goals) for t in GOAL_TYPES}
+
+
+def figure_goal_types() -> Figure:
+    """Bar chart of the goal types' proportions: all train goals, and without sequential goals."""
+    from sac_glam.envs.goals import goals
+
+    groups = {f"all train goals ({len(goals('train')):,})": goal_type_proportions(True),
+              f"no sequential goals ({len(goals('train', sequential=False)):,})": goal_type_proportions(False)}  # fmt: skip
+    types = list(next(iter(groups.values())))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(groups)
+    for i, (name, props) in enumerate(groups.items()):
+        xs = np.arange(len(types)) + (i - (len(groups) - 1) / 2) * width
+        bars = ax.bar(xs, [props[t] for t in types], width=width, label=name, color=f"C{i}")
+        ax.bar_label(bars, labels=[f"{100 * props[t]:.1f}%" for t in types], fontsize=7)
+    ax.set_xticks(np.arange(len(types)), [t.replace("_", " ") for t in types])
+    ax.set_xlabel("goal type")
+    ax.set_ylabel("proportion of goals")
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("Goal types of Playground-Text's train split (Figure 4; from the grammar)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def make_figures(exp: ExperimentLogs) -> dict[str, Figure]:
+    """Every figure of an experiment, by file stem."""
+    figs = {
+        "success_vs_steps": figure_curves(exp, x="steps"),
+        "success_vs_time": figure_curves(exp, x="time"),
+        "eval_train_vs_test": figure_train_vs_test(exp),
+        "goal_types": figure_goal_types(),
+    }
+    her = figure_her_share(exp)
+    if her is not None:
+        figs["her_share"] = her
+    return figs
+
+
+def plot_experiment(exp_dir: str | Path, out_dir: str | Path | None = None,
+                    formats: Sequence[str] = ("png", "pdf")) -> list[Path]:  # fmt: skip
+    """Write every figure of ``exp_dir`` as ``{out_dir}/{stem}.{format}`` (default ``exp_dir/plots``)."""
+    exp = load_experiment(exp_dir)
+    out = Path(out_dir) if out_dir is not None else Path(exp_dir) / "plots"
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem, fig in make_figures(exp).items():
+        for fmt in formats:
+            path = out / f"{stem}.{fmt}"
+            fig.savefig(path, dpi=130)
+            written.append(path)
+        plt.close(fig)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sac-glam plot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("experiment_dir", help="results/{experiment}[-cpu] (or runs/{name})")
+    parser.add_argument("--out", default=None, help="output directory (default EXPERIMENT_DIR/plots)")
+    parser.add_argument("--formats", nargs="+", default=["png", "pdf"], help="file formats (default png pdf)")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        exp = load_experiment(args.experiment_dir)
+    except FileNotFoundError as err:
+        print(f"sac-glam plot: {err}", file=sys.stderr)
+        return 1
+    print(f"{exp.name}: " + ", ".join(f"{r.label} ({len(r.seeds)} seeds)" for r in exp.runs))
+    for path in plot_experiment(args.experiment_dir, args.out, args.formats):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""The experiment runner: plans, config loading of every experiment, skip/resume, sbatch command lines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from sac_glam import experiments
+from sac_glam.config import load_config
+from sac_glam.experiments import RunSpec, merge_overrides, plan, run_status, sbatch_command
+
+EXPECTED = {  # experiment: (labels, paper seeds)
+    "fig2": (["SAC-GLAM", "SAC-GLAM+HER", "PPO-GLAM"], [0, 1, 2, 3]),
+    "fig5": (["obs+action.head-only", "obs.head-only", "obs+action.shared", "obs.shared"], [0, 1]),
+    "fig6": (["PPO.1024x16", "PPO.1024x32", "PPO.2048x16", "PPO.2048x32", "SAC.32x1", "SAC.32x2", "SAC.128x1", "SAC.128x2"], [0, 1]),
+    "fig8": (["HER+uniform", "HER+ratio", "HER+prior"], [0, 1]),
+    "fig9": (["n1", "n3.capacity-x1", "n5", "capacity-x0.5", "capacity-x5"], [0, 1]),
+}  # fmt: skip
+
+
+def test_every_paper_study_is_defined() -> None:
+    assert set(experiments.load_experiments()) >= set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("cpu", [False, True])
+def test_plan_lists_label_config_seed_run_dir_and_every_config_loads(
+    name: str, cpu: bool, tmp_path: Path
+) -> None:
+    labels, seeds = EXPECTED[name]
+    specs = plan(name, cpu=cpu, results_dir=tmp_path)
+    exp = f"{name}-cpu" if cpu else name
+    want_seeds = [0, 1] if cpu else seeds
+    assert [(s.label, s.seed) for s in specs] == [(lab, seed) for lab in labels for seed in want_seeds]
+    for s in specs:
+        assert s.run_dir == tmp_path / exp / s.label / f"seed{s.seed}"
+        assert s.config.endswith("_cpu") == cpu
+        cfg = load_config(s.config, [*s.overrides, f"train.seed={s.seed}", f"train.run_dir={s.run_dir}"])
+        assert cfg.train.seed == s.seed and cfg.train.run_dir == str(s.run_dir)
+        if cpu:
+            assert cfg.model.name == "tiny-t5" and cfg.train.total_steps <= 20_000
+
+
+def test_comparisons_set_the_studied_keys() -> None:
+    def cfgs(name: str, cpu: bool = False) -> dict[str, object]:
+        return {s.label: load_config(s.config, s.overrides) for s in plan(name, cpu=cpu, seeds=[0])}
+
+    fig2 = cfgs("fig2")
+    assert fig2["SAC-GLAM+HER"].buffer.her and not fig2["SAC-GLAM"].buffer.her  # type: ignore[attr-defined]
+    assert fig2["PPO-GLAM"].train.algo == "ppo" and fig2["SAC-GLAM"].train.total_steps == 400_000  # type: ignore[attr-defined]
+    fig5 = cfgs("fig5")
+    variants = {(c.critic.input, c.critic.backprop_llm) for c in fig5.values()}  # type: ignore[attr-defined]
+    assert variants == {
+        ("prompt_action", True),
+        ("prompt_action", False),
+        ("prompt", True),
+        ("prompt", False),
+    }
+    assert all(c.env.n_objects == 3 and not c.env.sequential_goals for c in fig5.values())  # type: ignore[attr-defined]
+    fig6 = cfgs("fig6")
+    assert {(c.ppo.n_steps, c.ppo.epochs) for lab, c in fig6.items() if lab.startswith("PPO")} == {  # type: ignore[attr-defined]
+        (1024, 16), (1024, 32), (2048, 16), (2048, 32)}  # fmt: skip
+    assert {(c.sac.update_every, c.sac.n_updates) for lab, c in fig6.items() if lab.startswith("SAC")} == {  # type: ignore[attr-defined]
+        (32, 1), (32, 2), (128, 1), (128, 2)}  # fmt: skip
+    assert {c.buffer.her_strategy for c in cfgs("fig8").values()} == {"uniform", "ratio", "prior"}  # type: ignore[attr-defined]
+    fig9 = cfgs("fig9")
+    assert {c.buffer.n_step for c in fig9.values()} == {1, 3, 5}  # type: ignore[attr-defined]
+    assert {c.buffer.capacity for c in fig9.values()} == {50_000, 100_000, 500_000}  # type: ignore[attr-defined]
+    fig9_cpu = cfgs("fig9", cpu=True)
+    assert {c.buffer.capacity for c in fig9_cpu.values()} == {2_500, 5_000, 25_000}  # type: ignore[attr-defined]
+
+
+def test_seeds_and_command_line_overrides_win(tmp_path: Path) -> None:
+    specs = plan(
+        "fig8",
+        cpu=True,
+        seeds=[7],
+        results_dir=tmp_path,
+        overrides=["train.total_steps=64", "train.threads=1"],
+    )
+    assert {s.seed for s in specs} == {7}
+    for s in specs:
+        assert "train.total_steps=64" in s.overrides and "train.total_steps=10000" not in s.overrides
+        assert experiments.budget(s) == 64
+
+
+def test_merge_overrides_keeps_the_last_value_of_each_key() -> None:
+    assert merge_overrides(["a=1", "b=2"], ["a=3"], ["+c=4"]) == ("b=2", "a=3", "+c=4")
+
+
+def _spec(tmp_path: Path, seed: int = 0) -> RunSpec:
+    return RunSpec(
+        "fig2-cpu",
+        "SAC-GLAM",
+        "sac_glam_cpu",
+        ("train.total_steps=96",),
+        seed,
+        tmp_path / "fig2-cpu" / "SAC-GLAM" / f"seed{seed}",
+    )
+
+
+def test_run_status_skips_finished_and_resumes_unfinished(tmp_path: Path) -> None:
+    run = _spec(tmp_path).run_dir
+    assert run_status(run, 96) == "new"
+    run.mkdir(parents=True)
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert run_status(run, 96) == "resume"
+    (run / "result.json").write_text(json.dumps({"steps": 64}))
+    assert run_status(run, 96) == "resume"  # a finished shorter run, budget raised since
+    (run / "result.json").write_text(json.dumps({"steps": 96}))
+    assert run_status(run, 96) == "done"
+    (run / "result.json").write_text("{torn")
+    assert run_status(run, 96) == "resume"
+
+
+def test_run_local_skips_done_and_launches_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done, todo = _spec(tmp_path, 0), _spec(tmp_path, 1)
+    done.run_dir.mkdir(parents=True)
+    (done.run_dir / "result.json").write_text(json.dumps({"steps": 96}))
+    todo.run_dir.mkdir(parents=True)
+    (todo.run_dir / "checkpoint.pt").write_bytes(b"")
+    launched: list[list[str]] = []
+
+    class FakePopen:
+        def __init__(self, cmd: list[str], **kwargs: object) -> None:
+            launched.append(cmd)
+
+        def wait(self) -> int:
+            return 0
+
+        def poll(self) -> int:
+            return 0
+
+    monkeypatch.setattr(experiments.subprocess, "Popen", FakePopen)
+    assert experiments.run_local([done, todo]) == 0
+    out = capsys.readouterr().out
+    assert "seed 0" in out and "done, skipped" in out and "seed 1" in out and "resuming" in out
+    assert len(launched) == 1
+    cmd = launched[0]
+    assert cmd[:3] == [sys.executable, "-m", "sac_glam.launch"]
+    assert cmd[3:] == [
+        "--config-name",
+        "sac_glam_cpu",
+        "train.total_steps=96",
+        "train.seed=1",
+        f"train.run_dir={todo.run_dir}",
+    ]
+
+
+def test_run_local_stops_with_75_when_a_run_is_preempted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Preempted:
+        def __init__(self, cmd: list[str], **kwargs: object) -> None:
+            pass
+
+        def wait(self) -> int:
+            return experiments.EXIT_PREEMPTED
+
+        def poll(self) -> int:
+            return experiments.EXIT_PREEMPTED
+
+    monkeypatch.setattr(experiments.subprocess, "Popen", Preempted)
+    assert experiments.run_local([_spec(tmp_path, 0), _spec(tmp_path, 1)]) == experiments.EXIT_PREEMPTED
+
+
+def test_exit_code_matches_the_training_loop() -> None:
+    from sac_glam.train import EXIT_PREEMPTED
+
+    assert experiments.EXIT_PREEMPTED == EXIT_PREEMPTED
+
+
+def test_sbatch_command_is_one_array_per_label(tmp_path: Path) -> None:
+    specs = plan("fig2", cpu=True, results_dir=tmp_path, overrides=["train.threads=1"])
+    sac = [s for s in specs if s.label == "SAC-GLAM+HER"]
+    cmd = sbatch_command(sac, "slurm/cpu.sbatch", ["--partition=debug"])
+    assert cmd[:2] == ["sbatch", "--parsable"]
+    assert "--array=0,1" in cmd and "--job-name=fig2-cpu.SAC-GLAM+HER" in cmd
+    assert f"--output={tmp_path.resolve()}/fig2-cpu/SAC-GLAM+HER/seed%a/slurm-%A_%a.out" in cmd
+    export = next(c for c in cmd if c.startswith("--export="))
+    assert export.startswith("--export=ALL,")
+    assert f"SAC_GLAM_RESULTS={tmp_path.resolve()}" in export
+    assert "SAC_GLAM_EXPERIMENT=fig2-cpu" in export and "SAC_GLAM_LABEL=SAC-GLAM+HER" in export
+    i = cmd.index("slurm/cpu.sbatch")
+    assert cmd[i - 1] == "--partition=debug"
+    assert cmd[i + 1] == "sac_glam_her_cpu" and cmd[i + 2 :] == list(sac[0].overrides)
+    with pytest.raises(ValueError, match="one sbatch array per label"):
+        sbatch_command(specs, "slurm/cpu.sbatch")
+
+
+def test_submit_slurm_dry_run_skips_finished_seeds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    specs = plan("fig8", cpu=True, results_dir=tmp_path)
+    first = specs[0]
+    first.run_dir.mkdir(parents=True)
+    (first.run_dir / "result.json").write_text(json.dumps({"steps": 10_000}))
+    assert experiments.submit_slurm(specs, template="slurm/cpu.sbatch", dry_run=True) == []
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("sbatch")]
+    assert len(lines) == 3
+    assert "--array=1 " in lines[0] and "--array=0,1 " in lines[1]
+
+
+def test_cli_dry_run_and_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sac_glam.cli import main
+
+    assert (
+        main(
+            [
+                "experiment",
+                "fig5",
+                "--cpu",
+                "--dry-run",
+                "--results-dir",
+                str(tmp_path),
+                "--seeds",
+                "0",
+                "train.threads=1",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count("starting") == 4 and "train.threads=1" in out and "train.seed=0" in out
+    assert not (tmp_path / "fig5-cpu").exists()  # dry run writes nothing
+    specs = plan("fig5", cpu=True, results_dir=tmp_path)
+    path = experiments.write_manifest(specs, experiments.load_experiments()["fig5"])
+    manifest = json.loads(path.read_text())
+    assert list(manifest["runs"]) == EXPECTED["fig5"][0]
+    assert len(manifest["panels"]) == 2 and manifest["runs"]["obs.shared"]["seeds"] == [0, 1]
+
+
+def test_bad_definitions_are_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("x:\n  runs:\n    - {label: 'a b', config: sac_glam}\n")
+    with pytest.raises(ValueError, match="label"):
+        experiments.load_experiments(bad)
+    bad.write_text("x:\n  runs:\n    - {label: a, config: sac_glam, panels: [nope]}\n")
+    with pytest.raises(ValueError, match="panels"):
+        experiments.load_experiments(bad)
+    with pytest.raises(KeyError, match="no experiment"):
+        plan("nope")
