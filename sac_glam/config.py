@@ -251,7 +251,9 @@ def available_configs(directory: Path | None = None) -> list[str]:
     return sorted(p.stem for p in (directory or config_dir()).glob("*.yaml"))
 
 
-def load_config(name: str = DEFAULT_CONFIG, overrides: Sequence[str] = (), directory: str | Path | None = None) -> Config:
+def load_config(
+    name: str = DEFAULT_CONFIG, overrides: Sequence[str] = (), directory: str | Path | None = None
+) -> Config:
     """Compose ``{directory}/{name}.yaml`` (hydra ``defaults:`` lists work), apply ``key=value``
     overrides, and validate into a :class:`Config`."""
     from hydra import compose, initialize_config_dir
@@ -359,19 +361,38 @@ def validate(cfg: Config) -> None:
         section, attr = key.split(".")
         value = getattr(getattr(cfg, section), attr)
         _require(0.0 < value <= 1.0, f"{key}: must be in (0, 1], got {value}")
-    _require(0.0 <= cfg.buffer.her_ratio <= 1.0, f"buffer.her_ratio: must be in [0, 1], got {cfg.buffer.her_ratio}")
+    _require(
+        0.0 <= cfg.buffer.her_ratio <= 1.0, f"buffer.her_ratio: must be in [0, 1], got {cfg.buffer.her_ratio}"
+    )
     _require(cfg.sac.alpha_init > 0, f"sac.alpha_init: must be > 0, got {cfg.sac.alpha_init}")
     for t in cfg.env.goal_types:
-        _require(t in GOAL_TYPES, f"env.goal_types: {t!r} is not a goal type; allowed: {', '.join(GOAL_TYPES)}")
+        _require(
+            t in GOAL_TYPES, f"env.goal_types: {t!r} is not a goal type; allowed: {', '.join(GOAL_TYPES)}"
+        )
     if not cfg.env.sequential_goals:
         seq = [t for t in cfg.env.goal_types if t.startswith("grow_then")]
         _require(not seq, f"env.goal_types: {seq} need env.sequential_goals=true")
     for split in cfg.train.eval_splits:
-        _require(split in ("train", "test"), f"train.eval_splits: {split!r} is not allowed; allowed: 'train', 'test'")
-    _require(not cfg.model.load_in_4bit or cfg.model.lora, "model.load_in_4bit=true needs model.lora=true (4-bit weights cannot be trained)")
-    _require(cfg.critic.target != "adapter" or cfg.model.lora, "critic.target='adapter' needs model.lora=true (the target copies the LoRA adapter)")
-    _require(cfg.train.algo == "sac" or not cfg.buffer.her, "buffer.her=true needs train.algo='sac' (PPO is on-policy: no replay to relabel)")
-    _require(cfg.buffer.capacity >= cfg.sac.batch_size, f"buffer.capacity ({cfg.buffer.capacity}) must be >= sac.batch_size ({cfg.sac.batch_size})")
+        _require(
+            split in ("train", "test"),
+            f"train.eval_splits: {split!r} is not allowed; allowed: 'train', 'test'",
+        )
+    _require(
+        not cfg.model.load_in_4bit or cfg.model.lora,
+        "model.load_in_4bit=true needs model.lora=true (4-bit weights cannot be trained)",
+    )
+    _require(
+        cfg.critic.target != "adapter" or cfg.model.lora,
+        "critic.target='adapter' needs model.lora=true (the target copies the LoRA adapter)",
+    )
+    _require(
+        cfg.train.algo == "sac" or not cfg.buffer.her,
+        "buffer.her=true needs train.algo='sac' (PPO is on-policy: no replay to relabel)",
+    )
+    _require(
+        cfg.buffer.capacity >= cfg.sac.batch_size,
+        f"buffer.capacity ({cfg.buffer.capacity}) must be >= sac.batch_size ({cfg.sac.batch_size})",
+    )
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -388,10 +409,16 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_diff(a: dict[str, Any], b: dict[str, Any], ignore: Sequence[str] = ()) -> dict[str, tuple[Any, Any]]:
+def config_diff(
+    a: dict[str, Any], b: dict[str, Any], ignore: Sequence[str] = ()
+) -> dict[str, tuple[Any, Any]]:
     """Dotted keys whose values differ between two config dicts: ``{key: (a_value, b_value)}``."""
     fa, fb = flatten(a), flatten(b)
-    return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb)) if k not in ignore and fa.get(k) != fb.get(k)}
+    return {
+        k: (fa.get(k), fb.get(k))
+        for k in sorted(set(fa) | set(fb))
+        if k not in ignore and fa.get(k) != fb.get(k)
+    }
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -15,7 +15,9 @@ from sac_glam.llm.agent import LLMAgent
 def device_of(cfg: Config) -> torch.device:
     if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise ConfigError("train.device='cuda' but torch sees no CUDA device; use train.device=cpu or auto")
+            raise ConfigError(
+                "train.device='cuda' but torch sees no CUDA device; use train.device=cpu or auto"
+            )
         return torch.device("cuda")
     return torch.device("cpu")
 

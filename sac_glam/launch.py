@@ -79,10 +79,16 @@ def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lamorel-launch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("--config-name", default=DEFAULT_CONFIG, help=f"config in lamorel_configs/ (default {DEFAULT_CONFIG})")
-    parser.add_argument("--config-path", default=None, help="config directory (default: the repository's lamorel_configs/)")
+    parser.add_argument(
+        "--config-name", default=DEFAULT_CONFIG, help=f"config in lamorel_configs/ (default {DEFAULT_CONFIG})"
+    )
+    parser.add_argument(
+        "--config-path", default=None, help="config directory (default: the repository's lamorel_configs/)"
+    )
     parser.add_argument("--list", action="store_true", help="list the available configs and exit")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.seed=1 sac.batch_size=64")
+    parser.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. train.seed=1 sac.batch_size=64"
+    )
     args = parser.parse_args(argv)
     if args.list:
         print("\n".join(available_configs(config_dir() if args.config_path is None else None)))

@@ -55,8 +55,16 @@ class EpisodeBuilder:
 class SACLearner:
     """Episodes into the replay buffer (with HER), ``n_updates`` gradient steps every ``update_every``."""
 
-    def __init__(self, buffer: ReplayBuffer, n_envs: int, batch_size: int, update_every: int,
-                 n_updates: int, learning_starts: int, rng: np.random.Generator):
+    def __init__(
+        self,
+        buffer: ReplayBuffer,
+        n_envs: int,
+        batch_size: int,
+        update_every: int,
+        n_updates: int,
+        learning_starts: int,
+        rng: np.random.Generator,
+    ):
         self.buffer = buffer
         self.batch_size = batch_size
         self.update_every = update_every
@@ -152,7 +160,9 @@ class PPOLearner:
         self.actions.append(list(obs.actions))
         self.action_ids.append(np.asarray(action_ids, dtype=np.int64))
         idx = torch.as_tensor(action_ids, dtype=torch.long).view(-1, 1)
-        self.log_probs.append(act.log_pi_BA.gather(-1, idx.to(act.log_pi_BA.device)).squeeze(-1).cpu().numpy())
+        self.log_probs.append(
+            act.log_pi_BA.gather(-1, idx.to(act.log_pi_BA.device)).squeeze(-1).cpu().numpy()
+        )
         self.values.append(act.value_B.float().cpu().numpy())
         self.rewards.append(np.asarray(step.rewards, dtype=np.float32))
         self.terminated.append(np.asarray(step.terminated, dtype=bool))
@@ -171,7 +181,9 @@ class PPOLearner:
         if self.final_prompts:
             # Truncated episodes bootstrap from V(final observation): the truncation is not terminal.
             # The final observation's actions do not matter for V(s), which reads the prompt only.
-            finals = backend.act([p for _, _, p in self.final_prompts], [["Grasp"]] * len(self.final_prompts), value=True)
+            finals = backend.act(
+                [p for _, _, p in self.final_prompts], [["Grasp"]] * len(self.final_prompts), value=True
+            )
             assert finals.value_B is not None
             for (t, e, _), v in zip(self.final_prompts, finals.value_B.float().cpu().numpy(), strict=True):
                 final_values_TE[t, e] = v

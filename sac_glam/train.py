@@ -37,8 +37,15 @@ log = logging.getLogger(__name__)
 EXIT_PREEMPTED = 75
 
 #: Keys that may differ between a checkpoint and the config resuming it (they do not change the run).
-RESUMABLE_KEYS = ("train.total_steps", "train.progress", "train.tensorboard", "train.allow_config_change",
-                  "train.checkpoint_every", "train.threads", "train.run_dir")
+RESUMABLE_KEYS = (
+    "train.total_steps",
+    "train.progress",
+    "train.tensorboard",
+    "train.allow_config_change",
+    "train.checkpoint_every",
+    "train.threads",
+    "train.run_dir",
+)
 
 
 class Preempted(SystemExit):
@@ -59,8 +66,12 @@ class LoopState:
     next_eval: int = 0
     grad_steps_at_checkpoint: int = 0
     wall_s: float = 0.0
-    timers: dict[str, float] = field(default_factory=lambda: {"act": 0.0, "env": 0.0, "learn": 0.0, "update": 0.0, "eval": 0.0})
-    recent: collections.deque[tuple[str, float, int]] = field(default_factory=lambda: collections.deque(maxlen=256))
+    timers: dict[str, float] = field(
+        default_factory=lambda: {"act": 0.0, "env": 0.0, "learn": 0.0, "update": 0.0, "eval": 0.0}
+    )
+    recent: collections.deque[tuple[str, float, int]] = field(
+        default_factory=lambda: collections.deque(maxlen=256)
+    )
     pending_train_stats: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -231,7 +242,10 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
             if tc.eval_every > 0 and state.steps >= state.next_eval:
                 state.next_eval += tc.eval_every
                 _log_eval(logger, backend, cfg, state, eval_seed)
-            if tc.checkpoint_every > 0 and state.grad_steps - state.grad_steps_at_checkpoint >= tc.checkpoint_every:
+            if (
+                tc.checkpoint_every > 0
+                and state.grad_steps - state.grad_steps_at_checkpoint >= tc.checkpoint_every
+            ):
                 checkpoint()
             if flag.received is not None:
                 checkpoint()
@@ -278,7 +292,9 @@ def _log_progress(logger: MetricsLogger, state: LoopState, learner: Learner, bar
                         sps=f"{metrics['time/steps_per_s']:.0f}", refresh=False)  # fmt: skip
 
 
-def _log_eval(logger: MetricsLogger, backend: Backend, cfg: Config, state: LoopState, seed: int) -> dict[str, float]:
+def _log_eval(
+    logger: MetricsLogger, backend: Backend, cfg: Config, state: LoopState, seed: int
+) -> dict[str, float]:
     t0 = time.perf_counter()
     out: dict[str, float] = {}
     for split in cfg.train.eval_splits:

@@ -29,7 +29,12 @@ def test_every_config_loads_and_validates(name):
 def test_paper_presets_follow_tables_2_and_3():
     sac, her = load_config("sac_glam"), load_config("sac_glam_her")
     for cfg in (sac, her):
-        assert (cfg.sac.update_every, cfg.sac.n_updates, cfg.sac.batch_size, cfg.sac.gamma) == (32, 2, 256, 0.99)
+        assert (cfg.sac.update_every, cfg.sac.n_updates, cfg.sac.batch_size, cfg.sac.gamma) == (
+            32,
+            2,
+            256,
+            0.99,
+        )
         assert (cfg.sac.actor_lr, cfg.sac.critic_lr, cfg.sac.alpha_lr) == (1e-4, 1e-4, 2e-3)
         assert (cfg.buffer.n_step, cfg.buffer.capacity, cfg.train.total_steps) == (3, 100_000, 400_000)
         assert cfg.model.name == "google/flan-t5-base" and cfg.model.lora and cfg.model.load_in_4bit
@@ -88,10 +93,14 @@ def test_cli_goals_prints_one_goal_per_line():
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     lines = out.splitlines()
     assert len(lines) == 8470 and lines[0] == "Grasp red door" and "Grow red dog then grasp blue cat" in lines
-    bad = subprocess.run([sys.executable, "-m", "sac_glam.cli", "goals", "--split", "val"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "sac_glam.cli", "goals", "--split", "val"], capture_output=True, text=True
+    )
     assert bad.returncode != 0 and "invalid choice" in bad.stderr
 
 
 def test_launch_reports_config_errors_without_traceback():
-    bad = subprocess.run([sys.executable, "-m", "sac_glam.launch", "sac.gama=1"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "sac_glam.launch", "sac.gama=1"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "unknown key sac.gama" in bad.stderr and "Traceback" not in bad.stderr

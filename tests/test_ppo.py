@@ -48,7 +48,9 @@ def test_gae_truncation_bootstraps_and_termination_does_not():
     terminated = np.array([[True, False]])
     truncated = np.array([[False, True]])
     final_values = np.array([[5.0, 5.0]], np.float32)
-    adv, _ = gae(rewards, values, terminated, truncated, final_values, np.array([7.0, 7.0], np.float32), 0.5, 1.0)
+    adv, _ = gae(
+        rewards, values, terminated, truncated, final_values, np.array([7.0, 7.0], np.float32), 0.5, 1.0
+    )
     assert adv[0, 0] == 0.0  # terminated: neither V(final) nor V(next episode) leaks in
     assert adv[0, 1] == pytest.approx(2.5)  # truncated: gamma * V(final observation), not the next episode's
 

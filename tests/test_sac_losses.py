@@ -23,7 +23,9 @@ def _policy(logits_rows: list[list[float]]) -> tuple[torch.Tensor, torch.Tensor]
 
 def test_critic_target_matches_eq3_with_min_over_critics_and_masking():
     log_pi, mask = _policy([[0.0, 1.0, 2.0], [0.5, -0.5]])
-    q = torch.tensor([[[1.0, 2.0, 3.0], [4.0, 5.0, 99.0]], [[0.5, 2.5, 3.5], [3.0, 6.0, -99.0]]])  # (K=2, B=2, A=3)
+    q = torch.tensor(
+        [[[1.0, 2.0, 3.0], [4.0, 5.0, 99.0]], [[0.5, 2.5, 3.5], [3.0, 6.0, -99.0]]]
+    )  # (K=2, B=2, A=3)
     returns = torch.tensor([0.3, 1.0])
     discounts = torch.tensor([0.99**3, 0.0])  # second window ends in a termination
     alpha = 0.1

@@ -20,7 +20,14 @@ TINY = [
 ]  # fmt: skip
 SAC_TINY = [*TINY, "sac.batch_size=8", "sac.learning_starts=16", "sac.update_every=8", "sac.n_updates=1",
             "sac.chunk_size=4", "buffer.capacity=200", "train.total_steps=96"]  # fmt: skip
-PPO_TINY = [*TINY, "ppo.n_steps=32", "ppo.epochs=2", "ppo.batch_size=16", "ppo.chunk_size=8", "train.total_steps=96"]
+PPO_TINY = [
+    *TINY,
+    "ppo.n_steps=32",
+    "ppo.epochs=2",
+    "ppo.batch_size=16",
+    "ppo.chunk_size=8",
+    "train.total_steps=96",
+]
 
 
 def _cfg(name, overrides, run_dir):
@@ -87,11 +94,19 @@ def test_resume_after_sigterm_equals_uninterrupted_run(tmp_path, monkeypatch, na
         la.load_state_dict(a["learner"])
         lb.load_state_dict(b["learner"])
         assert len(la.buffer) == len(lb.buffer) and la.buffer.her_share() == lb.buffer.her_share()
-        ba, bb = la.buffer.sample(16, np.random.default_rng(1)), lb.buffer.sample(16, np.random.default_rng(1))
+        ba, bb = (
+            la.buffer.sample(16, np.random.default_rng(1)),
+            lb.buffer.sample(16, np.random.default_rng(1)),
+        )
         assert ba.prompts == bb.prompts and torch.equal(ba.returns, bb.returns)
     # Metrics were not counted twice: one record per logged step.
-    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
-    straight_steps = [json.loads(line)["step"] for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    ]
+    straight_steps = [
+        json.loads(line)["step"]
+        for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert steps == straight_steps
 
 

@@ -19,7 +19,10 @@ def clipped_policy_loss(
 
 
 def value_loss(
-    values_B: torch.Tensor, returns_B: torch.Tensor, old_values_B: torch.Tensor | None = None, clip_range: float = 0.2
+    values_B: torch.Tensor,
+    returns_B: torch.Tensor,
+    old_values_B: torch.Tensor | None = None,
+    clip_range: float = 0.2,
 ) -> torch.Tensor:
     """0.5 E[(V - R)^2]; with ``old_values_B``, PPO2's clipped form max((V-R)^2, (V_clip-R)^2)."""
     err_B = (values_B - returns_B) ** 2

@@ -75,7 +75,9 @@ def actor_loss(
     return -soft_state_value(log_pi_BA, mask_BA, q_KBA.detach(), alpha).mean()
 
 
-def alpha_loss(log_alpha: torch.Tensor, entropy_B: torch.Tensor, target_entropy_B: torch.Tensor) -> torch.Tensor:
+def alpha_loss(
+    log_alpha: torch.Tensor, entropy_B: torch.Tensor, target_entropy_B: torch.Tensor
+) -> torch.Tensor:
     """Automatic entropy tuning (Haarnoja et al. 2018b, discrete form).
 
     d loss / d log_alpha = mean(H - H_target): when the policy is more random than the target,

@@ -167,7 +167,12 @@ class SACUpdater:
                 nxt = agent.evaluate(b.next_prompts, b.next_actions, target_q=True)
                 assert nxt.target_q_KBA is not None
                 target_B = sac.critic_target(
-                    b.returns * cfg.reward_scale, b.discounts, nxt.log_pi_BA, nxt.mask_BA, nxt.target_q_KBA, alpha
+                    b.returns * cfg.reward_scale,
+                    b.discounts,
+                    nxt.log_pi_BA,
+                    nxt.mask_BA,
+                    nxt.target_q_KBA,
+                    alpha,
                 )
             cur = agent.evaluate(b.prompts, b.actions, q=True)
             assert cur.q_KBA is not None
@@ -251,7 +256,9 @@ class PPOUpdater:
             out = self.agent.evaluate(b.prompts, b.actions, v=True)
             assert out.v_B is not None
             new_log_prob_B = out.log_pi_BA.gather(-1, b.action_ids.view(-1, 1)).squeeze(-1)
-            loss_pi = ppo.clipped_policy_loss(new_log_prob_B, b.old_log_probs, advantages_B[rows], cfg.clip_range)
+            loss_pi = ppo.clipped_policy_loss(
+                new_log_prob_B, b.old_log_probs, advantages_B[rows], cfg.clip_range
+            )
             old_v = b.old_values if cfg.clip_value_loss else None
             loss_v = ppo.value_loss(out.v_B, b.returns, old_v, cfg.clip_range)
             ent = ppo.masked_entropy(out.log_pi_BA, out.mask_BA)

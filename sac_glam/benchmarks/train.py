@@ -43,7 +43,9 @@ def bench(preset: str, steps: int, threads: int, extra: list[str]) -> dict[str, 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sac-glam bench train", description=__doc__)
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
-    parser.add_argument("--steps", type=int, default=4096, help="transitions per preset (a multiple of 2048 for PPO)")
+    parser.add_argument(
+        "--steps", type=int, default=4096, help="transitions per preset (a multiple of 2048 for PPO)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every preset")
@@ -52,7 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'preset':<10} {'config':<18} {'transitions/s':>13} {'grad steps':>10} {'act':>6} {'env':>6} {'store':>6} {'update':>7}")
+    print(
+        f"{'preset':<10} {'config':<18} {'transitions/s':>13} {'grad steps':>10} {'act':>6} {'env':>6} {'store':>6} {'update':>7}"
+    )
     for p, r in rows.items():
         print(f"{p:<10} {PRESETS[p]:<18} {r['steps_per_s']:>13.1f} {r['grad_steps']:>10.0f} {r['act']:>6.1%} "
               f"{r['env']:>6.1%} {r['learn']:>6.1%} {r['update']:>7.1%}")  # fmt: skip
