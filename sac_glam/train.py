@@ -73,6 +73,9 @@ class LoopState:
         default_factory=lambda: collections.deque(maxlen=256)
     )
     pending_train_stats: list[dict[str, float]] = field(default_factory=list)
+    last_log_step: int = -1
+    last_eval: dict[str, float] = field(default_factory=dict)
+    last_eval_step: int = -1
 
 
 @dataclass
@@ -255,8 +258,13 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
                       f"run the same command to resume (exit {EXIT_PREEMPTED})", flush=True)  # fmt: skip
                 raise Preempted()
     bar.close()
-    _log_progress(logger, state, learner, None)
-    final_eval = _log_eval(logger, backend, cfg, state, eval_seed)
+    # The final step gets one progress record and one evaluation, whether or not the schedule just
+    # produced them (a step must not appear twice with different numbers).
+    if state.last_log_step != state.steps:
+        _log_progress(logger, state, learner, None)
+    final_eval = state.last_eval
+    if state.last_eval_step != state.steps:
+        final_eval = _log_eval(logger, backend, cfg, state, eval_seed)
     checkpoint()
     backend.save_pretrained(run_dir / "final")
     logger.close()
@@ -287,6 +295,7 @@ def _log_progress(logger: MetricsLogger, state: LoopState, learner: Learner, bar
     for key, total in state.timers.items():
         metrics[f"time/{key}_s"] = total
     logger.log(state.steps, metrics)
+    state.last_log_step = state.steps
     if bar is not None:
         bar.set_postfix(success=f"{metrics.get('rollout/success_rate', float('nan')):.2f}",
                         sps=f"{metrics['time/steps_per_s']:.0f}", refresh=False)  # fmt: skip
@@ -303,4 +312,5 @@ def _log_eval(
     state.timers["eval"] += time.perf_counter() - t0
     if out:
         logger.log(state.steps, out)
+    state.last_eval, state.last_eval_step = out, state.steps
     return out

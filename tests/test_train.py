@@ -46,6 +46,9 @@ def test_run_writes_metrics_config_checkpoint_and_plot(tmp_path, name, overrides
     if name.startswith("sac"):
         assert {"train/alpha", "train/q_mean", "buffer/her_share"} <= keys
     assert [r["step"] for r in records] == sorted(r["step"] for r in records)
+    for key in keys - {"step"}:  # each metric at most once per step, steps increasing
+        steps = [r["step"] for r in records if key in r]
+        assert steps == sorted(set(steps)), key
     for f in ("config.yaml", "checkpoint.pt", "metrics.csv", "success.png", "result.json"):
         assert (tmp_path / f).exists(), f
 
