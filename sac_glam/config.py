@@ -139,6 +139,9 @@ class CriticConfig:
     paper's best); ``prompt``: MLP(prompt state) with one output per action of the full action vocabulary."""
     backprop_llm: bool = True
     """Let the critic's gradients flow into the shared LLM/LoRA weights (Appendix B); False trains the head only."""
+    share_llm: bool = True
+    """The critic reads the policy's LLM (the paper: one LLM, an MLP head). False gives the critic its own
+    copy of the LLM (standard SAC's separate actor and critic networks; twice the LLM compute)."""
     width: int = 1024
     """Hidden units of each of the head's two hidden layers (Appendix C: 1024)."""
     n_critics: int = 1

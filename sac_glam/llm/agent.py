@@ -96,6 +96,17 @@ class LLMAgent(nn.Module):
         self.target_q.requires_grad_(False)
         self.value = ValueHead(hidden_size, width) if need_value else None
 
+        # critic.share_llm=false: the critic reads its own copy of the LLM (standard SAC's separate
+        # actor and critic networks). Built after the policy LLM, so the two start from different
+        # random weights for the tiny presets and from the same pretrained weights otherwise.
+        self.critic_llm: Any = None
+        if not critic_cfg.share_llm:
+            if critic_cfg.target == "adapter":
+                raise ValueError("critic.target='adapter' needs critic.share_llm=true (it copies the shared adapter)")
+            self.critic_llm = load_model(model_cfg).model
+            self.critic_llm.requires_grad_(critic_cfg.backprop_llm)
+            self.critic_llm.eval()
+
         self._adapter_pairs: list[tuple[str, str]] = []
         if critic_cfg.target == "adapter":
             self._add_target_adapter()
@@ -150,11 +161,15 @@ class LLMAgent(nn.Module):
         the one that is scored in updates)."""
         super().train(mode)
         self.llm.eval()
+        if self.critic_llm is not None:
+            self.critic_llm.eval()
         return self
 
-    def _forward(self, prompts: list[str], actions: list[list[str]], hidden: HiddenRequest) -> ActionForward:
+    def _forward(
+        self, prompts: list[str], actions: list[list[str]], hidden: HiddenRequest, model: Any = None
+    ) -> ActionForward:
         return forward_actions(
-            self.llm,
+            self.llm if model is None else model,
             self.tokenizer,
             prompts,
             actions,
@@ -194,6 +209,8 @@ class LLMAgent(nn.Module):
         ``target='head'`` reuses them (detached), with ``target='adapter'`` it runs one more no-grad
         forward with the target adapter.
         """
+        if self.critic_llm is not None:
+            return self._evaluate_separate(prompts, actions, q=q, v=v, target_q=target_q)
         critic_hidden = self.q.hidden
         head_target = target_q and self.critic_cfg.target == "head"
         need_action = (q or head_target) and critic_hidden == "action"
@@ -227,6 +244,28 @@ class LLMAgent(nn.Module):
             out.v_B = self.value(fwd.prompt_hidden_BH.float())
         return out
 
+    def _evaluate_separate(
+        self, prompts: list[str], actions: list[list[str]], *, q: bool, v: bool, target_q: bool
+    ) -> AgentOutput:
+        """:meth:`evaluate` with ``critic.share_llm=false``: the policy LLM gives log pi (and V), the
+        critic LLM the hidden states of the Q heads (one forward for online and target heads)."""
+        fwd = self._forward(prompts, actions, "prompt" if v else "none")
+        out = AgentOutput(log_pi_BA=fwd.log_pi_BA, logp_BA=fwd.logp_BA, mask_BA=fwd.mask_BA)
+        if q or target_q:
+            with torch.set_grad_enabled(q and torch.is_grad_enabled()):
+                fwd_c = self._forward(prompts, actions, self.q.hidden, model=self.critic_llm)
+            if q:
+                out.q_KBA = self._q_values(self.q, fwd_c, actions, detach=not self.critic_cfg.backprop_llm)
+            if target_q:
+                with torch.no_grad():
+                    out.target_q_KBA = self._q_values(self.target_q, fwd_c, actions, detach=True)
+        if v:
+            if self.value is None:
+                raise ValueError("this agent has no value head (build it with need_value=True)")
+            assert fwd.prompt_hidden_BH is not None
+            out.v_B = self.value(fwd.prompt_hidden_BH.float())
+        return out
+
     # ------------------------------------------------------------------------------------------------
     # Targets and parameters
 
@@ -240,7 +279,8 @@ class LLMAgent(nn.Module):
     def trainable_parameters(self) -> ParamGroups:
         return ParamGroups(
             llm_params=list(self._llm_trainable),
-            critic_params=list(self.q.parameters()),
+            critic_params=list(self.q.parameters())
+            + ([p for p in self.critic_llm.parameters() if p.requires_grad] if self.critic_llm is not None else []),
             value_params=list(self.value.parameters()) if self.value is not None else [],
         )
 
@@ -278,7 +318,10 @@ class LLMAgent(nn.Module):
     def trainable_state_dict(self) -> dict[str, dict[str, Tensor]]:
         """Everything that training changes: LLM (LoRA adapters incl. the target one, or all weights),
         Q heads, target Q heads, value head. Tensors alias the live ones (save before training on)."""
-        return {"llm": self._llm_state(), "heads": self._heads_state()}
+        state = {"llm": self._llm_state(), "heads": self._heads_state()}
+        if self.critic_llm is not None:
+            state["critic_llm"] = {n: t.detach() for n, t in self.critic_llm.state_dict().items()}
+        return state
 
     @torch.no_grad()
     def load_trainable_state_dict(self, state: dict[str, dict[str, Tensor]]) -> None:
@@ -293,6 +336,8 @@ class LLMAgent(nn.Module):
         else:
             self.llm.load_state_dict(state["llm"], strict=True)
         self._load_heads_state(state["heads"])
+        if self.critic_llm is not None:
+            self.critic_llm.load_state_dict(state["critic_llm"], strict=True)
 
     def save(self, directory: str | Path) -> None:
         """Write ``directory``: ``adapter/`` (peft ``save_pretrained``: reload with
@@ -304,6 +349,8 @@ class LLMAgent(nn.Module):
             self.llm.save_pretrained(str(d / "adapter"), selected_adapters=self._adapter_names())
         else:
             self.llm.save_pretrained(str(d / "model"), safe_serialization=True)
+        if self.critic_llm is not None:
+            self.critic_llm.save_pretrained(str(d / "critic_model"), safe_serialization=True)
         self.tokenizer.save_pretrained(str(d / "tokenizer"))
         save_file(
             {k: v.detach().contiguous().cpu() for k, v in self._heads_state().items()},
@@ -340,16 +387,18 @@ class LLMAgent(nn.Module):
                     raise ValueError(f"adapter {name!r} in {path} has unexpected keys, e.g. {unexpected[:3]}")
         else:
             self._load_full_weights(d / "model")
+        if self.critic_llm is not None:
+            self._load_full_weights(d / "critic_model", self.critic_llm)
         self._load_heads_state({k: v.to(device) for k, v in load_file(d / "heads.safetensors").items()})
 
-    def _load_full_weights(self, path: Path) -> None:
+    def _load_full_weights(self, path: Path, model: Any = None) -> None:
         files = sorted(path.glob("*.safetensors"))
         if not files:
             raise FileNotFoundError(f"no *.safetensors weights in {path}")
         state: dict[str, Tensor] = {}
         for f in files:
             state.update(load_file(f))
-        net = base_model(self.llm)
+        net = base_model(self.llm if model is None else model)
         missing, unexpected = net.load_state_dict(state, strict=False)
         # save_pretrained drops tied copies (T5's embed_tokens / lm_head share ``shared``): a missing key
         # is fine only when its tensor is one that was loaded.

@@ -1,0 +1,77 @@
+"""``critic.share_llm=false``: the critic reads its own LLM copy; each loss trains only its own network."""
+
+import torch
+
+from sac_glam.config import CriticConfig, ModelConfig, TinyModelConfig
+from sac_glam.llm.agent import LLMAgent
+
+TINY = TinyModelConfig(d_model=32, n_layers=1, n_heads=4, d_ff=64)
+PROMPTS = [
+    "Goal: Grasp red cat\nYou see: red cat, blue door\nYou are on: nothing\nYou are holding: nothing\n"
+    "You have grown: nothing\nAction:",
+    "Goal: Grow any plant\nYou see: green rose, red water, blue cat\nYou are on: nothing\n"
+    "You are holding: nothing\nYou have grown: nothing\nAction:",
+]
+ACTIONS = [["Go to red cat", "Go to blue door", "Grasp", "Release"], ["Go to green rose", "Grasp"]]
+
+
+def _agent(n_critics: int = 2) -> LLMAgent:
+    torch.manual_seed(0)
+    model = ModelConfig(name="tiny-t5", tiny=TINY, normalization="constrained")
+    return LLMAgent(model, CriticConfig(share_llm=False, width=16, n_critics=n_critics))
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
+    return any(not torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+def test_critic_loss_trains_critic_llm_and_heads_not_the_policy():
+    agent = _agent()
+    policy, critic, heads = _snapshot(agent.llm), _snapshot(agent.critic_llm), _snapshot(agent.q)
+    groups = agent.parameter_groups()
+    opt = torch.optim.SGD(groups["llm"] + groups["critic"], lr=0.1)
+    out = agent.evaluate(PROMPTS, ACTIONS, q=True)
+    (out.q_KBA.masked_select(out.mask_BA.unsqueeze(0)) ** 2).mean().backward()
+    opt.step()
+    assert not _changed(policy, agent.llm)
+    assert _changed(critic, agent.critic_llm) and _changed(heads, agent.q)
+
+
+def test_actor_loss_trains_the_policy_not_the_critic():
+    agent = _agent()
+    policy, critic = _snapshot(agent.llm), _snapshot(agent.critic_llm)
+    groups = agent.parameter_groups()
+    opt = torch.optim.SGD(groups["llm"] + groups["critic"], lr=0.1)
+    out = agent.evaluate(PROMPTS, ACTIONS, q=True)
+    pi = out.log_pi_BA.exp() * out.mask_BA
+    (-(pi * out.q_KBA.min(0).values.detach()).sum(-1).mean()).backward()
+    opt.step()
+    assert _changed(policy, agent.llm) and not _changed(critic, agent.critic_llm)
+
+
+def test_target_q_reads_the_critic_llm_and_state_round_trips(tmp_path):
+    agent = _agent()
+    with torch.no_grad():
+        out = agent.evaluate(PROMPTS, ACTIONS, q=True, target_q=True)
+    # Targets start as exact copies of the online heads on the same (critic LLM) features.
+    assert torch.equal(out.q_KBA, out.target_q_KBA)
+    state = {k: {n: t.clone() for n, t in v.items()} for k, v in agent.trainable_state_dict().items()}
+    assert "critic_llm" in state
+    other = _agent()
+    torch.manual_seed(123)
+    other.load_trainable_state_dict(state)
+    with torch.no_grad():
+        again = other.evaluate(PROMPTS, ACTIONS, q=True)
+    assert torch.allclose(again.q_KBA, out.q_KBA) and torch.allclose(again.log_pi_BA, out.log_pi_BA)
+    agent.save(tmp_path / "saved")
+    reloaded = _agent()
+    with torch.no_grad():
+        for p in reloaded.critic_llm.parameters():
+            p.add_(1.0)
+    reloaded.load(tmp_path / "saved")
+    with torch.no_grad():
+        assert torch.allclose(reloaded.evaluate(PROMPTS, ACTIONS, q=True).q_KBA, out.q_KBA, atol=1e-6)
