@@ -104,3 +104,13 @@ def test_launch_reports_config_errors_without_traceback():
         [sys.executable, "-m", "sac_glam.launch", "sac.gama=1"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "unknown key sac.gama" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["sac_glam", "sac_glam_her", "ppo_glam"])
+def test_lamorel_variants_change_only_where_the_llm_runs(name):
+    base, lam = to_dict(load_config(name)), to_dict(load_config(f"{name}_lamorel"))
+    diff = config_diff(base, lam, ignore=["name"])
+    algo_keys = {k for k in diff if k.split(".")[0] in ("sac", "buffer")} if name == "ppo_glam" else set()
+    assert algo_keys <= {"sac.alpha_init", "sac.target_entropy"}  # unused by PPO
+    assert {k.split(".")[0] for k in set(diff) - algo_keys} <= {"lamorel_args", "rl_script_args", "train"}
+    assert {k for k in diff if k.startswith("train.")} == {"train.backend", "train.device"}
