@@ -297,7 +297,8 @@ def _log_progress(logger: MetricsLogger, state: LoopState, learner: Learner, bar
     logger.log(state.steps, metrics)
     state.last_log_step = state.steps
     if bar is not None:
-        bar.set_postfix(success=f"{metrics.get('rollout/success_rate', float('nan')):.2f}",
+        success = metrics.get("rollout/success_rate")
+        bar.set_postfix(success="-" if success is None else f"{success:.2f}", episodes=state.episodes,
                         sps=f"{metrics['time/steps_per_s']:.0f}", refresh=False)  # fmt: skip
 
 
