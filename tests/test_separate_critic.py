@@ -1,18 +1,12 @@
 """``critic.share_llm=false``: the critic reads its own LLM copy; each loss trains only its own network."""
 
 import torch
+from llm_fixtures import ACTIONS, PROMPTS
 
 from sac_glam.config import CriticConfig, ModelConfig, TinyModelConfig
 from sac_glam.llm.agent import LLMAgent
 
 TINY = TinyModelConfig(d_model=32, n_layers=1, n_heads=4, d_ff=64)
-PROMPTS = [
-    "Goal: Grasp red cat\nYou see: red cat, blue door\nYou are on: nothing\nYou are holding: nothing\n"
-    "You have grown: nothing\nAction:",
-    "Goal: Grow any plant\nYou see: green rose, red water, blue cat\nYou are on: nothing\n"
-    "You are holding: nothing\nYou have grown: nothing\nAction:",
-]
-ACTIONS = [["Go to red cat", "Go to blue door", "Grasp", "Release"], ["Go to green rose", "Grasp"]]
 
 
 def _agent(n_critics: int = 2) -> LLMAgent:

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -102,7 +103,9 @@ class LLMAgent(nn.Module):
         self.critic_llm: Any = None
         if not critic_cfg.share_llm:
             if critic_cfg.target == "adapter":
-                raise ValueError("critic.target='adapter' needs critic.share_llm=true (it copies the shared adapter)")
+                raise ValueError(
+                    "critic.target='adapter' needs critic.share_llm=true (it copies the shared adapter)"
+                )
             self.critic_llm = load_model(model_cfg).model
             self.critic_llm.requires_grad_(critic_cfg.backprop_llm)
             self.critic_llm.eval()
@@ -237,11 +240,7 @@ class LLMAgent(nn.Module):
                         fwd_t = self._forward(prompts, actions, critic_hidden)
                     out.target_q_KBA = self._q_values(self.target_q, fwd_t, actions, detach=True)
         if v:
-            if self.value is None:
-                raise ValueError("this agent has no value head (build it with need_value=True)")
-            assert fwd.prompt_hidden_BH is not None
-            # GLAM: the value head shares the LLM and trains it (no detach), whatever the critic does.
-            out.v_B = self.value(fwd.prompt_hidden_BH.float())
+            out.v_B = self._value(fwd)
         return out
 
     def _evaluate_separate(
@@ -260,11 +259,16 @@ class LLMAgent(nn.Module):
                 with torch.no_grad():
                     out.target_q_KBA = self._q_values(self.target_q, fwd_c, actions, detach=True)
         if v:
-            if self.value is None:
-                raise ValueError("this agent has no value head (build it with need_value=True)")
-            assert fwd.prompt_hidden_BH is not None
-            out.v_B = self.value(fwd.prompt_hidden_BH.float())
+            out.v_B = self._value(fwd)
         return out
+
+    def _value(self, fwd: ActionForward) -> Tensor:
+        """V(s) from the policy LLM's prompt state. GLAM: the value head shares the LLM and trains it
+        (no detach), whatever the critic does."""
+        if self.value is None:
+            raise ValueError("this agent has no value head (build it with need_value=True)")
+        assert fwd.prompt_hidden_BH is not None
+        return self.value(fwd.prompt_hidden_BH.float())
 
     # ------------------------------------------------------------------------------------------------
     # Targets and parameters
@@ -280,7 +284,11 @@ class LLMAgent(nn.Module):
         return ParamGroups(
             llm_params=list(self._llm_trainable),
             critic_params=list(self.q.parameters())
-            + ([p for p in self.critic_llm.parameters() if p.requires_grad] if self.critic_llm is not None else []),
+            + (
+                [p for p in self.critic_llm.parameters() if p.requires_grad]
+                if self.critic_llm is not None
+                else []
+            ),
             value_params=list(self.value.parameters()) if self.value is not None else [],
         )
 
