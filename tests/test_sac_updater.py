@@ -1,0 +1,72 @@
+"""SACUpdater on a real (tiny) agent: warm-up trains the critic only; afterwards the actor learns too."""
+
+import pytest
+import torch
+from llm_fixtures import ACTIONS, PROMPTS
+
+from sac_glam.algos.updaters import SACUpdater
+from sac_glam.buffers.replay import SACBatch
+from sac_glam.config import CriticConfig, ModelConfig, SACConfig, TinyModelConfig
+from sac_glam.llm.agent import LLMAgent
+
+TINY = TinyModelConfig(d_model=32, n_layers=1, n_heads=4, d_ff=64)
+
+
+def _batch() -> SACBatch:
+    return SACBatch(
+        prompts=PROMPTS,
+        actions=ACTIONS,
+        action_ids=torch.tensor([0, 1, 2]),
+        returns=torch.tensor([0.0, 1.0, 0.0]),
+        next_prompts=PROMPTS[::-1],
+        next_actions=ACTIONS[::-1],
+        discounts=torch.tensor([0.99, 0.0, 0.99]),
+        is_her=torch.tensor([False, True, False]),
+        goal_types=["grow_then_grow", "grasp", "grasp"],
+    )
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
+    return any(not torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "critic", [CriticConfig(share_llm=False, width=16), CriticConfig(backprop_llm=False, width=16)]
+)
+def test_warmup_leaves_the_actor_untouched_then_the_actor_learns(critic):
+    torch.manual_seed(0)
+    agent = LLMAgent(ModelConfig(name="tiny-t5", tiny=TINY, normalization="constrained"), critic)
+    updater = SACUpdater(
+        agent, SACConfig(warmup_updates=2, actor_lr=1e-2, critic_lr=1e-2, chunk_size=2), tau=0.5
+    )
+    policy, heads, target = _snapshot(agent.llm), _snapshot(agent.q), _snapshot(agent.target_q)
+    alpha = updater.alpha.value
+    for _ in range(2):
+        stats = updater.update(_batch())
+        assert stats["train/warmup"] == 1.0
+    assert not _changed(policy, agent.llm), "warm-up must not move the policy"
+    assert _changed(heads, agent.q) and _changed(target, agent.target_q)
+    assert updater.alpha.value == alpha  # alpha waits for the actor
+    stats = updater.update(_batch())
+    assert stats["train/warmup"] == 0.0 and _changed(policy, agent.llm)
+    assert updater.alpha.value != alpha
+
+
+def test_chunked_update_equals_one_chunk():
+    def run(chunk: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        agent = LLMAgent(ModelConfig(name="tiny-t5", tiny=TINY, normalization="constrained"),
+                         CriticConfig(share_llm=False, width=16))  # fmt: skip
+        SACUpdater(agent, SACConfig(chunk_size=chunk, actor_lr=1e-2, critic_lr=1e-2), tau=0.1).update(
+            _batch()
+        )
+        state = agent.trainable_state_dict()
+        return {f"{part}.{k}": v.clone() for part, tensors in state.items() for k, v in tensors.items()}
+
+    one, many = run(3), run(1)
+    for k in one:
+        assert torch.allclose(one[k], many[k], atol=1e-5), k
