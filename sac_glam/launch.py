@@ -18,6 +18,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import signal
+import socket
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,6 +64,102 @@ def lamorel_command(cfg: Config, config_name: str, config_path: str | Path, over
     ]  # fmt: skip
 
 
+#: The signals that preempt a run (what SLURM sends before a time limit): the training loop checkpoints.
+PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+#: Written in the run directory by RL rank 0 once its preemption checkpoint is saved.
+PREEMPTED_MARKER = ".preempted"
+#: ``"<hostname> <pid>"`` of RL rank 0, written once its training loop handles PREEMPT_SIGNALS.
+RL_PID_FILE = ".lamorel_rl0.pid"
+
+
+def launcher_exit_code(returncode: int, run_dir: str | Path) -> int:
+    """``lamorel-launch``'s exit code once Lamorel's launcher has exited with ``returncode``.
+
+    accelerate's launcher reports a failed worker as its own exit code 1, so RL rank 0's preemption
+    (exit 75) is recognised by the marker it leaves in the run directory, which this consumes: 75 then,
+    else the launcher's code (128 + N when signal N killed it, as a shell reports it).
+    """
+    from sac_glam.train import EXIT_PREEMPTED
+
+    marker = Path(run_dir) / PREEMPTED_MARKER
+    if marker.exists():
+        marker.unlink(missing_ok=True)
+        return EXIT_PREEMPTED
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def rl_rank0_pid(run_dir: str | Path) -> int | None:
+    """RL rank 0's pid from ``run_dir/.lamorel_rl0.pid`` when it runs on this host, else None (not
+    started yet, or another node of a multi-node run: that node's lamorel-launch forwards the signal)."""
+    try:
+        host, pid = (Path(run_dir) / RL_PID_FILE).read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(pid) if host == socket.gethostname() and pid.isdigit() else None
+
+
+def _ignore_preempt_signals() -> None:
+    # In the launcher's process, between fork and exec; inherited (SIG_IGN survives exec) by accelerate's
+    # launcher and every Lamorel process, of which only RL rank 0's training loop installs handlers.
+    for sig in PREEMPT_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def run_launcher(cmd: Sequence[str], run_dir: str | Path, poll_s: float = 0.2) -> int:
+    """Run Lamorel's launcher ``cmd`` in its own session and wait; return :func:`launcher_exit_code`.
+
+    SIGTERM/SIGUSR1 received meanwhile are forwarded to RL rank 0 alone (once its pid file says it
+    handles them; until then they are kept), SIGINT to the launcher (accelerate then stops every process).
+    """
+    run_dir = Path(run_dir)
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    watched = (*PREEMPT_SIGNALS, signal.SIGINT)
+    previous = {sig: signal.signal(sig, on_signal) for sig in watched}
+    proc = None
+    try:
+        proc = subprocess.Popen(list(cmd), start_new_session=True, preexec_fn=_ignore_preempt_signals)
+        pending: list[int] = []
+        while True:
+            try:
+                returncode = proc.wait(timeout=poll_s)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            while received:
+                sig = received.pop(0)
+                if sig == signal.SIGINT:
+                    print("lamorel-launch: SIGINT: stopping Lamorel's launcher", flush=True)
+                    proc.send_signal(signal.SIGINT)
+                else:
+                    pending.append(sig)
+            pid = rl_rank0_pid(run_dir) if pending else None
+            if pid is not None:
+                for sig in pending:
+                    print(f"lamorel-launch: {signal.Signals(sig).name}: forwarded to RL rank 0 (pid {pid}), "
+                          f"which checkpoints and stops", flush=True)  # fmt: skip
+                    try:
+                        os.kill(pid, sig)
+                    except ProcessLookupError:
+                        pass
+                pending.clear()
+    finally:
+        if proc is not None and proc.poll() is None:  # lamorel-launch itself failed: do not orphan Lamorel
+            proc.terminate()
+            proc.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        (run_dir / RL_PID_FILE).unlink(missing_ok=True)
+    code = launcher_exit_code(returncode, run_dir)
+    if code != returncode:
+        print(f"lamorel-launch: RL rank 0 saved a checkpoint and stopped: exit {code} "
+              f"(Lamorel's launcher exited with {returncode}); run the same command to resume", flush=True)  # fmt: skip
+    return code
+
+
 def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
     from sac_glam.train import run_dir_of
 
@@ -70,10 +169,12 @@ def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
         make_backend(cfg)  # raises the install message
     config_path = Path(args.config_path).resolve() if args.config_path else config_dir()
     cmd = lamorel_command(cfg, args.config_name, config_path, args.overrides, rl_script_path())
-    run_dir_of(cfg).resolve().mkdir(parents=True, exist_ok=True)  # hydra's log files go there
+    run_dir = run_dir_of(cfg).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)  # hydra's log files go there
+    for stale in (PREEMPTED_MARKER, RL_PID_FILE):  # left by a run killed outright
+        (run_dir / stale).unlink(missing_ok=True)
     print("starting Lamorel:", " ".join(cmd), flush=True)
-    os.execv(cmd[0], cmd)
-    return 0  # not reached
+    return run_launcher(cmd, run_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

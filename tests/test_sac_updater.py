@@ -61,9 +61,12 @@ def test_chunked_update_equals_one_chunk():
         torch.manual_seed(0)
         agent = LLMAgent(ModelConfig(name="tiny-t5", tiny=TINY, normalization="constrained"),
                          CriticConfig(share_llm=False, width=16))  # fmt: skip
-        SACUpdater(agent, SACConfig(chunk_size=chunk, actor_lr=1e-2, critic_lr=1e-2), tau=0.1).update(
-            _batch()
-        )
+        updater = SACUpdater(agent, SACConfig(chunk_size=chunk), tau=0.1)
+        # SGD, not Adam: Adam's first step is ~lr * sign(g), which turns float noise on near-zero
+        # gradients into full-size steps; SGD's step is proportional to the gradient being compared.
+        params = [p for group in updater.optimizer.param_groups for p in group["params"]]
+        updater.optimizer = torch.optim.SGD(params, lr=0.1)
+        updater.update(_batch())
         state = agent.trainable_state_dict()
         return {f"{part}.{k}": v.clone() for part, tensors in state.items() for k, v in tensors.items()}
 
