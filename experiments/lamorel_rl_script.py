@@ -6,11 +6,22 @@ Do not run it by hand: ``lamorel-launch --config-name lamorel_cpu`` starts
 the same hydra config, validates it into our :class:`~sac_glam.config.Config`, and then
 :func:`sac_glam.backends.lamorel.run_process` makes it an LLM server (serving until closed), RL rank 0
 (the training loop, ``train(cfg, backend=LamorelBackend(...))``) or a relaying RL rank.
+
+Preemption: every process ignores SIGTERM/SIGUSR1, except RL rank 0 once ``train()`` has installed its
+handlers; rank 0 then writes ``{run_dir}/.lamorel_rl0.pid``, to which ``lamorel-launch`` forwards
+those signals. On one, ``train()`` checkpoints and raises ``Preempted``; rank 0 writes
+``{run_dir}/.preempted``, closes the servers (which then exit cleanly) and exits with 75.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import sys
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -18,6 +29,23 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sac_glam.config import ConfigError, from_raw
+
+
+def announce_when_handled(pid_file: Path, poll_s: float = 0.1) -> threading.Thread:
+    """Write ``"<hostname> <pid>"`` to ``pid_file`` once SIGTERM and SIGUSR1 both have a Python handler
+    (``train()``'s): lamorel-launch forwards them only from then on, so none is lost before."""
+    from sac_glam.launch import PREEMPT_SIGNALS
+
+    def watch() -> None:
+        while not all(callable(signal.getsignal(sig)) for sig in PREEMPT_SIGNALS):
+            time.sleep(poll_s)
+        tmp = pid_file.with_name(pid_file.name + ".tmp")
+        tmp.write_text(f"{socket.gethostname()} {os.getpid()}\n")
+        tmp.replace(pid_file)
+
+    thread = threading.Thread(target=watch, name="announce-rl-rank0", daemon=True)
+    thread.start()
+    return thread
 
 
 def config_from_hydra(config: DictConfig, name: str) -> Any:
@@ -38,18 +66,36 @@ def main(config: DictConfig) -> None:
     except ConfigError as err:
         print(f"lamorel_rl_script: config error: {err}", file=sys.stderr)
         sys.exit(2)
+    from sac_glam.launch import PREEMPT_SIGNALS, PREEMPTED_MARKER, RL_PID_FILE
+    from sac_glam.train import EXIT_PREEMPTED, Preempted, run_dir_of, train
+
+    # Only RL rank 0's training loop acts on SIGTERM/SIGUSR1 (train() installs its own handlers): the
+    # servers and relays must live until rank 0 has checkpointed and closed them.
+    for sig in PREEMPT_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     from sac_glam.backends.lamorel import run_process
-    from sac_glam.train import train
+
+    run_dir = run_dir_of(cfg)
 
     def rl_main(backend: Any) -> None:
-        result = train(cfg, backend=backend)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        announce_when_handled(run_dir / RL_PID_FILE)
+        try:
+            result = train(cfg, backend=backend)
+        except Preempted:
+            # The checkpoint is saved: tell lamorel-launch (accelerate reports our 75 as its 1).
+            (run_dir / PREEMPTED_MARKER).write_text(f"{os.getpid()}\n")
+            raise
         print(f"done: {result.steps} steps in {result.run_dir}; training success rate "
               f"{result.success_rate:.3f}", flush=True)  # fmt: skip
         for key, value in sorted(result.eval.items()):
             if key.endswith("success_rate"):
                 print(f"  {key}: {value:.3f}", flush=True)
 
-    run_process(cfg, rl_main)
+    try:
+        run_process(cfg, rl_main)  # closes the servers (and relays) in a finally
+    except Preempted:
+        sys.exit(EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ runs ``python -m lamorel_launcher.launch --config-path /abs/lamorel_configs --co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import signal
@@ -141,10 +142,8 @@ def run_launcher(cmd: Sequence[str], run_dir: str | Path, poll_s: float = 0.2) -
                 for sig in pending:
                     print(f"lamorel-launch: {signal.Signals(sig).name}: forwarded to RL rank 0 (pid {pid}), "
                           f"which checkpoints and stops", flush=True)  # fmt: skip
-                    try:
+                    with contextlib.suppress(ProcessLookupError):  # rank 0 already gone
                         os.kill(pid, sig)
-                    except ProcessLookupError:
-                        pass
                 pending.clear()
     finally:
         if proc is not None and proc.poll() is None:  # lamorel-launch itself failed: do not orphan Lamorel
@@ -153,8 +152,10 @@ def run_launcher(cmd: Sequence[str], run_dir: str | Path, poll_s: float = 0.2) -
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         (run_dir / RL_PID_FILE).unlink(missing_ok=True)
+    from sac_glam.train import EXIT_PREEMPTED
+
     code = launcher_exit_code(returncode, run_dir)
-    if code != returncode:
+    if code == EXIT_PREEMPTED:
         print(f"lamorel-launch: RL rank 0 saved a checkpoint and stopped: exit {code} "
               f"(Lamorel's launcher exited with {returncode}); run the same command to resume", flush=True)  # fmt: skip
     return code

@@ -8,10 +8,16 @@ the test process, and compare: action log-probs, trainable parameters after 3 up
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
+import re
+import signal
 import socket
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +141,70 @@ def test_paper_layout_is_four_servers_with_lora_and_4bit():
     assert cfg.buffer.her and cfg.env.n_envs == 32
     multi = load_config("sac_glam_her_lamorel_multinode")
     assert multi.lamorel_args["accelerate_args"]["num_machines"] == 2
+
+
+# A stand-in for Lamorel's launcher and its RL rank 0, speaking the same files: it handles SIGUSR1 only
+# after announcing its pid (as rank 0 does once train() has its handlers), then "checkpoints" (writes
+# the marker) and exits with accelerate's 1.
+FAKE_LAUNCHER = """
+import os, signal, socket, sys, time
+from pathlib import Path
+run_dir = Path(sys.argv[1])
+assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN and signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+def stop(signum, frame):
+    (run_dir / ".preempted").write_text("x")
+    sys.exit(1)
+time.sleep(0.5)  # a signal sent now is held by lamorel-launch until the pid file exists
+signal.signal(signal.SIGUSR1, stop)
+(run_dir / ".lamorel_rl0.pid").write_text(f"{socket.gethostname()} {os.getpid()}")
+time.sleep(60)
+sys.exit(3)
+"""
+
+
+def test_launcher_exit_code_maps_the_preemption_marker(tmp_path):
+    from sac_glam.launch import PREEMPTED_MARKER, launcher_exit_code
+    from sac_glam.train import EXIT_PREEMPTED
+
+    assert launcher_exit_code(0, tmp_path) == 0
+    assert launcher_exit_code(1, tmp_path) == 1
+    assert launcher_exit_code(-signal.SIGKILL, tmp_path) == 128 + signal.SIGKILL
+    marker = tmp_path / PREEMPTED_MARKER
+    marker.write_text("1234\n")
+    # accelerate reports rank 0's 75 as 1: the marker says it was a preemption, and is consumed.
+    assert launcher_exit_code(1, tmp_path) == EXIT_PREEMPTED == 75
+    assert not marker.exists()
+    assert launcher_exit_code(1, tmp_path) == 1
+
+
+def test_rl_rank0_pid_is_read_only_on_its_host(tmp_path):
+    from sac_glam.launch import RL_PID_FILE, rl_rank0_pid
+
+    assert rl_rank0_pid(tmp_path) is None
+    (tmp_path / RL_PID_FILE).write_text(f"{socket.gethostname()} 4242\n")
+    assert rl_rank0_pid(tmp_path) == 4242
+    (tmp_path / RL_PID_FILE).write_text("some-other-node 4242\n")  # multi-node: not ours to signal
+    assert rl_rank0_pid(tmp_path) is None
+    (tmp_path / RL_PID_FILE).write_text("garbage")
+    assert rl_rank0_pid(tmp_path) is None
+
+
+def test_run_launcher_forwards_sigusr1_to_rank0_and_exits_75(tmp_path):
+    from sac_glam.launch import RL_PID_FILE, run_launcher
+
+    before = signal.getsignal(signal.SIGUSR1)
+    # Sent to this process while the fake rank 0 still ignores the signal: it must be held, not lost.
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1))
+    timer.start()
+    start = time.monotonic()
+    try:
+        code = run_launcher([sys.executable, "-c", FAKE_LAUNCHER, str(tmp_path)], tmp_path, poll_s=0.05)
+    finally:
+        timer.cancel()
+    assert code == 75
+    assert time.monotonic() - start < 30
+    assert not (tmp_path / ".preempted").exists() and not (tmp_path / RL_PID_FILE).exists()
+    assert signal.getsignal(signal.SIGUSR1) == before
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -310,3 +380,79 @@ def test_lamorel_matches_local_backend(algo, servers, extra, tmp_path):
         assert _max_diff(_flat(s["agent"]), {k: v + 1.0 for k, v in servers_flat[0].items()}) < 1e-6
     # After the perturbed state, restoring the checkpoint gives the trained policy back.
     assert float((lam["act_after"].log_pi_BA - ref["act_after"].log_pi_BA).abs().max()) < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------
+# Preemption through lamorel-launch (needs lamorel)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and proc.name != str(os.getpid()):
+            try:
+                if text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    return pids
+
+
+def _grad_steps(metrics: Path) -> float:
+    try:
+        lines = metrics.read_text().splitlines()
+    except OSError:
+        return 0.0
+    return max((json.loads(line).get("train/grad_steps", 0.0) for line in lines if line.strip()), default=0.0)
+
+
+@pytest.mark.lamorel
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="lists processes through /proc")
+def test_lamorel_launch_sigusr1_checkpoints_exits_75_and_resumes(tmp_path):
+    pytest.importorskip("lamorel")
+    pytest.importorskip("lamorel_launcher")
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "sac_glam.launch", "--config-name", "lamorel_cpu",
+           "train.total_steps=2000", "train.checkpoint_every=0", "train.log_every=64", "train.threads=1",
+           "train.progress=false", "train.tensorboard=false", "model.tiny.d_model=32", "model.tiny.d_ff=64",
+           "critic.width=32", f"train.run_dir={run_dir}"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while (
+            _grad_steps(run_dir / "metrics.jsonl") < 1 and proc.poll() is None and time.monotonic() < deadline
+        ):
+            time.sleep(0.5)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert _grad_steps(run_dir / "metrics.jsonl") >= 1, "training did not start within 300 s"
+        proc.send_signal(signal.SIGUSR1)
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        # Every Lamorel process carries the run directory on its command line.
+        deadline = time.monotonic() + 30
+        while _processes_mentioning(str(run_dir)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        lingering = _processes_mentioning(str(run_dir))
+        for pid in lingering:
+            os.kill(pid, signal.SIGKILL)
+    text = log.read_text()
+    assert code == 75, text[-3000:]
+    assert not lingering, lingering
+    assert (run_dir / "checkpoint.pt").is_file()
+    assert not (run_dir / ".preempted").exists() and not (run_dir / ".lamorel_rl0.pid").exists()
+    assert "checkpoint saved at step" in text and "Closing LLM server" in text
+
+    # The same command resumes where the signal stopped it and finishes.
+    second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    match = re.search(rf"resuming {re.escape(str(run_dir))} at step (\d+)", second.stdout)
+    assert match and int(match.group(1)) > 0, second.stdout[-3000:]
+    assert "done: 2016 steps" in second.stdout
+    print(f"preempted with exit 75, resumed at step {match.group(1)}")
