@@ -30,11 +30,8 @@ def plot_run(run_dir: str | Path) -> Path | None:
     ax.set_xlabel("environment steps")
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(
-        run_dir.name
-        if run_dir.name.startswith("seed") is False
-        else f"{run_dir.parent.name} ({run_dir.name})"
-    )
+    title = f"{run_dir.parent.name} ({run_dir.name})" if run_dir.name.startswith("seed") else run_dir.name
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
