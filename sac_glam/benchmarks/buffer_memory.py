@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from sac_glam.benchmarks import print_rows
 from sac_glam.buffers.her import goal_type_prior, hindsight_relabels, make_strategy
 from sac_glam.buffers.replay import Episode, ReplayBuffer
 from sac_glam.config import EnvConfig
@@ -161,9 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         ("state_dict pickle (MiB)", f"{state_mib:.1f}"),
         *((f"sample B={args.batch_size} {k} (ms)", f"{v:.2f}") for k, v in timings.items()),
     ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from sac_glam.benchmarks import print_rows
 from sac_glam.config import EnvConfig
 from sac_glam.envs.vector import PlaygroundTextVecEnv
 
@@ -54,9 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         ("seconds", f"{elapsed:.2f}"),
         ("env steps/s", f"{env_steps / elapsed:,.0f}"),
     ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -171,6 +171,8 @@ class LLMAgent(nn.Module):
     def _forward(
         self, prompts: list[str], actions: list[list[str]], hidden: HiddenRequest, model: Any = None
     ) -> ActionForward:
+        # The critic LLM's log-probs are never read: its forward skips the constrained normalisation
+        # (a prefix-tree pass per state) and takes the plain softmax.
         return forward_actions(
             self.llm if model is None else model,
             self.tokenizer,
@@ -178,7 +180,7 @@ class LLMAgent(nn.Module):
             actions,
             family=self.family,
             minibatch_size=self.model_cfg.minibatch_size,
-            normalization=self.normalization,
+            normalization=self.normalization if model is None else "sum",
             hidden=hidden,
         )
 
