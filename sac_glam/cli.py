@@ -1,5 +1,7 @@
 """``sac-glam``: utilities. ``sac-glam goals --split train`` lists goals; ``sac-glam bench ...`` measures;
-``sac-glam experiment NAME`` runs one of the paper's studies; ``sac-glam plot DIR`` draws its figures."""
+``sac-glam experiment NAME`` runs one of the paper's studies; ``sac-glam plot DIR`` draws its figures;
+``sac-glam report DIR`` tabulates it (and exports the committable CSVs and PNGs); ``sac-glam probe``
+checks by behaviour cloning whether a model can learn the task at all."""
 
 from __future__ import annotations
 
@@ -12,6 +14,15 @@ BENCHMARKS = {
     "scoring": "sac_glam.benchmarks.scoring",
     "buffer": "sac_glam.benchmarks.buffer_memory",
     "train": "sac_glam.benchmarks.train",
+    "scaling": "sac_glam.benchmarks.scaling",
+}
+
+# These parse their own arguments (``sac-glam experiment -h``, ...).
+SELF_PARSING = {
+    "experiment": "sac_glam.experiments",
+    "plot": "sac_glam.plots",
+    "report": "sac_glam.report",
+    "probe": "sac_glam.probe",
 }
 
 
@@ -23,16 +34,22 @@ def main(argv: list[str] | None = None) -> int:
     p_goals.add_argument("--split", default="train", choices=["train", "test", "simple-train", "simple-test"])
     p_bench = sub.add_parser("bench", help="run a benchmark and print its table (extra args go to it)")
     p_bench.add_argument("name", choices=sorted(BENCHMARKS))
-    # These two parse their own arguments (``sac-glam experiment -h``, ``sac-glam plot -h``).
     sub.add_parser(
         "experiment", add_help=False, help="run or submit an experiment of experiments/experiments.yaml"
     )
     sub.add_parser("plot", add_help=False, help="plot an experiment's results directory (PNG and PDF)")
-    if argv[:1] in (["experiment"], ["plot"]):
-        module = importlib.import_module(
-            "sac_glam.experiments" if argv[0] == "experiment" else "sac_glam.plots"
-        )
+    sub.add_parser(
+        "report", add_help=False, help="tabulate an experiment's results (markdown, JSON, exports)"
+    )
+    sub.add_parser(
+        "probe", add_help=False, help="behaviour-clone the expert: can the LLM policy learn the task?"
+    )
+    if argv[:1] and argv[0] in SELF_PARSING:
+        module = importlib.import_module(SELF_PARSING[argv[0]])
         return int(module.main(argv[1:]))
+    if argv[:1] == ["bench"] and len(argv) > 1 and argv[1] in BENCHMARKS:  # its own -h, flags and overrides
+        importlib.import_module(BENCHMARKS[argv[1]]).main(argv[2:])
+        return 0
     args, rest = parser.parse_known_args(argv)
     if args.command == "goals":
         if rest:

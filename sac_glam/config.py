@@ -50,6 +50,15 @@ class TinyModelConfig:
     """Encoder layers and decoder layers (each) for tiny-t5; blocks for tiny-causal."""
     n_heads: int = 4
     d_ff: int = 128
+    pretrain_steps: int = 0
+    """Adam steps of masked-word pretraining on Playground-Text prompts (``sac_glam/llm/pretrain.py``);
+    0: the model stays randomly initialised. The weights then depend only on this config, not the run's seed."""
+    pretrain_corpus: int = 20000
+    """Prompts (from random-policy rollouts, train goals) the pretraining samples from."""
+    pretrain_batch: int = 128
+    pretrain_lr: float = 1.0e-3
+    pretrain_seed: int = 0
+    """Seed of the initial weights, the corpus and the masks when ``pretrain_steps > 0``."""
 
 
 @dataclass
@@ -368,6 +377,11 @@ def validate(cfg: Config) -> None:
         0.0 <= cfg.buffer.her_ratio <= 1.0, f"buffer.her_ratio: must be in [0, 1], got {cfg.buffer.her_ratio}"
     )
     _require(cfg.sac.alpha_init > 0, f"sac.alpha_init: must be > 0, got {cfg.sac.alpha_init}")
+    tiny = cfg.model.tiny
+    _require(tiny.pretrain_steps >= 0, f"model.tiny.pretrain_steps: must be >= 0, got {tiny.pretrain_steps}")
+    for attr in ("pretrain_corpus", "pretrain_batch"):
+        _require(getattr(tiny, attr) >= 1, f"model.tiny.{attr}: must be >= 1, got {getattr(tiny, attr)}")
+    _require(tiny.pretrain_lr > 0, f"model.tiny.pretrain_lr: must be > 0, got {tiny.pretrain_lr}")
     for t in cfg.env.goal_types:
         _require(
             t in GOAL_TYPES, f"env.goal_types: {t!r} is not a goal type; allowed: {', '.join(GOAL_TYPES)}"

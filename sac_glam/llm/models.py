@@ -17,6 +17,7 @@ is scored in the update (importance ratios in PPO, log pi in SAC), so no stochas
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass
@@ -107,6 +108,30 @@ def build_tiny_model(name: str, tiny: TinyModelConfig, tokenizer: PreTrainedToke
         )
         return GPT2LMHeadModel(gpt2)
     raise ValueError(f"unknown tiny preset {name!r}; choose one of {sorted(TINY_PRESETS)}")
+
+
+_PRETRAINED: dict[tuple[Any, ...], dict[str, torch.Tensor]] = {}
+"""Pretrained tiny weights by (preset, TinyModelConfig): the policy and a separate critic LLM (and every
+Lamorel server in one process) reuse them instead of pretraining again."""
+
+
+def pretrained_tiny_model(
+    name: str, tiny: TinyModelConfig, tokenizer: PreTrainedTokenizerBase
+) -> PreTrainedModel:
+    """The tiny preset after text pretraining (``sac_glam/llm/pretrain.py``), seeded by
+    ``tiny.pretrain_seed`` alone so that every run and algorithm starts from the same weights."""
+    from sac_glam.llm.pretrain import pretrain_tiny
+
+    key = (name, *dataclasses.astuple(tiny))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(tiny.pretrain_seed)
+        model = build_tiny_model(name, tiny, tokenizer)
+        if key in _PRETRAINED:
+            model.load_state_dict(_PRETRAINED[key])
+        else:
+            pretrain_tiny(model, tokenizer, tiny)
+            _PRETRAINED[key] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return model
 
 
 def _bnb_config() -> BitsAndBytesConfig:
@@ -231,7 +256,10 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         if cfg.family not in ("auto", family):
             raise ValueError(f"model.family={cfg.family!r} contradicts preset {cfg.name!r} ({family})")
         tokenizer: PreTrainedTokenizerBase = build_word_tokenizer(vocabulary())
-        model = build_tiny_model(cfg.name, cfg.tiny, tokenizer)
+        if cfg.tiny.pretrain_steps > 0:
+            model = pretrained_tiny_model(cfg.name, cfg.tiny, tokenizer)
+        else:
+            model = build_tiny_model(cfg.name, cfg.tiny, tokenizer)
         if cfg.load_in_4bit:
             model = _quantize_tiny(model, family)
     else:

@@ -1,0 +1,125 @@
+"""Offline language pretraining of the tiny presets on Playground-Text's own text (opt-in).
+
+Why: the paper's agent starts from Flan-T5, which already relates the words of an instruction to the
+words of a scene; a randomly initialised tiny model does not, and RL then has to discover from a 0/1
+reward alone that ``Go to red tomato`` is what matters for ``Grasp red tomato`` (README, "CPU
+presets"). ``model.tiny.pretrain_steps > 0`` gives the tiny models a small, policy-free analogue of
+that prior, trained on prompts from random-policy rollouts with two text objectives, half each:
+
+- masked word (T5/BERT denoising): one word of the goal line is replaced by ``<unk>`` and predicted;
+  the goal's objects can be read from the scene line (``Grasp <unk> tomato`` -> ``red``);
+- goal copy (instruction following in small): the decoder writes the goal text of the prompt.
+
+No action, reward or success is ever shown: the model learns the language of the environment, not how
+to act in it. The weights depend only on the preset, ``TinyModelConfig`` and its ``pretrain_*`` fields
+(never on the run's seed or environment), so every run, seed and algorithm starts from the same model,
+as every run of the paper starts from the same Flan-T5 checkpoint. Train goals only: the held-out test
+goals stay unseen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from sac_glam.config import EnvConfig, TinyModelConfig
+from sac_glam.envs.playground_text import PlaygroundText
+
+MASKABLE_LINES = ("Goal:",)
+"""Lines whose words are masked: the goal, whose objects can be read from the scene line (a masked
+scene word is mostly unpredictable: most scene objects are distractors)."""
+
+
+def rollout_prompts(n_prompts: int, seed: int) -> list[str]:
+    """Prompts from random-policy episodes over N = 2..6 objects and every train goal type."""
+    rng = np.random.default_rng(seed)
+    # Sequential goals need at least 4 objects (playground_text_spec.md); 2 and 3 get simple goals.
+    envs = {
+        n: PlaygroundText(EnvConfig(n_objects=n, sequential_goals=n >= 4), split="train") for n in range(2, 7)
+    }
+    prompts: list[str] = []
+    while len(prompts) < n_prompts:
+        env = envs[int(rng.integers(2, 7))]
+        env.reset(seed=int(rng.integers(2**31)))
+        done = False
+        while not done and len(prompts) < n_prompts:
+            prompts.append(env.prompt)
+            _, _, terminated, truncated, _ = env.step_index(int(rng.integers(len(env.admissible_codes))))
+            done = terminated or truncated
+    return prompts
+
+
+def mask_one_word(prompt: str, rng: np.random.Generator, mask_token: str) -> tuple[str, str]:
+    """``prompt`` with one word of its goal or scene line replaced by ``mask_token``, and that word."""
+    lines = prompt.split("\n")
+    candidates = [
+        (i, j)
+        for i, line in enumerate(lines)
+        if line.startswith(MASKABLE_LINES)
+        for j, word in enumerate(line.split(" "))
+        if j >= (1 if line.startswith("Goal:") else 2)  # not the "Goal:" / "You see:" header
+    ]
+    i, j = candidates[int(rng.integers(len(candidates)))]
+    words = lines[i].split(" ")
+    target = words[j].rstrip(",")
+    words[j] = mask_token + ("," if words[j].endswith(",") else "")
+    lines[i] = " ".join(words)
+    return "\n".join(lines), target
+
+
+def example(prompt: str, rng: np.random.Generator, mask_token: str) -> tuple[str, str]:
+    """One (source, target) pair: half masked-word (the masked prompt, the word), half goal copy
+    (the prompt, its goal text), the copy being the instruction-following prior of Flan-T5 in small."""
+    if rng.random() < 0.5:
+        return mask_one_word(prompt, rng, mask_token)
+    return prompt, prompt.split("\n", 1)[0].removeprefix("Goal: ")
+
+
+def pretrain_tiny(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tiny: TinyModelConfig
+) -> list[float]:
+    """Train ``model`` in place for ``tiny.pretrain_steps`` Adam steps; returns the loss per step.
+
+    Seq2seq: the encoder reads the source, the decoder is trained on the target (teacher forcing).
+    Causal: the model reads ``source </s> target`` and is trained on the target's tokens only.
+    """
+    rng = np.random.default_rng(tiny.pretrain_seed)
+    prompts = rollout_prompts(tiny.pretrain_corpus, tiny.pretrain_seed)
+    opt = torch.optim.Adam(model.parameters(), lr=tiny.pretrain_lr)
+    is_seq2seq = bool(model.config.is_encoder_decoder)
+    unk, eos = tokenizer.unk_token, tokenizer.eos_token
+    assert unk is not None and eos is not None
+    kw = {"return_tensors": "pt", "padding": True, "return_token_type_ids": False}
+    losses = []
+    model.train()
+    for _ in range(tiny.pretrain_steps):
+        pairs = [
+            example(prompts[int(k)], rng, unk) for k in rng.integers(len(prompts), size=tiny.pretrain_batch)
+        ]
+        if is_seq2seq:
+            enc = tokenizer([src for src, _ in pairs], **kw)
+            tgt = tokenizer([t for _, t in pairs], add_special_tokens=False, **kw)
+            labels = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)
+            loss = model(**enc, labels=labels).loss
+        else:
+            src = tokenizer([f"{s} {eos}" for s, _ in pairs], add_special_tokens=False)["input_ids"]
+            tgt = tokenizer([t for _, t in pairs], add_special_tokens=False)["input_ids"]
+            seqs = [a + b for a, b in zip(src, tgt, strict=True)]
+            width = max(map(len, seqs))
+            ids = torch.full((len(seqs), width), tokenizer.pad_token_id)
+            labels = torch.full((len(seqs), width), -100)
+            for r, (a, b) in enumerate(zip(src, tgt, strict=True)):
+                ids[r, : len(a) + len(b)] = torch.tensor(a + b)
+                labels[r, len(a) : len(a) + len(b)] = torch.tensor(b)
+            loss = model(
+                input_ids=ids,
+                attention_mask=(labels != -100) | (ids != tokenizer.pad_token_id),
+                labels=labels,
+            ).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses

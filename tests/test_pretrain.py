@@ -1,0 +1,76 @@
+"""Opt-in text pretraining of the tiny presets (sac_glam/llm/pretrain.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+from sac_glam.config import ConfigError, ModelConfig, TinyModelConfig, load_config
+from sac_glam.envs.goals import vocabulary
+from sac_glam.llm import models
+from sac_glam.llm.models import build_tiny_model, load_model
+from sac_glam.llm.pretrain import example, mask_one_word, pretrain_tiny, rollout_prompts
+from sac_glam.llm.tokenizer import build_word_tokenizer
+
+PROMPT = "Goal: Grasp red tomato\nYou see: red tomato, blue desk\nYou are on: nothing\nYou are holding: nothing\nYou have grown: nothing\nAction:"  # fmt: skip
+SMALL = TinyModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, pretrain_steps=40, pretrain_corpus=300,
+                        pretrain_batch=32, pretrain_lr=3.0e-3)  # fmt: skip
+
+
+def test_mask_one_word_masks_a_goal_word_only():
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(50):
+        masked, word = mask_one_word(PROMPT, rng, "<unk>")
+        goal, rest = masked.split("\n", 1)
+        assert rest == PROMPT.split("\n", 1)[1]  # the scene is never masked
+        assert goal.count("<unk>") == 1 and goal.replace("<unk>", word) == "Goal: Grasp red tomato"
+        seen.add(word)
+    assert seen == {"Grasp", "red", "tomato"}
+
+
+def test_examples_mix_masking_and_goal_copy():
+    rng = np.random.default_rng(0)
+    pairs = [example(PROMPT, rng, "<unk>") for _ in range(200)]
+    copies = [t for s, t in pairs if s == PROMPT]
+    assert set(copies) == {"Grasp red tomato"} and 60 < len(copies) < 140
+
+
+def test_rollout_prompts_use_train_goals_only():
+    from sac_glam.envs.goals import goals
+
+    test_goals = {g.text for g in goals("test")}
+    prompts = rollout_prompts(400, seed=0)
+    assert len(prompts) == 400
+    assert not {p.split("\n", 1)[0].removeprefix("Goal: ") for p in prompts} & test_goals
+
+
+@pytest.mark.parametrize("name", ["tiny-t5", "tiny-causal"])
+def test_pretraining_lowers_the_loss(name):
+    tok = build_word_tokenizer(vocabulary())
+    torch.manual_seed(0)
+    model = build_tiny_model(name, SMALL, tok)
+    losses = pretrain_tiny(model, tok, SMALL)
+    assert len(losses) == SMALL.pretrain_steps
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+    assert not model.training
+
+
+def test_pretrained_weights_do_not_depend_on_the_run_seed(monkeypatch):
+    monkeypatch.setattr(models, "_PRETRAINED", {})
+    cfg = ModelConfig(name="tiny-t5", tiny=SMALL)
+    torch.manual_seed(1)
+    a = load_model(cfg).model.state_dict()
+    monkeypatch.setattr(models, "_PRETRAINED", {})  # pretrain again, not from the cache
+    torch.manual_seed(2)
+    b = load_model(cfg).model.state_dict()
+    torch.manual_seed(2)
+    c = load_model(ModelConfig(name="tiny-t5", tiny=TinyModelConfig(**{**vars(SMALL), "pretrain_steps": 0})))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c.model.state_dict()[k]) for k in a)
+
+
+def test_pretraining_config_is_validated():
+    with pytest.raises(ConfigError, match=r"model\.tiny\.pretrain_steps"):
+        load_config("sac_glam_her_cpu", ["model.tiny.pretrain_steps=-1"])
+    with pytest.raises(ConfigError, match=r"model\.tiny\.pretrain_lr"):
+        load_config("sac_glam_her_cpu", ["model.tiny.pretrain_lr=0.0"])

@@ -1,0 +1,241 @@
+"""``sac-glam report``: exact numbers from hand-written run logs (2 labels: 3 seeds, 2 seeds of which one
+stopped early), the budget lookup rule, the exported files and the error messages."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sac_glam import report
+from sac_glam.logging import read_metrics
+
+N_ENVS = 16  # first record at step 16, as the training loop logs after its first iteration
+EVAL_STEPS = [16, 1008, 2000, 3008]  # eval_every=1000 overshot by < n_envs
+# label -> seed -> eval/train/success_rate at EVAL_STEPS (A also logs test = train / 2)
+EVAL_TRAIN = {
+    "A": {0: [0.1, 0.5, 0.8, 0.9], 1: [0.1, 0.3, 0.6, 0.85], 2: [0.0, 0.2, 0.4, 0.7]},  # seed2 never 0.8
+    "B": {0: [0.2, 0.6, 0.9, 1.0], 1: [0.0, 0.1, 0.2]},  # seed1 stopped at step 2000
+}
+ROLLOUT_STEPS = [512, 1008, 1504, 2000, 2496, 3008]
+ROLLOUT = [0.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # trailing MA-5: 0, .5, .667, .75, .8, 1
+
+
+def _write_run(run_dir: Path, label: str, seed: int) -> None:
+    run_dir.mkdir(parents=True)
+    evals = EVAL_TRAIN[label][seed]
+    last = EVAL_STEPS[len(evals) - 1]
+    speed = 100.0 + 10 * seed  # env steps per second
+    records: list[dict[str, float]] = [{"step": N_ENVS, "time/wall_s": N_ENVS / speed}]
+    for step, value in zip(ROLLOUT_STEPS, ROLLOUT, strict=True):
+        if step <= last:
+            records.append({"step": step, "rollout/success_rate": value, "time/wall_s": step / speed})
+    for step, value in zip(EVAL_STEPS, evals, strict=False):
+        rec = {"step": step, "eval/train/success_rate": value}
+        if label == "A":
+            rec["eval/test/success_rate"] = value / 2
+        records.append(rec)
+    records.sort(key=lambda r: r["step"])
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 9')
+    (run_dir / "config.yaml").write_text(f"train:\n  total_steps: 3000\n  seed: {seed}\n")
+    (run_dir / "checkpoint.pt").write_bytes(b"\0" * 64)
+    (run_dir / "tb").mkdir()
+    (run_dir / "tb" / "events.out.tfevents.1").write_bytes(b"\0")
+    (run_dir / "final").mkdir()
+    (run_dir / "final" / "heads.safetensors").write_bytes(b"\0")
+
+
+@pytest.fixture
+def exp_dir(tmp_path: Path) -> Path:
+    root = tmp_path / "fig2-cpu"
+    for label, seeds in EVAL_TRAIN.items():
+        for seed in seeds:
+            _write_run(root / label / f"seed{seed}", label, seed)
+    return root
+
+
+def _pop(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values))
+
+
+def test_budget_lookup_rule() -> None:
+    recs = [{"step": 16.0}, {"step": 16.0, "k": 0.1}, {"step": 1008.0, "k": 0.5}, {"step": 2000.0, "k": 0.8}]
+    assert report.step_slack(recs) == 15
+    assert report.eval_at_budget(recs, "k", 1000) == (1008, 0.5)  # logged 8 steps after: counts as at 1000
+    assert report.eval_at_budget(recs, "k", 1500) == (1008, 0.5)  # the last at or before
+    assert report.eval_at_budget(recs, "k", 2000) == (2000, 0.8)
+    assert report.eval_at_budget(recs, "k", 992) == (16, 0.1)  # 1008 > 992 + 15
+    assert report.eval_at_budget(recs, "k", 2001) is None  # the run stopped before the budget
+    assert report.eval_at_budget(recs, "other", 1000) is None
+
+
+def test_moving_average_and_steps_to_threshold() -> None:
+    assert np.allclose(report.moving_average(ROLLOUT, 5), [0.0, 0.5, 2 / 3, 0.75, 0.8, 1.0])
+    recs = [{"step": s, "r": v} for s, v in zip(ROLLOUT_STEPS, ROLLOUT, strict=True)]
+    assert report.steps_to_threshold(recs, "r", 0.8) == 1008  # raw curve
+    assert report.steps_to_threshold(recs, "r", 0.8, window=5) == 2496  # smoothed
+    assert report.steps_to_threshold(recs, "r", 0.5, window=5) == 1008  # >= is inclusive
+    assert report.steps_to_threshold(recs, "r", 1.01, window=5) is None
+
+
+def test_numbers(exp_dir: Path) -> None:
+    rep = report.build_report(exp_dir, budgets=[1000, 3000], thresholds=[0.5, 0.8])
+    a, b = rep.labels
+    assert (a.label, a.seeds, a.splits) == ("A", [0, 1, 2], ["train", "test"])
+    assert (b.label, b.seeds, b.splits) == ("B", [0, 1], ["train"])
+
+    # success at budgets: the evaluation at 1008 stands for 1000, 3008 for 3000
+    st = a.at_budget[1000]["train"]
+    assert st.values == {0: 0.5, 1: 0.3, 2: 0.2} and a.eval_steps[1000]["train"] == {
+        0: 1008,
+        1: 1008,
+        2: 1008,
+    }
+    assert (st.mean, st.std) == pytest.approx(_pop([0.5, 0.3, 0.2]))
+    assert (a.at_budget[3000]["test"].mean, a.at_budget[3000]["test"].std) == pytest.approx(
+        _pop([0.45, 0.425, 0.35])
+    )
+    assert b.at_budget[3000]["train"].values == {0: 1.0}  # seed1 stopped at 2000: left out
+    assert b.unfinished == [1] and a.unfinished == [] and b.final_step == {0: 3008, 1: 2000}
+
+    # steps to a train-success threshold, from evaluations
+    r5, r8 = a.to_eval[0.5], a.to_eval[0.8]
+    assert r5.steps == {0: 1008, 1: 2000, 2: 3008} and (r5.k, r5.n) == (3, 3)
+    assert (r5.reached.mean, r5.reached.std) == pytest.approx(_pop([1008, 2000, 3008]))
+    assert r8.steps == {0: 2000, 1: 3008, 2: None} and (r8.k, r8.n) == (2, 3)
+    assert (r8.reached.mean, r8.reached.std) == pytest.approx((2504.0, 504.0))
+    assert b.to_eval[0.8].steps == {0: 2000, 1: None}
+    # ... and from the training episodes, smoothed over 5 records (B seed1 stops before 2496)
+    assert a.to_rollout[0.8].steps == {0: 2496, 1: 2496, 2: 2496}
+    assert b.to_rollout[0.8].steps == {0: 2496, 1: None} and b.to_rollout[0.5].steps == {0: 1008, 1: 1008}
+
+    # wall time of the last progress record, and env steps / s
+    assert a.wall_s.values == pytest.approx({0: 3008 / 100, 1: 3008 / 110, 2: 3008 / 120})
+    assert (a.steps_per_s.mean, a.steps_per_s.std) == pytest.approx(_pop([100, 110, 120]))
+    assert b.wall_s.values == pytest.approx({0: 3008 / 100, 1: 2000 / 110})
+
+
+def _tables(md: str) -> list[dict[str, list[str]]]:
+    """The markdown tables of a report: label -> its cells (the header row under the key "label")."""
+    tables: list[dict[str, list[str]]] = []
+    for block in md.split("\n\n"):
+        rows = [line.strip("| ").split(" | ") for line in block.splitlines() if line.startswith("| ")]
+        if rows:
+            tables.append({row[0]: row[1:] for row in rows})
+    return tables
+
+
+def test_markdown_cells(exp_dir: Path) -> None:
+    md = report.build_report(exp_dir, budgets=[1000, 3000], command="sac-glam report X").to_markdown()
+    budget, cost = _tables(md)
+    assert budget["label"] == ["seeds", "train goals @ 1,000", "test goals @ 1,000", "train goals @ 3,000",
+                               "test goals @ 3,000"]  # fmt: skip
+    m, s = _pop([0.5, 0.3, 0.2])
+    assert budget["A"][:2] == ["3", f"{m:.2f} ± {s:.2f} (n=3)"]
+    assert budget["B"] == ["2", "0.35 ± 0.25 (n=2)", "—", "1.00 ± 0.00 (n=1 of 2)", "—"]
+    assert cost["label"] == ["eval train ≥ 0.5", "eval train ≥ 0.8", "training episodes (MA-5) ≥ 0.5",
+                             "training episodes (MA-5) ≥ 0.8", "wall time", "env steps/s", "final step"]  # fmt: skip
+    m, s = _pop([1008, 2000, 3008])
+    assert cost["A"][:2] == [f"{round(m):,} ± {round(s):,} (3/3)", "2,504 ± 504 (2/3)"]
+    assert cost["A"][5:] == ["110 ± 8", "3,008 (3/3 ≥ 3,000)"]
+    assert cost["B"] == ["1,008 ± 0 (1/2)", "2,000 ± 0 (1/2)", "1,008 ± 0 (2/2)", "2,496 ± 0 (1/2)",
+                         f"{(30.08 + 2000 / 110) / 2:.1f} ± {(30.08 - 2000 / 110) / 2:.1f} s", "105 ± 5",
+                         "2,000–3,008 (1/2 ≥ 3,000)"]  # fmt: skip
+    assert "- **unfinished**: B seed1 stopped at step 2,000 < 3,000." in md
+    assert md.rstrip().endswith("Made by `sac-glam report X`.")
+
+
+def test_not_reached_cells(exp_dir: Path) -> None:
+    path = exp_dir / "B" / "seed0" / "metrics.jsonl"  # B's seed0 now also stops at step 2000
+    path.write_text("".join(json.dumps(r) + "\n" for r in read_metrics(path) if r["step"] <= 2000))
+    budget, cost = _tables(report.build_report(exp_dir, budgets=[3000], thresholds=[0.95]).to_markdown())
+    assert budget["B"] == ["2", "not reached (0/2)", "—"]
+    assert cost["A"][:2] == ["not reached (0/3)", "3,008 ± 0 (3/3)"]  # eval; MA-5 is 1.0 at 3008
+    assert cost["B"][:2] == ["not reached (0/2)", "not reached (0/2)"]
+    assert cost["B"][-1] == "2,000 (0/2 ≥ 3,000)"
+
+
+def test_default_budgets_from_config(exp_dir: Path, tmp_path: Path) -> None:
+    assert report.build_report(exp_dir).budgets == [1000, 2000, 3000]  # thirds of train.total_steps
+    for cfg in exp_dir.glob("*/seed*/config.yaml"):
+        cfg.unlink()
+    assert report.build_report(exp_dir).budgets == [1003, 2005, 3008]  # thirds of the longest run
+
+
+def test_main_writes_tables_and_exports(
+    exp_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "export"
+    assert report.main([str(exp_dir), "--out", str(out), "--budgets", "1000", "3000"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == (out / "table.md").read_text()
+    assert f"Made by `sac-glam report {exp_dir} --out {out} --budgets 1000 3000`." in printed
+    data = json.loads((out / "table.json").read_text())
+    assert data["budgets"] == [1000, 3000] and data["thresholds"] == [0.5, 0.8]
+    a = data["labels"][0]
+    assert a["steps_to_eval_train_success"]["0.8"] == {
+        "mean": 2504.0, "std": 504.0, "reached": 2, "n": 3, "by_seed": {"0": 2000, "1": 3008, "2": None}
+    }  # fmt: skip
+    assert a["success_at_budget"]["1000"]["train"]["eval_step_by_seed"] == {"0": 1008, "1": 1008, "2": 1008}
+    assert data["labels"][1]["unfinished_seeds"] == [1]
+
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    runs = [f"{lab}/seed{s}" for lab, seeds in EVAL_TRAIN.items() for s in seeds]
+    pngs = [
+        f"plots/{stem}.png"
+        for stem in ("eval_train_vs_test", "goal_types", "success_vs_steps", "success_vs_time")
+    ]
+    assert files == sorted([*(f"{r}.csv" for r in runs), *(f"{r}.config.yaml" for r in runs), *pngs,
+                            "table.json", "table.md"])  # fmt: skip
+    with (out / "A" / "seed2.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    expected = read_metrics(exp_dir / "A" / "seed2" / "metrics.jsonl")
+    assert len(rows) == len(expected) == 1 + 6 + 4  # torn last line skipped
+    assert rows[2] == {"step": "512", "time/wall_s": str(512 / 120), "rollout/success_rate": "0.0",
+                       "eval/train/success_rate": "", "eval/test/success_rate": ""}  # fmt: skip
+    assert (out / "B" / "seed1.config.yaml").read_text() == "train:\n  total_steps: 3000\n  seed: 1\n"
+
+
+def test_out_defaults_to_experiment_dir_without_exports(
+    exp_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert report.main([str(exp_dir), "--budgets", "1000"]) == 0
+    assert (exp_dir / "table.md").read_text() == capsys.readouterr().out
+    assert (exp_dir / "table.json").exists()
+    assert not (exp_dir / "plots").exists() and not list(exp_dir.glob("*/seed*.csv"))
+
+
+def test_one_label_directory_of_seeds(tmp_path: Path) -> None:
+    _write_run(tmp_path / "myrun" / "seed0", "A", 0)
+    out = tmp_path / "out"
+    report.write_report(report.build_report(tmp_path / "myrun", budgets=[3000]), out)
+    assert report.export_runs(tmp_path / "myrun", out)[0] == out / "myrun" / "seed0.csv"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--budgets", "4000"], "budget 4000 is beyond every run of {exp} (the longest ends at step 3008)"),
+        (["--budgets", "0"], "budget 0: must be a positive number of environment steps"),
+        (["--thresholds", "80"], "threshold 80.0: a success rate must be in [0, 1]"),
+        (["--window", "0"], "window 0: must be at least 1 record"),
+    ],
+)
+def test_errors_name_the_value(
+    exp_dir: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert report.main([str(exp_dir), *args]) == 1
+    assert capsys.readouterr().err == f"sac-glam report: {message.format(exp=exp_dir)}\n"
+    assert not (exp_dir / "table.md").exists()
+
+
+def test_errors_missing_or_empty_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert report.main([str(tmp_path / "nope")]) == 1
+    assert capsys.readouterr().err == f"sac-glam report: {tmp_path / 'nope'}: no such directory\n"
+    (tmp_path / "empty" / "A" / "seed0").mkdir(parents=True)
+    assert report.main([str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"sac-glam report: {tmp_path / 'empty'}: no {{label}}/seed*/metrics.jsonl")
