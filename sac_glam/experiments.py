@@ -239,15 +239,19 @@ def write_manifest(specs: Sequence[RunSpec], exp: ExperimentDef) -> Path:
         entry["seeds"].append(s.seed)
     path = root / MANIFEST
     previous: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    # Seeds run in earlier invocations (e.g. --seeds 0, then --seeds 1) stay listed.
+    # Labels and seeds run in earlier invocations (--seeds 0 then --seeds 1, --only A then --only B)
+    # stay listed; labels keep the experiment's order.
+    runs: dict[str, dict[str, Any]] = dict(previous.get("runs", {}))
     for label, entry in labels.items():
-        old = previous.get("runs", {}).get(label, {}).get("seeds", [])
-        entry["seeds"] = sorted(set(old) | set(entry["seeds"]))
+        old = runs.get(label, {}).get("seeds", [])
+        runs[label] = {**entry, "seeds": sorted(set(old) | set(entry["seeds"]))}
+    order = [r.label for r in exp.runs]
+    runs = dict(sorted(runs.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
     manifest = {
         "experiment": specs[0].experiment,
         "title": exp.title,
         "panels": list(exp.panels),
-        "runs": labels,
+        "runs": runs,
     }
     path.write_text(json.dumps(manifest, indent=2) + "\n")
     return path

@@ -235,6 +235,18 @@ def test_cli_dry_run_and_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert len(manifest["panels"]) == 2 and manifest["runs"]["obs.shared"]["seeds"] == [0, 1]
 
 
+def test_manifest_keeps_labels_and_seeds_of_earlier_invocations(tmp_path: Path) -> None:
+    """Two runners with --only (one label each, different seeds) leave one manifest listing both."""
+    exp = experiments.load_experiments()["fig2"]
+    specs = plan("fig2", cpu=True, results_dir=tmp_path)
+    experiments.write_manifest([s for s in specs if s.label == "PPO-GLAM" and s.seed == 1], exp)
+    experiments.write_manifest([s for s in specs if s.label == "SAC-GLAM" and s.seed == 0], exp)
+    path = experiments.write_manifest([s for s in specs if s.label == "PPO-GLAM" and s.seed == 2], exp)
+    runs = json.loads(path.read_text())["runs"]
+    assert list(runs) == ["SAC-GLAM", "PPO-GLAM"]  # the experiment's order, not the invocations'
+    assert runs["PPO-GLAM"]["seeds"] == [1, 2] and runs["SAC-GLAM"]["seeds"] == [0]
+
+
 def test_bad_definitions_are_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("x:\n  runs:\n    - {label: 'a b', config: sac_glam}\n")

@@ -8,6 +8,8 @@ the test process, and compare: action log-probs, trainable parameters after 3 up
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 import multiprocessing as mp
 import os
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +211,234 @@ def test_run_launcher_forwards_sigusr1_to_rank0_and_exits_75(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------
+# Module functions on a Lamorel-layout minibatch (no lamorel needed: a stub stands in for it in CI)
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lamorel_backend() -> Any:
+    """``sac_glam.backends.lamorel``; without lamorel, imported against a stub of its four names."""
+    try:
+        import lamorel  # noqa: F401
+
+        import sac_glam.backends.lamorel as real
+
+        yield real
+        return
+    except ImportError:
+        pass
+    import sac_glam.backends as package
+
+    names = ("lamorel", "sac_glam.backends.lamorel")
+    saved = {name: sys.modules.get(name) for name in names}
+    saved_attr = package.__dict__.get("lamorel")
+    stub = types.ModuleType("lamorel")
+
+    class BaseModuleFunction(torch.nn.Module):
+        def initialize(self) -> None:
+            raise NotImplementedError
+
+    stub.BaseModuleFunction = BaseModuleFunction  # type: ignore[attr-defined]
+    stub.BaseUpdater = type("BaseUpdater", (), {})  # type: ignore[attr-defined]
+    stub.BaseModelInitializer = type("BaseModelInitializer", (), {})  # type: ignore[attr-defined]
+    stub.Caller = object  # type: ignore[attr-defined]
+    stub.lamorel_init = lambda: None  # type: ignore[attr-defined]
+    sys.modules["lamorel"] = stub
+    sys.modules.pop("sac_glam.backends.lamorel", None)
+    try:
+        yield importlib.import_module("sac_glam.backends.lamorel")
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+        if saved_attr is None:
+            package.__dict__.pop("lamorel", None)
+        else:
+            package.lamorel = saved_attr
+
+
+@pytest.fixture
+def pad_first_tokenizer(monkeypatch):
+    """Tiny presets built with ``build_word_tokenizer(..., specials_first=True)`` (pad = start = 0)."""
+    import sac_glam.llm.models as models
+    from sac_glam.llm.tokenizer import build_word_tokenizer
+
+    monkeypatch.setattr(
+        models, "build_word_tokenizer", functools.partial(build_word_tokenizer, specials_first=True)
+    )
+
+
+def _lamorel_minibatch(tokenizer: Any, contexts: list[str], candidates: list[list[str]]) -> tuple[dict, list]:
+    """Lamorel's seq2seq minibatch without pre-encoding (``HF_LLM.forward`` on main): contexts tokenized
+    without special tokens and right-padded with 0, decoder rows ``[0] + candidate`` right-padded with 0,
+    one padded-context dict object repeated per candidate (its ``tokenized_contexts``)."""
+    tokenized = [dict(tokenizer(c, return_token_type_ids=False, add_special_tokens=False)) for c in contexts]
+    width = max(len(t["input_ids"]) for t in tokenized)
+    padded = [{"input_ids": t["input_ids"] + [0] * (width - len(t["input_ids"])),
+               "attention_mask": t["attention_mask"] + [0] * (width - len(t["input_ids"]))}
+              for t in tokenized]  # fmt: skip
+    rows, outputs = [], []
+    for ctx, cands in zip(padded, candidates, strict=True):
+        for cand in cands:
+            rows.append(ctx)
+            outputs.append(tokenizer(cand, add_special_tokens=False)["input_ids"])
+    length = max(len(o) for o in outputs)
+    minibatch = {
+        "input_ids": torch.tensor([r["input_ids"] for r in rows]),
+        "attention_mask": torch.tensor([r["attention_mask"] for r in rows]),
+        "decoder_input_ids": torch.tensor([[0, *o] + [0] * (length - len(o)) for o in outputs]),
+        "decoder_attention_mask": torch.tensor(
+            [[1] * (1 + len(o)) + [0] * (length - len(o)) for o in outputs]
+        ),
+        "output_hidden_states": True,
+    }
+    return minibatch, rows
+
+
+def _bound_functions(module: Any, agent: Any) -> dict[str, Any]:
+    fns = module.make_module_functions()
+    for fn in fns.values():
+        fn.initialize()
+        fn.bind(agent)
+    return fns
+
+
+def test_whole_prompt_groups_keep_prompts_whole(lamorel_backend):
+    groups = lamorel_backend.whole_prompt_groups
+    assert groups([5, 2, 4], 6) == [slice(0, 1), slice(1, 3)]
+    assert groups([7, 1], 6) == [slice(0, 1), slice(1, 2)]
+    assert groups([3, 3, 3], 6) == [slice(0, 2), slice(2, 3)]
+    assert groups([1, 1, 1], 100) == [slice(0, 3)]
+    assert groups([], 4) == []
+
+
+def test_word_tokenizer_specials_first_puts_pad_at_zero():
+    from sac_glam.envs.goals import vocabulary
+    from sac_glam.llm.tokenizer import build_word_tokenizer
+
+    words = vocabulary()
+    default, first = build_word_tokenizer(words), build_word_tokenizer(words, specials_first=True)
+    assert default.pad_token_id == len(words) and default.convert_ids_to_tokens(0) == words[0]
+    assert (first.pad_token_id, first.eos_token_id, first.unk_token_id) == (0, 1, 2)
+    assert first.convert_ids_to_tokens(3) == words[0] and len(first) == len(default)
+    text = "Go to red cat"
+    assert first.decode(first(text)["input_ids"]) == default.decode(default(text)["input_ids"]) == text
+
+
+@pytest.mark.parametrize("extra", [
+    ["model.normalization=constrained"],
+    ["model.normalization=sum"],
+    ["model.normalization=mean", "critic.input=prompt"],
+])  # fmt: skip
+def test_module_functions_match_the_agent_on_lamorels_minibatch(extra, lamorel_backend, pad_first_tokenizer):
+    """log pi, Q and V from a forward laid out as Lamorel's equal the agent's own evaluate (1e-5)."""
+    from sac_glam.factory import make_agent
+
+    cfg = load_config(
+        "lamorel_ppo_cpu", [*SMALL, "critic.share_llm=true", "model.tiny.pretrain_steps=0", *extra]
+    )
+    agent = make_agent(cfg)
+    assert agent.tokenizer.pad_token_id == 0 and agent.llm.config.decoder_start_token_id == 0
+    fns = _bound_functions(lamorel_backend, agent)
+    minibatch, contexts = _lamorel_minibatch(agent.tokenizer, PROMPTS, ACTIONS)
+    with torch.no_grad():
+        outputs = agent.llm(**minibatch)
+        ref = agent.evaluate(PROMPTS, ACTIONS, q=True, v=True)
+        log_pi = fns["log_pi"](outputs, minibatch=minibatch, tokenized_contexts=contexts, actions=ACTIONS)
+        q = fns["q"](outputs, minibatch=minibatch, tokenized_contexts=contexts, actions=ACTIONS)
+        v = fns["value"](outputs, minibatch=minibatch, tokenized_contexts=contexts, actions=ACTIONS)
+    assert ref.q_KBA is not None and ref.v_B is not None
+    n_rows = sum(len(a) for a in ACTIONS)
+    assert log_pi.shape == (n_rows,) and q.shape == (n_rows, cfg.critic.n_critics) and v.shape == (n_rows,)
+    rows = [(b, a) for b, acts in enumerate(ACTIONS) for a in range(len(acts))]
+    ref_log_pi = torch.stack([ref.log_pi_BA[b, a] for b, a in rows])
+    ref_q = torch.stack([ref.q_KBA[:, b, a] for b, a in rows])
+    ref_v = torch.stack([ref.v_B[b] for b, _ in rows])
+    assert float((log_pi - ref_log_pi).abs().max()) < 1e-5
+    assert float((q - ref_q).abs().max()) < 1e-5
+    assert float((v - ref_v).abs().max()) < 1e-5
+    # Not a comparison of constants: the policy and the heads vary across rows.
+    assert float(ref_log_pi.std()) > 1e-3 and float(ref_q.std()) > 1e-4
+
+
+def test_module_functions_refuse_what_they_cannot_compute_exactly(lamorel_backend, pad_first_tokenizer):
+    from sac_glam.factory import make_agent
+
+    mod = lamorel_backend
+    agent = make_agent(load_config("lamorel_ppo_cpu", [*SMALL, "critic.share_llm=true"]))
+    fns = _bound_functions(mod, agent)
+    minibatch, contexts = _lamorel_minibatch(agent.tokenizer, PROMPTS, ACTIONS)
+    with torch.no_grad():
+        outputs = agent.llm(**minibatch)
+        with pytest.raises(ValueError, match="needs actions="):
+            fns["log_pi"](outputs, minibatch=minibatch, tokenized_contexts=contexts)
+        # A call split over Lamorel minibatches: the first minibatch holds 4 of its 11 rows.
+        part = {k: v[:4] if isinstance(v, torch.Tensor) else v for k, v in minibatch.items()}
+        with pytest.raises(ValueError, match="minibatch_size >="):
+            fns["log_pi"](agent.llm(**part), minibatch=part, tokenized_contexts=contexts[:4], actions=ACTIONS)
+        # ... but Q (action input) and V are per row, so any minibatch size works.
+        assert fns["q"](agent.llm(**part), minibatch=part, tokenized_contexts=contexts[:4]).shape[0] == 4
+        wrong = [ACTIONS[0], ACTIONS[2], ACTIONS[1]]
+        with pytest.raises(ValueError, match="candidates per context"):
+            fns["log_pi"](outputs, minibatch=minibatch, tokenized_contexts=contexts, actions=wrong)
+
+    # A model whose decoder does not start at Lamorel's 0 (the default word tokenizer: 0 is a word), a
+    # separate critic LLM, no value head: refused with the reason, before any forward in module_outputs.
+    import sac_glam.llm.models as models
+    from sac_glam.llm.tokenizer import build_word_tokenizer
+
+    with pytest.MonkeyPatch.context() as mp_:
+        mp_.setattr(models, "build_word_tokenizer", build_word_tokenizer)
+        default = make_agent(load_config("lamorel_cpu", SMALL))
+    problems = mod.module_function_problems(default, list(mod.MODULE_FUNCTION_KEYS))
+    text = " | ".join(problems)
+    assert (
+        "decoder_start_token_id is" in text and "critic.share_llm=false" in text and "no value head" in text
+    )
+    fns = _bound_functions(mod, default)
+    minibatch, contexts = _lamorel_minibatch(default.tokenizer, PROMPTS, ACTIONS)
+    with torch.no_grad(), pytest.raises(ValueError, match="decoder_start_token_id"):
+        fns["log_pi"](
+            default.llm(**minibatch), minibatch=minibatch, tokenized_contexts=contexts, actions=ACTIONS
+        )
+    causal = make_agent(load_config("lamorel_cpu", [*SMALL, "model.name=tiny-causal"]))
+    assert any(
+        "causal models are not supported" in p for p in mod.module_function_problems(causal, ["log_pi"])
+    )
+
+
+def test_module_functions_check_the_special_tokens_lamorel_leaves_out(lamorel_backend, pad_first_tokenizer):
+    """T5 appends </s> to encoder inputs and Lamorel tokenizes contexts without it: the functions refuse
+    a context without it, and the text module_outputs appends restores it."""
+    from tokenizers.processors import TemplateProcessing
+
+    from sac_glam.factory import make_agent
+
+    mod = lamorel_backend
+    agent = make_agent(load_config("lamorel_ppo_cpu", [*SMALL, "critic.share_llm=true"]))
+    tok = agent.tokenizer
+    assert mod.special_affixes(tok) == ((), ()) and mod.affix_texts(tok) == ("", "")
+    tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", tok.eos_token_id)]
+    )
+    assert mod.special_affixes(tok) == ((), (tok.eos_token_id,)) and mod.affix_texts(tok) == ("", "</s>")
+    fns = _bound_functions(mod, agent)
+    minibatch, contexts = _lamorel_minibatch(tok, PROMPTS, ACTIONS)
+    with torch.no_grad(), pytest.raises(ValueError, match="lacks the special tokens"):
+        fns["value"](agent.llm(**minibatch), minibatch=minibatch, tokenized_contexts=contexts)
+    minibatch, contexts = _lamorel_minibatch(tok, [p + "</s>" for p in PROMPTS], ACTIONS)
+    with torch.no_grad():
+        v = fns["value"](agent.llm(**minibatch), minibatch=minibatch, tokenized_contexts=contexts)
+        ref = agent.evaluate(PROMPTS, ACTIONS, v=True).v_B
+    assert ref is not None
+    assert (
+        float((v - torch.stack([ref[b] for b, acts in enumerate(ACTIONS) for _ in acts])).abs().max()) < 1e-5
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
 # Parity with the local backend (needs lamorel)
 # ---------------------------------------------------------------------------------------------------
 
@@ -380,6 +611,101 @@ def test_lamorel_matches_local_backend(algo, servers, extra, tmp_path):
         assert _max_diff(_flat(s["agent"]), {k: v + 1.0 for k, v in servers_flat[0].items()}) < 1e-6
     # After the perturbed state, restoring the checkpoint gives the trained policy back.
     assert float((lam["act_after"].log_pi_BA - ref["act_after"].log_pi_BA).abs().max()) < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------------
+# Module functions through real Lamorel (needs lamorel)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _modfn_worker(rank: int, world: int, port: int, raw: dict[str, Any], out: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
+                      HF_HUB_OFFLINE="1", USE_CPU="True")  # fmt: skip
+    import sac_glam.llm.models as models
+    from sac_glam.backends.lamorel import MODULE_FUNCTION_KEYS, run_process
+    from sac_glam.llm.tokenizer import build_word_tokenizer
+
+    # The tiny preset with pad = decoder start = 0, the layout Lamorel's forward assumes (T5's).
+    models.build_word_tokenizer = functools.partial(build_word_tokenizer, specials_first=True)
+    cfg = from_raw(raw)
+
+    def rl_main(backend: Any) -> None:
+        result = {"module_outputs": backend.module_outputs(PROMPTS, ACTIONS)}
+        if backend.n_rl == 1:  # (other RL ranks relay rank 0's calls: a direct call would not be in lockstep)
+            # What a Lamorel user writes: one call, the candidates again as actions=, one minibatch.
+            result["custom_module_fns"] = backend.caller.custom_module_fns(
+                list(MODULE_FUNCTION_KEYS), contexts=PROMPTS, candidates=ACTIONS, actions=ACTIONS,
+                minibatch_size=sum(len(a) for a in ACTIONS),
+            )  # fmt: skip
+        result["act"] = backend.act(PROMPTS, ACTIONS, value=True)
+        torch.save(result, out)
+
+    run_process(cfg, rl_main)
+
+
+@pytest.mark.lamorel
+@pytest.mark.parametrize("servers", [1, 2])
+def test_lamorel_module_functions_match_the_local_agent(servers, tmp_path, pad_first_tokenizer):
+    """log pi, Q and V of the registered module functions, through real Lamorel servers (their own
+    pre-encoded seq2seq forward), equal the local agent's evaluate on the same prompts (1e-5)."""
+    pytest.importorskip("lamorel")
+    from sac_glam.factory import make_agent
+
+    # model.minibatch_size=4: module_outputs sends the 3 prompts (5, 2, 4 actions) as 3 calls; with 2
+    # servers, in 2 rounds, the second with a dummy call from RL rank 1.
+    extra = ["critic.share_llm=true", "model.tiny.pretrain_steps=0", "model.minibatch_size=4"]
+    cfg = _lamorel_cfg("ppo", servers, extra)
+    world = 2 * servers
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "modfn_result.pt")
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=_modfn_worker, args=(r, world, port, to_dict(cfg), out)) for r in range(world)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join(timeout=600)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    lam = torch.load(out, weights_only=False)
+
+    agent = make_agent(cfg)
+    with torch.no_grad():
+        ref = agent.evaluate(PROMPTS, ACTIONS, q=True, v=True)
+    assert ref.q_KBA is not None and ref.v_B is not None
+    diffs = {"log_pi": 0.0, "q": 0.0, "value": 0.0}
+    for b, acts in enumerate(ACTIONS):
+        n = len(acts)
+        mine = lam["module_outputs"][b]
+        pairs = [
+            ("log_pi", mine["log_pi"], ref.log_pi_BA[b, :n]),
+            ("q", mine["q"], ref.q_KBA[:, b, :n]),
+            ("value", mine["value"], ref.v_B[b]),
+        ]
+        if servers == 1:
+            direct = lam["custom_module_fns"][b]
+            pairs += [
+                ("log_pi", direct["log_pi"], ref.log_pi_BA[b, :n]),
+                ("q", direct["q"], ref.q_KBA[:, b, :n].T),
+                ("value", direct["value"], ref.v_B[b].expand(n)),
+            ]
+        for key, got, want in pairs:
+            assert got.shape == want.shape, (key, got.shape, want.shape)
+            diffs[key] = max(diffs[key], float((got - want).abs().max()))
+    assert all(d < 1e-5 for d in diffs.values()), diffs
+    # ... and the exact path (our scorer in the server) agrees with both.
+    assert float((lam["act"].log_pi_BA - ref.log_pi_BA).abs().max()) < 1e-5
+    assert len(lam["module_outputs"]) == len(PROMPTS)
+    print(f"module functions vs local evaluate ({cfg.model.normalization}, {servers} server(s)): " +
+          ", ".join(f"|{k}| {v:.2e}" for k, v in diffs.items()))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------

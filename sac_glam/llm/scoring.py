@@ -430,11 +430,7 @@ def forward_actions(
                 torch.arange(len(chunk), device=device), pad_id, want_action, want_prompt,
             )  # fmt: skip
         logits_RPV = out.logits_RPV.float()
-        L = ids_RL.shape[1]
-        # eq. 1: log P(w_j | p, w_<j) = logit(w_j) - logsumexp(logits), summed over real tokens.
-        tok_logit_RL = logits_RPV[:, :L].gather(-1, ids_RL[..., None]).squeeze(-1)
-        tok_logp_RL = tok_logit_RL - torch.logsumexp(logits_RPV[:, :L], dim=-1)
-        logp_parts.append(torch.where(mask_RL, tok_logp_RL, 0.0).sum(1))
+        logp_parts.append(summed_token_logp(logits_RPV, ids_RL, mask_RL))
         if allowed is not None:
             term_parts.append(
                 _constrained_log_pi(logits_RPV, ids_RL, mask_RL, lengths_R, chunk, allowed, tokenizer)
@@ -447,22 +443,13 @@ def forward_actions(
                     prompt_h_rows.append(out.prompt_hidden_SH[s])
                     prompt_h_idx.append(b)
 
-    mask_BA = torch.zeros(B * A, dtype=torch.bool, device=device)
-    mask_BA[slot_R] = True
-    mask_BA = mask_BA.view(B, A)
-    logp_R = torch.cat(logp_parts)
-    logp_BA = logp_R.new_zeros(B * A).index_copy(0, slot_R, logp_R).view(B, A)
-    n_tokens_BA = torch.zeros(B * A, dtype=torch.long, device=device)
-    n_tokens_BA[slot_R] = lengths_all.to(device)
-    n_tokens_BA = n_tokens_BA.view(B, A)
-
-    if normalization == "sum":  # eq. 2
-        log_pi_BA = masked_log_softmax(logp_BA, mask_BA)
-    elif normalization == "mean":
-        log_pi_BA = masked_log_softmax(logp_BA / n_tokens_BA.clamp(min=1), mask_BA)
+    mask_BA = rows_to_BA(torch.ones(len(slot_R), dtype=torch.bool, device=device), slot_R, B, A)
+    logp_BA = rows_to_BA(torch.cat(logp_parts), slot_R, B, A)
+    n_tokens_BA = rows_to_BA(lengths_all.to(device), slot_R, B, A)
+    if normalization == "constrained":
+        log_pi_BA = rows_to_BA(torch.cat(term_parts), slot_R, B, A)
     else:
-        log_pi_R = torch.cat(term_parts)
-        log_pi_BA = log_pi_R.new_zeros(B * A).index_copy(0, slot_R, log_pi_R).view(B, A)
+        log_pi_BA = normalize_scores(logp_BA, mask_BA, n_tokens_BA, normalization)
 
     action_hidden_BAH = None
     if want_action:
@@ -480,6 +467,30 @@ def forward_actions(
         action_hidden_BAH=action_hidden_BAH,
         prompt_hidden_BH=prompt_h_BH,
     )
+
+
+def summed_token_logp(logits_RPV: Tensor, ids_RL: Tensor, mask_RL: Tensor) -> Tensor:
+    """(R,) eq. 1 per row: log P(w_j | p, w_<j) = logit(w_j) - logsumexp(logits), summed over the real
+    tokens (``mask_RL``) of each row's action ``ids_RL``; ``logits_RPV`` position j predicts token j."""
+    L = ids_RL.shape[1]
+    tok_logit_RL = logits_RPV[:, :L].gather(-1, ids_RL[..., None]).squeeze(-1)
+    tok_logp_RL = tok_logit_RL - torch.logsumexp(logits_RPV[:, :L], dim=-1)
+    return torch.where(mask_RL, tok_logp_RL, 0.0).sum(1)
+
+
+def rows_to_BA(values_R: Tensor, slot_R: Tensor, B: int, A: int) -> Tensor:
+    """Scatter per-row values into (B, A) at flat slots ``slot_R`` (row of (b, a) -> b * A + a); 0 elsewhere."""
+    return values_R.new_zeros(B * A).index_copy(0, slot_R, values_R).view(B, A)
+
+
+def normalize_scores(logp_BA: Tensor, mask_BA: Tensor, n_tokens_BA: Tensor, normalization: str) -> Tensor:
+    """log pi from summed token log-probs: ``sum`` (eq. 2) or ``mean`` (length-normalised) softmax over
+    each state's real actions. (``constrained`` needs the logits: :func:`_constrained_log_pi`.)"""
+    if normalization == "sum":
+        return masked_log_softmax(logp_BA, mask_BA)
+    if normalization == "mean":
+        return masked_log_softmax(logp_BA / n_tokens_BA.clamp(min=1), mask_BA)
+    raise ValueError(f"normalize_scores: {normalization!r} is not 'sum' or 'mean'")
 
 
 def _constrained_log_pi(

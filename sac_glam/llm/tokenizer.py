@@ -8,6 +8,8 @@ Special tokens sit at the END of the vocabulary (``<pad>``, ``</s>``, ``<unk>`` 
 ``n_words``, ``n_words + 1``, ``n_words + 2``): token id 0 is a real word. Lamorel hard-codes the pad
 id to 0 and silently drops real id-0 tokens (``lamorel_notes.md``); putting a real word at 0 makes any
 such assumption in our code fail loudly in the scoring tests instead of passing by luck.
+``specials_first=True`` puts them first instead (``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2, as in T5):
+the layout under which Lamorel's own forward (pad and decoder start 0) is exact, for its parity tests.
 
 No EOS is appended automatically (no post-processor): an action's score is the sum of its word
 tokens' log-probs, without an end-of-sequence token, as in Lamorel and the paper's eq. 1.
@@ -24,9 +26,13 @@ EOS_TOKEN = "</s>"
 UNK_TOKEN = "<unk>"
 
 
-def build_word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
-    """A fast word-level tokenizer: ``words`` (deduplicated, order kept) then ``<pad> </s> <unk>``."""
+def build_word_tokenizer(words: list[str], specials_first: bool = False) -> PreTrainedTokenizerFast:
+    """A fast word-level tokenizer: ``words`` (deduplicated, order kept) then ``<pad> </s> <unk>``
+    (or ``<pad> </s> <unk>`` then the words with ``specials_first``)."""
     vocab: dict[str, int] = {}
+    if specials_first:
+        for special in (PAD_TOKEN, EOS_TOKEN, UNK_TOKEN):
+            vocab[special] = len(vocab)
     for w in words:
         if w in (PAD_TOKEN, EOS_TOKEN, UNK_TOKEN):
             raise ValueError(f"{w!r} is reserved for a special token")
@@ -34,7 +40,7 @@ def build_word_tokenizer(words: list[str]) -> PreTrainedTokenizerFast:
             raise ValueError(f"vocabulary entries must be single non-empty words, got {w!r}")
         vocab.setdefault(w, len(vocab))
     for special in (PAD_TOKEN, EOS_TOKEN, UNK_TOKEN):
-        vocab[special] = len(vocab)
+        vocab.setdefault(special, len(vocab))
     tok = Tokenizer(WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
     # Whitespace splits on spaces/newlines; Punctuation isolates ":" and "," (and any other mark).
     tok.pre_tokenizer = pre_tokenizers.Sequence(
