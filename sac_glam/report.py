@@ -327,13 +327,13 @@ def _steps(x: float) -> str:
 
 
 def _success_cell(lab: LabelReport, budget: int, split: str) -> str:
-    """``0.59 ± 0.03 (n=2)``; ``—`` when the split was not evaluated; ``not reached (0/2)`` when no run got
-    that far."""
+    """``0.59 ± 0.03 (n=2)``; ``—`` when the split was not evaluated; ``no run this long (0/2)`` when no
+    run got that far (unlike the thresholds' ``not reached``, this is about the runs' length)."""
     if split not in lab.splits:
         return "—"
     st = lab.at_budget[budget][split]
     if st.n == 0:
-        return f"not reached (0/{len(lab.seeds)})"
+        return f"no run this long (0/{len(lab.seeds)})"
     of = f" of {len(lab.seeds)}" if st.n < len(lab.seeds) else ""
     return f"{st.mean:.2f} ± {st.std:.2f} (n={st.n}{of})"
 

@@ -507,16 +507,15 @@ def _lamorel_worker(rank: int, world: int, port: int, raw: dict[str, Any], out: 
     run_process(cfg, rl_main)
 
 
-def _run_lamorel(cfg: Config, tmp_path: Path, n_updates: int) -> dict[str, Any]:
-    setup = cfg.lamorel_args["distributed_setup_args"]
-    world = setup["n_rl_processes"] + setup["n_llm_processes"]
+def _spawn_world(target: Any, world: int, cfg: Config, out: str, *extra: Any) -> None:
+    """Run ``target(rank, world, port, cfg, out, *extra)`` in ``world`` spawned processes; all must exit 0."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    out = str(tmp_path / "lamorel_result.pt")
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_lamorel_worker, args=(r, world, port, to_dict(cfg), out, n_updates))
-             for r in range(world)]  # fmt: skip
+    procs = [
+        ctx.Process(target=target, args=(r, world, port, to_dict(cfg), out, *extra)) for r in range(world)
+    ]
     for p in procs:
         p.start()
     try:
@@ -527,6 +526,13 @@ def _run_lamorel(cfg: Config, tmp_path: Path, n_updates: int) -> dict[str, Any]:
             if p.is_alive():
                 p.kill()
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+
+
+def _run_lamorel(cfg: Config, tmp_path: Path, n_updates: int) -> dict[str, Any]:
+    setup = cfg.lamorel_args["distributed_setup_args"]
+    world = setup["n_rl_processes"] + setup["n_llm_processes"]
+    out = str(tmp_path / "lamorel_result.pt")
+    _spawn_world(_lamorel_worker, world, cfg, out, n_updates)
     result: dict[str, Any] = torch.load(out, weights_only=False)
     return result
 
@@ -657,24 +663,8 @@ def test_lamorel_module_functions_match_the_local_agent(servers, tmp_path, pad_f
     extra = ["critic.share_llm=true", "model.tiny.pretrain_steps=0", "model.minibatch_size=4"]
     cfg = _lamorel_cfg("ppo", servers, extra)
     world = 2 * servers
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = str(tmp_path / "modfn_result.pt")
-    ctx = mp.get_context("spawn")
-    procs = [
-        ctx.Process(target=_modfn_worker, args=(r, world, port, to_dict(cfg), out)) for r in range(world)
-    ]
-    for p in procs:
-        p.start()
-    try:
-        for p in procs:
-            p.join(timeout=600)
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    _spawn_world(_modfn_worker, world, cfg, out)
     lam = torch.load(out, weights_only=False)
 
     agent = make_agent(cfg)

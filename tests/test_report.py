@@ -152,7 +152,7 @@ def test_not_reached_cells(exp_dir: Path) -> None:
     path = exp_dir / "B" / "seed0" / "metrics.jsonl"  # B's seed0 now also stops at step 2000
     path.write_text("".join(json.dumps(r) + "\n" for r in read_metrics(path) if r["step"] <= 2000))
     budget, cost = _tables(report.build_report(exp_dir, budgets=[3000], thresholds=[0.95]).to_markdown())
-    assert budget["B"] == ["2", "not reached (0/2)", "—"]
+    assert budget["B"] == ["2", "no run this long (0/2)", "—"]
     assert cost["A"][:2] == ["not reached (0/3)", "3,008 ± 0 (3/3)"]  # eval; MA-5 is 1.0 at 3008
     assert cost["B"][:2] == ["not reached (0/2)", "not reached (0/2)"]
     assert cost["B"][-1] == "2,000 (0/2 ≥ 3,000)"
