@@ -24,3 +24,4 @@ bench: setup
 	$(VENV)/sac-glam bench env
 	$(VENV)/sac-glam bench scoring
 	$(VENV)/sac-glam bench train
+	$(VENV)/sac-glam bench scaling --threads 1
