@@ -50,16 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"] and len(argv) > 1 and argv[1] in BENCHMARKS:  # its own -h, flags and overrides
         importlib.import_module(BENCHMARKS[argv[1]]).main(argv[2:])
         return 0
-    args, rest = parser.parse_known_args(argv)
-    if args.command == "goals":
-        if rest:
-            parser.error(f"unrecognized arguments: {' '.join(rest)}")
-        from sac_glam.envs.goals import goals
+    # Left for argparse: ``goals``, and errors/help (a ``bench`` with a valid name was dispatched above).
+    args = parser.parse_args(argv)
+    from sac_glam.envs.goals import goals
 
-        sys.stdout.write("".join(g.text + "\n" for g in goals(args.split)))
-        return 0
-    module = importlib.import_module(BENCHMARKS[args.name])
-    module.main(rest)
+    sys.stdout.write("".join(g.text + "\n" for g in goals(args.split)))
     return 0
 
 

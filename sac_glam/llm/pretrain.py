@@ -26,10 +26,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from sac_glam.config import EnvConfig, TinyModelConfig
 from sac_glam.envs.playground_text import PlaygroundText
 
-MASKABLE_LINES = ("Goal:",)
-"""Lines whose words are masked: the goal, whose objects can be read from the scene line (a masked
-scene word is mostly unpredictable: most scene objects are distractors)."""
-
 
 def rollout_prompts(n_prompts: int, seed: int) -> list[str]:
     """Prompts from random-policy episodes over N = 2..6 objects and every train goal type."""
@@ -51,21 +47,14 @@ def rollout_prompts(n_prompts: int, seed: int) -> list[str]:
 
 
 def mask_one_word(prompt: str, rng: np.random.Generator, mask_token: str) -> tuple[str, str]:
-    """``prompt`` with one word of its goal or scene line replaced by ``mask_token``, and that word."""
-    lines = prompt.split("\n")
-    candidates = [
-        (i, j)
-        for i, line in enumerate(lines)
-        if line.startswith(MASKABLE_LINES)
-        for j, word in enumerate(line.split(" "))
-        if j >= (1 if line.startswith("Goal:") else 2)  # not the "Goal:" / "You see:" header
-    ]
-    i, j = candidates[int(rng.integers(len(candidates)))]
-    words = lines[i].split(" ")
-    target = words[j].rstrip(",")
-    words[j] = mask_token + ("," if words[j].endswith(",") else "")
-    lines[i] = " ".join(words)
-    return "\n".join(lines), target
+    """``prompt`` with one word of its goal line (the first, ``Goal: ...``) replaced by ``mask_token``, and
+    that word. Only the goal: its objects can be read from the scene line, while a masked scene word is
+    mostly an unpredictable distractor."""
+    goal_line, rest = prompt.split("\n", 1)
+    words = goal_line.split(" ")
+    j = 1 + int(rng.integers(len(words) - 1))  # not the "Goal:" header
+    target, words[j] = words[j], mask_token
+    return " ".join(words) + "\n" + rest, target
 
 
 def example(prompt: str, rng: np.random.Generator, mask_token: str) -> tuple[str, str]:
