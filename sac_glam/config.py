@@ -113,6 +113,10 @@ class SACConfig:
     target_entropy_mode: Literal["absolute", "fraction"] = "absolute"
     """``absolute``: ``target_entropy`` nats (the paper); ``fraction``: ``target_entropy * log|A_s|``."""
     alpha_lr: float = 2e-3
+    actor_loss: Literal["reverse_kl", "forward_kl"] = "reverse_kl"
+    """``reverse_kl``: E_pi[alpha log pi - Q] (the paper; KL(pi || p_Q) up to a constant); ``forward_kl``:
+    the cross-entropy -E_{p_Q}[log pi] with p_Q = softmax(Q / alpha), whose gradient does not vanish on a
+    saturated policy (``sac_glam/algos/sac.py``, ``actor_loss_forward_kl``)."""
     reward_scale: float = 1.0
     """Multiplies rewards in the critic target."""
     max_grad_norm: float | None = None

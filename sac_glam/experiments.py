@@ -406,14 +406,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every run (last wins)")
     parser.add_argument(
-        "--cpu", action="store_true", help="the CPU twin: *_cpu configs, tiny-t5, small budgets"
+        "--cpu", action="store_true", help="the CPU twin: *_cpu configs, a tiny offline model, small budgets"
     )
     parser.add_argument("--seeds", nargs="+", default=None,
                         help="seeds to run (default: the experiment's); key=value items after it are overrides")  # fmt: skip
     parser.add_argument(
         "--results-dir", default="results", help="parent of the experiment's directory (default results)"
     )
-    parser.add_argument("--only", nargs="+", default=None, metavar="LABEL", help="run only these labels")
+    parser.add_argument("--only", nargs="+", default=None, metavar="LABEL",
+                        help="run only these labels; key=value items after it are overrides")  # fmt: skip
     parser.add_argument(
         "--slurm", action="store_true", help="submit one sbatch job array per label instead of running"
     )
@@ -450,18 +451,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             seeds = [int(s) for seed_arg in args.seeds if "=" not in seed_arg for s in seed_arg.split(",")]
         except ValueError:
             parser.error(f"--seeds takes integers, got {args.seeds}")
+    only: list[str] | None = None
+    if args.only is not None:  # labels never contain "=" (LABEL_RE), so these are overrides
+        overrides += [s for s in args.only if "=" in s]
+        only = [s for s in args.only if "=" not in s]
+        if not only:
+            parser.error(f"--only needs at least one label, got only overrides {args.only}")
     try:
         specs = plan(args.name, cpu=args.cpu, seeds=seeds, results_dir=args.results_dir, overrides=overrides,
                      path=args.file, config_suffix=args.config_suffix)  # fmt: skip
     except KeyError as err:
         parser.error(str(err.args[0]))
-    if args.only:
-        unknown = set(args.only) - {s.label for s in specs}
+    if only:
+        unknown = set(only) - {s.label for s in specs}
         if unknown:
             parser.error(
                 f"--only: unknown labels {sorted(unknown)}; labels: {sorted({s.label for s in specs})}"
             )
-        specs = [s for s in specs if s.label in args.only]
+        specs = [s for s in specs if s.label in only]
     try:  # fail before the first run if any config or override is wrong
         for spec in {(s.config, s.overrides): s for s in specs}.values():
             budget(spec)

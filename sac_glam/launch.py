@@ -1,6 +1,6 @@
 """``lamorel-launch``: the training entry point.
 
-    lamorel-launch                                   # the CPU default: SAC-GLAM+HER, N = 3, tiny-t5
+    lamorel-launch                                   # the CPU default: SAC-GLAM+HER, N = 3, tiny-causal
     lamorel-launch --config-name sac_glam_cpu train.seed=1 train.total_steps=20000
 
 With ``train.backend=local`` (every CPU preset) it trains in this process. With

@@ -4,7 +4,9 @@ A supervised learnability probe, not RL: behaviour cloning of the expert (``sac_
 a shortest plan) through the policy's own scoring (``forward_actions``, the config's normalisation).
 States come from random-policy episodes; each is labelled with the first action of a shortest plan.
 Printed: accuracy (argmax pi = the expert's action) on 500 held-out states every ``--eval-every``
-gradient steps. The ceiling is below 1: when two first actions are equally short, the expert names one.
+gradient steps (the ceiling is below 1: when two first actions are equally short, the expert names one),
+then the episode success rate of the cloned policy on ``--episodes`` train-goal episodes, acting by
+argmax and by sampling from pi: what an RL run with perfect credit assignment could reach.
 
 Why: if the architecture needs N gradient steps of perfect supervision to tell the goal's object from
 the others, an RL run that makes fewer gradient steps than N (SAC's ``n_updates`` per ``update_every``
@@ -12,25 +14,33 @@ transitions, PPO's epochs) cannot do it either, whatever its losses. README, "CP
 
     sac-glam probe                                    # the learning test's model and environment
     sac-glam probe model.tiny.pretrain_steps=1500 model.tiny.pretrain_lr=3.0e-3
+    sac-glam probe --run runs/sac_glam_her_cpu/seed0  # a trained run: is the actor or the critic behind?
+
+With ``--run DIR`` nothing is trained: the run's last checkpoint is loaded (local backend) and, on
+``--states`` expert-labelled states of its own environment (train goals), the share of states where
+argmax pi, and argmax min_k Q (SAC), is the expert's action is printed. A critic that ranks actions
+right while the actor does not points at the policy update, not at credit assignment.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from sac_glam.config import load_config
+from sac_glam.config import from_raw, load_config
 from sac_glam.envs.expert import shortest_plan
 from sac_glam.envs.playground_text import PlaygroundText
 from sac_glam.llm.models import load_model
 from sac_glam.llm.scoring import forward_actions
 
-SMALLEST = ["env.n_objects=2", "env.goal_types=[grasp]", "env.max_steps=4",
-            "model.tiny.d_model=32", "model.tiny.n_layers=1", "model.tiny.d_ff=64"]  # fmt: skip
+SMALLEST = ["env.n_objects=2", "env.goal_types=[grasp]", "env.max_steps=4", "model.tiny.d_model=32",
+            "model.tiny.n_layers=2", "model.tiny.n_heads=4", "model.tiny.d_ff=64"]  # fmt: skip
 """The environment and model of ``tests/test_learning.py``."""
 
 Example = tuple[str, list[str], int]
@@ -67,13 +77,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--lr", type=float, default=1.0e-3, help="Adam learning rate (the CPU presets' actor_lr)"
     )
     parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--episodes", type=int, default=200, help="episodes of the final success rates")
+    parser.add_argument("--run", type=Path, help="diagnose this run directory instead of cloning")
+    parser.add_argument("--states", type=int, default=400, help="states labelled for --run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    if min(args.steps, args.batch, args.eval_every) < 1 or args.lr <= 0:
-        parser.error("--steps, --batch and --eval-every must be >= 1 and --lr > 0")
-    cfg = load_config(args.config_name, [*SMALLEST, *args.overrides])
+    if min(args.steps, args.batch, args.eval_every, args.episodes) < 1 or args.lr <= 0:
+        parser.error("--steps, --batch, --eval-every and --episodes must be >= 1 and --lr > 0")
     torch.set_num_threads(args.threads)
+    if args.run is not None:
+        if args.overrides:
+            parser.error(f"--run diagnoses the run's own config; drop the overrides {args.overrides}")
+        return diagnose(args.run, args.states, args.seed)
+    cfg = load_config(args.config_name, [*SMALLEST, *args.overrides])
     env = PlaygroundText(cfg.env, split="train")
     data = expert_states(env, 6000, args.seed)
     held_out, train = data[:500], data[500:]
@@ -109,4 +126,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         loss.backward()
         opt.step()
         lm.model.eval()
+    for greedy in (True, False):
+        rate = episode_success(env, lambda b: forward(b)[0], args.episodes, greedy, args.seed + 2)
+        print(f"episode success ({'argmax' if greedy else 'sampled'}): {rate:.3f}", flush=True)
+    return 0
+
+
+def episode_success(
+    env: PlaygroundText, log_pi: Callable[[list[Example]], torch.Tensor], n: int, greedy: bool, seed: int
+) -> float:
+    """Success rate of the policy ``log_pi`` (one state -> log pi over its actions) on ``n`` episodes."""
+    rng = np.random.default_rng(seed)
+    successes = 0
+    for _ in range(n):
+        env.reset(seed=int(rng.integers(2**31)))
+        terminated = truncated = False
+        while not (terminated or truncated):
+            with torch.no_grad():
+                pi = log_pi([(env.prompt, env.admissible_actions, 0)]).exp().double().numpy()
+            i = int(pi.argmax()) if greedy else int(rng.choice(len(pi), p=pi / pi.sum()))
+            _, _, terminated, truncated, _ = env.step_index(i)
+        successes += int(terminated)
+    return successes / n
+
+
+def diagnose(run_dir: Path, n_states: int, seed: int) -> int:
+    """Print how often the trained actor's and critic's preferred actions are the expert's (``--run``)."""
+    from sac_glam.checkpoint import load_checkpoint
+    from sac_glam.factory import make_agent
+
+    if not (run_dir / "config.yaml").exists():
+        raise SystemExit(f"sac-glam probe: {run_dir}/config.yaml not found: not a run directory")
+    cfg = from_raw(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    if cfg.train.backend != "local":
+        raise SystemExit(
+            f"sac-glam probe: --run reads local-backend runs; {run_dir} has train.backend={cfg.train.backend!r}"
+        )
+    ckpt = load_checkpoint(run_dir)
+    if ckpt is None:
+        raise SystemExit(f"sac-glam probe: no readable checkpoint in {run_dir}")
+    agent = make_agent(cfg)
+    agent.load_trainable_state_dict(ckpt["backend"]["agent"])
+    agent.eval()
+    data = expert_states(PlaygroundText(cfg.env, split="train"), n_states, seed)
+    is_sac = cfg.train.algo == "sac"
+    with torch.no_grad():
+        out = agent.evaluate([p for p, _, _ in data], [a for _, a, _ in data], q=is_sac)
+    expert_B = torch.tensor([y for *_, y in data])
+    actor_B = out.log_pi_BA.masked_fill(~out.mask_BA, -torch.inf).argmax(-1)
+    print(f"{run_dir} at step {ckpt['loop'].steps} ({cfg.train.algo}), {n_states} expert-labelled states:")
+    print(f"  argmax pi = expert:      {float((actor_B == expert_B).float().mean()):.3f}")
+    if is_sac:
+        assert out.q_KBA is not None
+        critic_B = out.q_KBA.min(0).values.masked_fill(~out.mask_BA, -torch.inf).argmax(-1)
+        print(f"  argmax min Q = expert:   {float((critic_B == expert_B).float().mean()):.3f}")
+        print(f"  argmax pi = argmax Q:    {float((actor_B == critic_B).float().mean()):.3f}")
     return 0

@@ -11,6 +11,7 @@ import pytest
 from sac_glam import experiments
 from sac_glam.config import load_config
 from sac_glam.experiments import RunSpec, merge_overrides, plan, run_status, sbatch_command
+from sac_glam.llm.models import TINY_PRESETS
 
 CPU_SEEDS = {"fig2": [0, 1, 2]}  # the README's Results table; every other CPU twin: [0, 1]
 EXPECTED = {  # experiment: (labels, paper seeds)
@@ -42,7 +43,7 @@ def test_plan_lists_label_config_seed_run_dir_and_every_config_loads(
         cfg = load_config(s.config, [*s.overrides, f"train.seed={s.seed}", f"train.run_dir={s.run_dir}"])
         assert cfg.train.seed == s.seed and cfg.train.run_dir == str(s.run_dir)
         if cpu:
-            assert cfg.model.name == "tiny-t5" and cfg.train.total_steps <= 20_000
+            assert cfg.model.name in TINY_PRESETS and cfg.train.total_steps <= 20_000  # offline, CPU-sized
 
 
 def test_comparisons_set_the_studied_keys() -> None:
@@ -234,6 +235,21 @@ def test_cli_dry_run_and_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[
     manifest = json.loads(path.read_text())
     assert list(manifest["runs"]) == EXPECTED["fig5"][0]
     assert len(manifest["panels"]) == 2 and manifest["runs"]["obs.shared"]["seeds"] == [0, 1]
+
+
+def test_cli_only_takes_labels_and_leaves_overrides_after_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from sac_glam.cli import main
+
+    args = ["experiment", "fig2", "--cpu", "--dry-run", "--results-dir", str(tmp_path)]
+    assert main([*args, "--only", "SAC-GLAM", "PPO-GLAM", "train.threads=1"]) == 0
+    out = capsys.readouterr().out
+    starts = [line for line in out.splitlines() if "starting" in line]
+    assert len(starts) == 2 * len(CPU_SEEDS["fig2"]) and not any("SAC-GLAM+HER" in line for line in starts)
+    assert out.count("train.threads=1") >= len(starts)  # in every run's command
+    with pytest.raises(SystemExit):  # overrides alone are not a label
+        main([*args, "--only", "train.threads=1"])
 
 
 def test_manifest_keeps_labels_and_seeds_of_earlier_invocations(tmp_path: Path) -> None:

@@ -1,8 +1,12 @@
 """The behaviour-cloning probe (sac_glam/probe.py)."""
 
+import pytest
+import torch
+
 from sac_glam.config import EnvConfig
+from sac_glam.envs.expert import shortest_plan
 from sac_glam.envs.playground_text import PlaygroundText
-from sac_glam.probe import expert_states, main
+from sac_glam.probe import episode_success, expert_states, main
 
 
 def _line(prompt: str, head: str) -> str:
@@ -29,7 +33,56 @@ def test_expert_labels_grasp_goals_correctly():
 
 
 def test_probe_prints_accuracy_rows(capsys):
-    assert main(["--steps", "4", "--eval-every", "2", "--batch", "8", "--threads", "1"]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert (
+        main(["--steps", "4", "--eval-every", "2", "--batch", "8", "--threads", "1", "--episodes", "5"]) == 0
+    )
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines[2:-2]]
     assert [int(r[0]) for r in rows] == [0, 2, 4]
     assert all(0.0 <= float(r[1]) <= 1.0 for r in rows)
+    assert [line.split(":")[0] for line in lines[-2:]] == [
+        "episode success (argmax)",
+        "episode success (sampled)",
+    ]
+    assert all(float(line.split(":")[1]) in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) for line in lines[-2:])
+
+
+def test_episode_success_of_the_expert_is_one_and_of_a_wrong_policy_zero():
+    env = PlaygroundText(EnvConfig(n_objects=2, sequential_goals=False, goal_types=["grasp"], max_steps=4))
+
+    def expert(batch):  # all mass on the first action of a shortest plan
+        plan = shortest_plan(env.scene, env.masks, env.state, env.progress)
+        pi = torch.zeros(len(env.admissible_codes))
+        pi[env.admissible_codes.index(plan[0])] = 1.0
+        return pi.log()
+
+    def release_only(batch):  # "Release" never grasps anything
+        pi = torch.tensor([1.0 if a == "Release" else 0.0 for a in env.admissible_actions])
+        return pi.log()
+
+    assert episode_success(env, expert, 30, greedy=True, seed=0) == 1.0
+    assert episode_success(env, expert, 30, greedy=False, seed=0) == 1.0
+    assert episode_success(env, release_only, 10, greedy=False, seed=0) == 0.0
+
+
+def test_run_diagnosis_reads_a_trained_run(tmp_path, capsys):
+    from sac_glam.config import load_config
+    from sac_glam.train import train
+
+    overrides = ["env.n_envs=4", "env.n_objects=2", "env.max_steps=4", "env.goal_types=[grasp]",
+                 "model.tiny.d_model=32", "model.tiny.n_layers=1", "model.tiny.d_ff=64", "critic.width=32",
+                 "train.eval_every=0", "train.eval_episodes=4", "train.progress=false", "train.tensorboard=false",
+                 "train.threads=1", "sac.batch_size=8", "sac.learning_starts=16", "sac.update_every=8",
+                 "sac.n_updates=1", "train.total_steps=48", "train.checkpoint_every=1", f"train.run_dir={tmp_path}"]  # fmt: skip
+    train(load_config("sac_glam_her_cpu", overrides))
+    capsys.readouterr()
+    assert main(["--run", str(tmp_path), "--states", "40", "--threads", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "at step 48 (sac), 40 expert-labelled states" in out[0]
+    actor, critic, agree = (float(line.split(":")[1]) for line in out[1:4])
+    assert all(0.0 <= x <= 1.0 for x in (actor, critic, agree))
+    assert agree >= actor + critic - 1 - 1e-9  # where both match the expert, they match each other
+    with pytest.raises(SystemExit):
+        main(["--run", str(tmp_path), "sac.gamma=0.5"])
+    with pytest.raises(SystemExit, match="not a run directory"):
+        main(["--run", str(tmp_path / "missing")])

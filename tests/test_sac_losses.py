@@ -80,6 +80,36 @@ def test_actor_loss_direct_and_q_not_differentiated():
     assert new[0, 2] > pi[0, 2]
 
 
+def test_forward_kl_actor_loss_direct_masked_and_minimised_by_the_boltzmann_policy():
+    log_pi, mask = _policy([[0.2, -0.1, 0.4], [1.0, 0.0]])
+    q = torch.tensor([[[1.0, 0.0, 2.0], [0.3, 0.1, 0.0]], [[0.5, 0.2, 2.5], [0.2, 0.4, 1e6]]])
+    alpha = 0.3
+    loss = sac.actor_loss_forward_kl(log_pi, mask, q, alpha)
+    # Row by row with min over critics; the padded Q = 1e6 of row 1 must not count.
+    direct = 0.0
+    for i, (qmin, n) in enumerate([(torch.tensor([0.5, 0.0, 2.0]), 3), (torch.tensor([0.2, 0.1]), 2)]):
+        direct += -(torch.softmax(qmin / alpha, -1) * log_pi[i, :n]).sum().item() / 2
+    assert loss.item() == pytest.approx(direct, abs=1e-6)
+    # Its minimiser over pi is p_Q itself (the gradient on the scores is pi - p_Q).
+    logits = torch.log(torch.softmax(torch.tensor([[0.5, 0.0, 2.0]]) / alpha, -1)).requires_grad_()
+    sac.actor_loss_forward_kl(torch.log_softmax(logits, -1), torch.ones(1, 3, dtype=torch.bool),
+                              torch.tensor([[[0.5, 0.0, 2.0]]]), alpha).backward()  # fmt: skip
+    assert logits.grad is not None and logits.grad.abs().max() < 1e-6
+
+
+def test_forward_kl_still_moves_a_saturated_policy_that_the_paper_loss_leaves():
+    """Why ``sac.actor_loss: forward_kl`` exists: pi has put all its mass on the worst action."""
+    q = torch.tensor([[[1.0, 0.0, 0.9]]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    grads = {}
+    for name, fn in [("reverse", sac.actor_loss), ("forward", sac.actor_loss_forward_kl)]:
+        logits = torch.tensor([[0.0, 12.0, 0.0]], requires_grad=True)  # pi(worst) = 0.99999
+        fn(torch.log_softmax(logits, -1), mask, q, 0.05).backward()
+        assert logits.grad is not None
+        grads[name] = logits.grad.abs().max().item()
+    assert grads["reverse"] < 1e-3 and grads["forward"] > 0.5
+
+
 @pytest.mark.parametrize("entropy_value,target,direction", [(1.0, 0.1, -1), (0.05, 0.5, +1)])
 def test_alpha_moves_entropy_toward_target(entropy_value, target, direction):
     auto = AutoAlpha(init=0.05, target_entropy=target, lr=0.01)

@@ -75,6 +75,23 @@ def actor_loss(
     return -soft_state_value(log_pi_BA, mask_BA, q_KBA.detach(), alpha).mean()
 
 
+def actor_loss_forward_kl(
+    log_pi_BA: torch.Tensor, mask_BA: torch.Tensor, q_KBA: torch.Tensor, alpha: float | torch.Tensor
+) -> torch.Tensor:
+    """E_s[ -sum_a p_Q(a|s) log pi(a|s) ], p_Q = softmax(min_k Q_k(s,.) / alpha) over admissible actions.
+
+    The other direction of the KL that :func:`actor_loss` minimises (``sac.actor_loss: forward_kl``; not
+    the paper's). Both are minimised by the critic's Boltzmann policy p_Q, but their gradients with
+    respect to the score z_b of action b differ. The paper's, with f = alpha log pi - Q, is
+    pi(b) (f(b) - E_pi f): it vanishes wherever pi has saturated on one action, even a wrong one. This
+    one is pi(b) - p_Q(b): a cross-entropy toward what the critic prefers (as in MPO's policy step),
+    which does not. README, "CPU presets", measures why this matters for a small random policy.
+    """
+    q_BA = q_KBA.detach().min(dim=0).values
+    p_q_BA = torch.softmax((q_BA / alpha).masked_fill(~mask_BA, -torch.inf), dim=-1)
+    return -(p_q_BA * (log_pi_BA * mask_BA)).sum(-1).mean()
+
+
 def alpha_loss(
     log_alpha: torch.Tensor, entropy_B: torch.Tensor, target_entropy_B: torch.Tensor
 ) -> torch.Tensor:

@@ -145,6 +145,7 @@ class SACUpdater:
         ]
         self.optimizer = torch.optim.Adam([g for g in param_groups if g["params"]])
         self.alpha = make_alpha(cfg)
+        self.actor_loss = sac.actor_loss_forward_kl if cfg.actor_loss == "forward_kl" else sac.actor_loss
         self.n_grad_steps = 0
 
     @property
@@ -179,7 +180,7 @@ class SACUpdater:
             loss_c = sac.critic_loss(cur.q_KBA, b.action_ids, target_B)
             loss = loss_c
             if not warmup:
-                loss_a = sac.actor_loss(cur.log_pi_BA, cur.mask_BA, cur.q_KBA, alpha)
+                loss_a = self.actor_loss(cur.log_pi_BA, cur.mask_BA, cur.q_KBA, alpha)
                 loss = loss + loss_a
                 actor_total += w * float(loss_a.detach())
             (w * loss).backward()
