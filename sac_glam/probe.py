@@ -78,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--episodes", type=int, default=200, help="episodes of the final success rates")
-    parser.add_argument("--run", type=Path, help="diagnose this run directory instead of cloning")
+    parser.add_argument("--run", type=Path,
+                        help="diagnose this run directory instead of cloning (uses --states, --seed, --threads)")  # fmt: skip
     parser.add_argument("--states", type=int, default=400, help="states labelled for --run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
