@@ -434,7 +434,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--file", default=None, help=f"experiments file (default experiments/{EXPERIMENTS_FILE})"
     )
-    args = parser.parse_intermixed_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # key=value overrides may stand anywhere, also after --seeds or --only (whose nargs="+" would take
+    # them): they are set apart before argparse. Option values never look like that (labels cannot hold
+    # "=", LABEL_RE; options with values starting "--" are written --opt=value and start with "-").
+    extra = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = parser.parse_intermixed_args([a for a in argv if a not in extra])
 
     experiments = load_experiments(args.file)
     if args.list or not args.name:
@@ -443,20 +448,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{name:8s} {exp.title}  [{len(exp.runs)} runs x {len(exp.seeds)} seeds; cpu: {len(exp.cpu_seeds)} seeds]"
             )
         return 0
-    overrides = list(args.overrides)
+    overrides = [*args.overrides, *extra]
     seeds: list[int] | None = None
     if args.seeds is not None:
-        overrides += [s for s in args.seeds if "=" in s]
         try:
-            seeds = [int(s) for seed_arg in args.seeds if "=" not in seed_arg for s in seed_arg.split(",")]
+            seeds = [int(s) for seed_arg in args.seeds for s in seed_arg.split(",")]
         except ValueError:
             parser.error(f"--seeds takes integers, got {args.seeds}")
-    only: list[str] | None = None
-    if args.only is not None:  # labels never contain "=" (LABEL_RE), so these are overrides
-        overrides += [s for s in args.only if "=" in s]
-        only = [s for s in args.only if "=" not in s]
-        if not only:
-            parser.error(f"--only needs at least one label, got only overrides {args.only}")
+    only: list[str] | None = args.only
     try:
         specs = plan(args.name, cpu=args.cpu, seeds=seeds, results_dir=args.results_dir, overrides=overrides,
                      path=args.file, config_suffix=args.config_suffix)  # fmt: skip
