@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from sac_glam.backends.base import ActOutput, Backend
 from sac_glam.checkpoint import load_checkpoint, save_checkpoint
@@ -29,7 +28,7 @@ from sac_glam.config import Config, config_diff, save_config, to_dict
 from sac_glam.envs.goals import GOAL_TYPES
 from sac_glam.envs.vector import PlaygroundTextVecEnv
 from sac_glam.learners import Learner
-from sac_glam.logging import MetricsLogger
+from sac_glam.logging import MetricsLogger, ProgressBar, wandb_init_args
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,9 @@ RESUMABLE_KEYS = (
     "train.total_steps",
     "train.progress",
     "train.tensorboard",
+    "train.wandb",
+    "train.wandb_mode",
+    "train.wandb_project",
     "train.allow_config_change",
     "train.checkpoint_every",
     "train.threads",
@@ -198,7 +200,9 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
     else:
         obs = envs.reset()
     save_config(cfg, run_dir / "config.yaml")
-    logger = MetricsLogger(run_dir, tensorboard=tc.tensorboard, resume_step=state.steps if ckpt else None)
+    wandb_init = wandb_init_args(cfg, run_dir, resume=ckpt is not None) if tc.wandb else None
+    logger = MetricsLogger(run_dir, tensorboard=tc.tensorboard, resume_step=state.steps if ckpt else None,
+                           wandb_init=wandb_init)  # fmt: skip
 
     def checkpoint() -> None:
         save_checkpoint(run_dir, {
@@ -209,8 +213,7 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
         state.grad_steps_at_checkpoint = state.grad_steps
 
     eval_seed = tc.seed + 10_000
-    bar = tqdm(total=tc.total_steps, initial=state.steps, disable=not tc.progress, unit="step",
-               dynamic_ncols=True, mininterval=1.0)  # fmt: skip
+    bar = ProgressBar(tc.total_steps, state.steps, enabled=tc.progress)
     needs_value = getattr(learner, "needs_value", False)
     start = time.perf_counter() - state.wall_s
     with _SignalFlag() as flag:
@@ -237,11 +240,11 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
             for key, dt in (("act", t1 - t0), ("env", t2 - t1), ("learn", t3 - t2), ("update", t4 - t3)):
                 state.timers[key] += dt
             state.wall_s = time.perf_counter() - start
-            bar.update(envs.n_envs)
+            bar.update(envs.n_envs, state.episodes, state.recent)
 
             if state.steps >= state.next_log:
                 state.next_log += tc.log_every
-                _log_progress(logger, state, learner, bar)
+                _log_progress(logger, state, learner)
             if tc.eval_every > 0 and state.steps >= state.next_eval:
                 state.next_eval += tc.eval_every
                 _log_eval(logger, backend, cfg, state, eval_seed)
@@ -261,7 +264,7 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
     # The final step gets one progress record and one evaluation, whether or not the schedule just
     # produced them (a step must not appear twice with different numbers).
     if state.last_log_step != state.steps:
-        _log_progress(logger, state, learner, None)
+        _log_progress(logger, state, learner)
     final_eval = state.last_eval
     if state.last_eval_step != state.steps:
         final_eval = _log_eval(logger, backend, cfg, state, eval_seed)
@@ -278,7 +281,7 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
     return result
 
 
-def _log_progress(logger: MetricsLogger, state: LoopState, learner: Learner, bar: Any) -> None:
+def _log_progress(logger: MetricsLogger, state: LoopState, learner: Learner) -> None:
     metrics: dict[str, float] = {f"rollout/{k}": v for k, v in success_by_type(list(state.recent)).items()}
     if state.pending_train_stats:
         keys = {k for s in state.pending_train_stats for k in s}
@@ -296,10 +299,6 @@ def _log_progress(logger: MetricsLogger, state: LoopState, learner: Learner, bar
         metrics[f"time/{key}_s"] = total
     logger.log(state.steps, metrics)
     state.last_log_step = state.steps
-    if bar is not None:
-        success = metrics.get("rollout/success_rate")
-        bar.set_postfix(success="-" if success is None else f"{success:.2f}", episodes=state.episodes,
-                        sps=f"{metrics['time/steps_per_s']:.0f}", refresh=False)  # fmt: skip
 
 
 def _log_eval(
