@@ -92,6 +92,7 @@ def test_wandb_logs_the_same_scalars_and_the_config_offline_and_resumes_the_same
     # Extending the run resumes the checkpoint and continues the same W&B run id.
     train(_cfg(tmp_path, "train.wandb=true", "train.total_steps=96", "train.tensorboard=true"))
     assert runs[1][0]["id"] == run_id and runs[1][0]["resume"] == "allow"
-    assert [s for s, _ in runs[1][2]][-1] == 96 and json.loads((tmp_path / "result.json").read_text())["steps"] == 96
+    assert [s for s, _ in runs[1][2]][-1] == 96
+    assert json.loads((tmp_path / "result.json").read_text())["steps"] == 96
     assert len(list((tmp_path / "wandb").glob(f"offline-run-*-{run_id}"))) == 2
     assert all(re.fullmatch(r"[0-9a-f]{12}", kw["id"]) for kw, _, _ in runs)
