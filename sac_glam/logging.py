@@ -78,8 +78,9 @@ class MetricsLogger:
         self._file.flush()
         if self._wandb is not None:
             # W&B's own step is ours. Records of one step (progress, then evaluation) join one row.
-            # After a resume, W&B ignores the steps it already has (it cannot retract them as the
-            # JSONL and TensorBoard's purge_step do) until the run passes its last logged step.
+            # What W&B received between the last checkpoint and an interruption is not retracted on
+            # resume (the JSONL and TensorBoard's purge_step drop it); online, W&B drops a step below
+            # the last one it has, so the resumed run shows again from the step after it.
             self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=int(step))
 
     def close(self) -> None:

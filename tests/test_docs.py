@@ -25,7 +25,10 @@ def anchors(path: Path) -> set[str]:
 
 
 def test_github_anchor_matches_githubs_rule():
-    assert github_anchor(" Running on Lamorel (LLM servers, several GPUs)") == "running-on-lamorel-llm-servers-several-gpus"
+    assert (
+        github_anchor(" Running on Lamorel (LLM servers, several GPUs)")
+        == "running-on-lamorel-llm-servers-several-gpus"
+    )
     assert github_anchor("Training: `lamorel-launch`") == "training-lamorel-launch"
 
 
@@ -59,5 +62,7 @@ def test_citations_name_pages_the_repository_has():
             assert name not in text, f"{path.relative_to(ROOT)} cites {name}, which a clone does not have"
         for page in re.findall(r"docs/(\w+\.md)", text):
             cited += 1
-            assert (ROOT / "docs" / page).is_file(), f"{path.relative_to(ROOT)} cites docs/{page}: no such page"
+            assert (ROOT / "docs" / page).is_file(), (
+                f"{path.relative_to(ROOT)} cites docs/{page}: no such page"
+            )
     assert cited >= 10
