@@ -218,6 +218,10 @@ class TrainConfig:
     """Gradient steps between checkpoints (0: only at the end and on SIGTERM/SIGUSR1)."""
     allow_config_change: bool = False
     """Resume from a checkpoint written by a different config (its differing keys are printed)."""
+    restart: bool = False
+    """Start over at step 0 when the run directory holds a run that cannot be resumed (unreadable
+    checkpoints, or metrics without a checkpoint), moving its files into ``restart-<UTC time>/``
+    instead of refusing. A readable checkpoint is always resumed, so it is safe in a requeued job."""
     threads: int = 0
     """torch CPU threads (0: torch's default, all cores)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -3,7 +3,9 @@
 ``train(cfg)`` runs one (config, seed) in one run directory. Running it again on the same directory
 resumes from the checkpoint: steps continue where they stopped, nothing is counted twice. SIGTERM and
 SIGUSR1 (what SLURM sends before a time limit or a preemption) save a checkpoint and exit with
-:data:`EXIT_PREEMPTED`.
+:data:`EXIT_PREEMPTED`. A directory that holds a run it cannot resume is refused (:data:`EXIT_REFUSED`,
+``train.restart=true`` moves it aside), and a checkpoint the disk will not take stops the run
+(:data:`EXIT_CHECKPOINT_FAILED`) with the previous checkpoint intact (docs/checkpoints.md).
 """
 
 from __future__ import annotations
@@ -13,20 +15,28 @@ import dataclasses
 import json
 import logging
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 
 from sac_glam.backends.base import ActOutput, Backend
-from sac_glam.checkpoint import load_checkpoint, save_checkpoint
+from sac_glam.checkpoint import (
+    CheckpointWriteError,
+    RunDirError,
+    resume_or_start,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from sac_glam.config import Config, config_diff, save_config, to_dict
 from sac_glam.envs.goals import GOAL_TYPES
-from sac_glam.envs.vector import PlaygroundTextVecEnv
+from sac_glam.envs.vector import PlaygroundTextVecEnv, VecObs
 from sac_glam.learners import Learner
 from sac_glam.logging import MetricsLogger, ProgressBar, wandb_init_args
 
@@ -34,6 +44,10 @@ log = logging.getLogger(__name__)
 
 #: Exit code after a SIGTERM/SIGUSR1 checkpoint (EX_TEMPFAIL: "try again"): rerun the same command.
 EXIT_PREEMPTED = 75
+#: Exit code when the run directory holds a run that cannot be resumed (a usage error: nothing was run).
+EXIT_REFUSED = 2
+#: Exit code when a checkpoint cannot be written (EX_IOERR): the previous checkpoint is intact.
+EXIT_CHECKPOINT_FAILED = 74
 
 #: Keys that may differ between a checkpoint and the config resuming it (they do not change the run).
 RESUMABLE_KEYS = (
@@ -44,6 +58,7 @@ RESUMABLE_KEYS = (
     "train.wandb_mode",
     "train.wandb_project",
     "train.allow_config_change",
+    "train.restart",
     "train.checkpoint_every",
     "train.threads",
     "train.run_dir",
@@ -55,6 +70,22 @@ class Preempted(SystemExit):
 
     def __init__(self) -> None:
         super().__init__(EXIT_PREEMPTED)
+
+
+class RunStopped(SystemExit):
+    """The run stopped with one line on stderr and no traceback (``str()`` is that line)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(code)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _stop(message: str, code: int) -> NoReturn:
+    tqdm.write(f"sac-glam: {message}", file=sys.stderr)  # tqdm.write: not glued to a progress bar
+    raise RunStopped(message, code)
 
 
 @dataclass
@@ -78,6 +109,17 @@ class LoopState:
     last_log_step: int = -1
     last_eval: dict[str, float] = field(default_factory=dict)
     last_eval_step: int = -1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the checkpoint (the deque becomes a list)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["recent"] = list(self.recent)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], log_window: int) -> LoopState:
+        recent = collections.deque(data["recent"], maxlen=log_window)
+        return cls(**{**data, "recent": recent})
 
 
 @dataclass
@@ -170,6 +212,11 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
+    # Before building anything: a run directory that must be refused costs no model load.
+    try:
+        ckpt = resume_or_start(run_dir, tc.restart)
+    except RunDirError as err:
+        _stop(str(err), EXIT_REFUSED)
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
@@ -180,7 +227,6 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
     envs = PlaygroundTextVecEnv(cfg.env, split="train", seed=tc.seed)
     state = LoopState(recent=collections.deque(maxlen=tc.log_window))
 
-    ckpt = load_checkpoint(run_dir)
     if ckpt is not None:
         diff = config_diff(ckpt["config"], to_dict(cfg), ignore=RESUMABLE_KEYS)
         if diff and not tc.allow_config_change:
@@ -192,10 +238,9 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
         backend.load_state_dict(ckpt["backend"])
         learner.load_state_dict(ckpt["learner"])
         envs.load_state_dict(ckpt["envs"])
-        obs = ckpt["obs"]
-        state = ckpt["loop"]
-        rng.bit_generator.state = ckpt["rng"]
-        torch.set_rng_state(ckpt["torch_rng"])
+        obs = VecObs(**ckpt["obs"])
+        state = LoopState.from_dict(ckpt["loop"], tc.log_window)
+        set_rng_state(ckpt["rng"], rng)
         print(f"resuming {run_dir} at step {state.steps}", flush=True)
     else:
         obs = envs.reset()
@@ -204,12 +249,22 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
     logger = MetricsLogger(run_dir, tensorboard=tc.tensorboard, resume_step=state.steps if ckpt else None,
                            wandb_init=wandb_init)  # fmt: skip
 
+    saved_step = state.steps if ckpt is not None else None
+
     def checkpoint() -> None:
-        save_checkpoint(run_dir, {
-            "config": to_dict(cfg), "backend": backend.state_dict(), "learner": learner.state_dict(),
-            "envs": envs.state_dict(), "obs": obs, "loop": state, "rng": rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-        })  # fmt: skip
+        nonlocal saved_step
+        try:
+            save_checkpoint(run_dir, {
+                "config": to_dict(cfg), "backend": backend.state_dict(), "learner": learner.state_dict(),
+                "envs": envs.state_dict(), "obs": obs._asdict(), "loop": state.to_dict(), "rng": rng_state(rng),
+            })  # fmt: skip
+        except CheckpointWriteError as err:
+            # Stop rather than train on unsaved (docs/checkpoints.md): the job frees its GPU at once,
+            # at most one checkpoint interval is lost, and the same command resumes.
+            last = "no checkpoint" if saved_step is None else f"the checkpoint of step {saved_step}"
+            _stop(f"{err.strerror}. Training stopped at step {state.steps}; {last} is intact: free space or "
+                  "fix the directory's permissions, then run the same command to resume", EXIT_CHECKPOINT_FAILED)  # fmt: skip
+        saved_step = state.steps
         state.grad_steps_at_checkpoint = state.grad_steps
 
     eval_seed = tc.seed + 10_000
@@ -217,6 +272,10 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
     needs_value = getattr(learner, "needs_value", False)
     start = time.perf_counter() - state.wall_s
     with _SignalFlag() as flag:
+        if ckpt is None:
+            # A step-0 checkpoint: a run killed before its first scheduled one resumes (from 0) instead
+            # of being refused for holding metrics without a checkpoint.
+            checkpoint()
         while state.steps < tc.total_steps:
             t0 = time.perf_counter()
             act = backend.act(obs.prompts, obs.actions, value=needs_value)
