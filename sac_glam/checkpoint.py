@@ -257,22 +257,22 @@ def read_checkpoints(run_dir: str | Path) -> tuple[dict[str, Any] | None, list[s
         except Exception as err:
             unsafe = _unsafe_globals(path) if isinstance(err, pickle.UnpicklingError) else []
             if unsafe:
-                shown = ", ".join(unsafe[:4]) + (f" and {len(unsafe) - 4} more" if len(unsafe) > 4 else "")
+                shown = ", ".join(unsafe[:8]) + (f" and {len(unsafe) - 8} more" if len(unsafe) > 8 else "")
                 raise UnsafeCheckpointError(
                     f"{path} holds Python objects ({shown}), not only tensors and plain data: it is "
                     "refused without being run (loading such a pickle can execute code; a checkpoint of "
                     "sac-glam before checkpoint format 2 also looks like this). Pass train.restart=true "
                     "to move the run's files aside and start over, or use another train.run_dir"
                 ) from err
-            first = str(err).split("\n")[0][:200] if isinstance(err, RuntimeError | OSError) else "corrupt"
-            problems.append(f"{name} cannot be read ({type(err).__name__}: {first})")
+            why = str(err).split("\n")[0][:200] if isinstance(err, RuntimeError | OSError) else "corrupt data"
+            problems.append(f"{name} cannot be read ({type(err).__name__}: {why})")
         else:
             if isinstance(raw, dict) and raw.get("format") == FORMAT:
                 state: dict[str, Any] = decode({k: v for k, v in raw.items() if k != "format"})
                 return state, problems
             got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
             problems.append(f"{name} has checkpoint format {got!r}, expected {FORMAT}")
-        log.warning("%s; trying the previous checkpoint", problems[-1])
+        log.warning("%s%s", problems[-1], "; trying the previous checkpoint" if name == CHECKPOINT else "")
     return None, problems
 
 
