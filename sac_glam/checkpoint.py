@@ -239,7 +239,8 @@ def _unsafe_globals(path: Path) -> list[str]:
 
 
 def read_checkpoints(run_dir: str | Path) -> tuple[dict[str, Any] | None, list[str]]:
-    """(newest loadable checkpoint or None, one line per checkpoint file that exists but cannot be read).
+    """(newest loadable checkpoint or None, one line per checkpoint file that exists but cannot be read;
+    the caller reports them).
 
     Raises :class:`UnsafeCheckpointError` for a file that names Python objects: it is never run, and
     not silently skipped either (someone or something put code into the run directory).
@@ -272,13 +273,19 @@ def read_checkpoints(run_dir: str | Path) -> tuple[dict[str, Any] | None, list[s
                 return state, problems
             got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
             problems.append(f"{name} has checkpoint format {got!r}, expected {FORMAT}")
-        log.warning("%s%s", problems[-1], "; trying the previous checkpoint" if name == CHECKPOINT else "")
     return None, problems
 
 
 def load_checkpoint(run_dir: str | Path) -> dict[str, Any] | None:
     """The newest loadable checkpoint of a run directory, or None when there is none."""
-    return read_checkpoints(run_dir)[0]
+    state, problems = read_checkpoints(run_dir)
+    _report_fallback(state, problems)
+    return state
+
+
+def _report_fallback(state: dict[str, Any] | None, problems: list[str]) -> None:
+    if state is not None and problems:
+        log.warning("%s; using %s", problems[0], PREVIOUS)
 
 
 # ------------------------------------------------------------------------------------ run directory
@@ -315,6 +322,7 @@ def resume_or_start(run_dir: str | Path, restart: bool = False) -> dict[str, Any
             raise
         state, problems = None, [str(err)]
     if state is not None:
+        _report_fallback(state, problems)
         return state
     metrics = read_metrics(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).exists() else []
     if not problems and not metrics:
@@ -324,13 +332,11 @@ def resume_or_start(run_dir: str | Path, restart: bool = False) -> dict[str, Any
         found += f"; {METRICS_FILE} holds {len(metrics)} records up to step {int(metrics[-1]['step'])}"
     if not restart:
         raise RunDirError(
-            f"{run_dir} holds a run that cannot be resumed ({found}). Starting again at step 0 would "
+            f"run directory {run_dir} holds a run that cannot be resumed ({found}). Starting again at step 0 would "
             f"overwrite it: pass train.restart=true to move its files into {run_dir}/restart-<time>/ "
             "and start over, or use another train.run_dir"
         )
     aside = move_aside(run_dir)
-    log.warning(
-        "train.restart=true: %s could not be resumed (%s); its files moved to %s", run_dir, found, aside
-    )
-    print(f"restarting {run_dir} at step 0: the previous run's files are in {aside}", flush=True)
+    print(f"restarting {run_dir} at step 0 (train.restart=true; {found}): the previous run's files are "
+          f"in {aside}", flush=True)  # fmt: skip
     return None
