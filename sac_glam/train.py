@@ -217,6 +217,12 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
         ckpt = resume_or_start(run_dir, tc.restart)
     except RunDirError as err:
         _stop(str(err), EXIT_REFUSED)
+    diff = config_diff(ckpt["config"], to_dict(cfg), ignore=RESUMABLE_KEYS) if ckpt is not None else {}
+    if diff and not tc.allow_config_change:
+        _stop(f"{run_dir}/checkpoint.pt was written by a different config; differing keys: "
+              + "; ".join(f"{k}: {a!r} (checkpoint) != {b!r} (now)" for k, (a, b) in diff.items())
+              + ". Use another train.run_dir, or pass train.allow_config_change=true to resume anyway",
+              EXIT_REFUSED)  # fmt: skip
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
@@ -228,13 +234,6 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
     state = LoopState(recent=collections.deque(maxlen=tc.log_window))
 
     if ckpt is not None:
-        diff = config_diff(ckpt["config"], to_dict(cfg), ignore=RESUMABLE_KEYS)
-        if diff and not tc.allow_config_change:
-            raise ValueError(
-                f"{run_dir}/checkpoint.pt was written by a different config; differing keys: "
-                + "; ".join(f"{k}: {a!r} (checkpoint) != {b!r} (now)" for k, (a, b) in diff.items())
-                + ". Use another train.run_dir, or pass train.allow_config_change=true to resume anyway."
-            )
         backend.load_state_dict(ckpt["backend"])
         learner.load_state_dict(ckpt["learner"])
         envs.load_state_dict(ckpt["envs"])

@@ -11,7 +11,7 @@ import torch
 from sac_glam.checkpoint import load_checkpoint
 from sac_glam.config import load_config
 from sac_glam.learners import PPOLearner, SACLearner
-from sac_glam.train import EXIT_PREEMPTED, Preempted, train
+from sac_glam.train import EXIT_PREEMPTED, EXIT_REFUSED, Preempted, RunStopped, train
 
 TINY = [
     "env.n_envs=4", "env.n_objects=3", "env.max_steps=6", "env.goal_types=[grasp]",
@@ -117,9 +117,12 @@ def test_resume_after_sigterm_equals_uninterrupted_run(tmp_path, monkeypatch, na
 
 def test_resume_with_a_different_config_is_refused_and_names_keys(tmp_path):
     train(_cfg("sac_glam_her_cpu", SAC_TINY, tmp_path))
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(RunStopped) as err:
         train(_cfg("sac_glam_her_cpu", [*SAC_TINY, "sac.gamma=0.9"], tmp_path))
-    assert "sac.gamma" in str(err.value) and "allow_config_change" in str(err.value)
+    assert err.value.code == EXIT_REFUSED
+    assert "sac.gamma: 0.8 (checkpoint) != 0.9 (now)" in str(err.value) and "allow_config_change" in str(
+        err.value
+    )
     # Extending the budget is allowed.
     assert train(_cfg("sac_glam_her_cpu", [*SAC_TINY, "train.total_steps=128"], tmp_path)).steps == 128
 
