@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from sac_glam.backends.base import ActOutput, Backend
 from sac_glam.checkpoint import (
