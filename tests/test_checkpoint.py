@@ -12,6 +12,7 @@ import os
 import pickle
 import random
 import re
+import signal
 import stat
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -355,3 +356,26 @@ def _saved(obj: Any) -> Any:
     torch.save(obj, buf)
     buf.seek(0)
     return buf
+
+
+def test_a_preemption_whose_checkpoint_fails_exits_74_not_75(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """75 would make the SLURM templates requeue the job onto the same full disk."""
+    from sac_glam.learners import SACLearner
+
+    original = SACLearner.update
+    calls = {"n": 0}
+
+    def update_then_signal(self: SACLearner, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            _failing_write(monkeypatch, errno.ENOSPC)  # the disk fills just before the signal
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SACLearner, "update", update_then_signal)
+    with pytest.raises(RunStopped) as err:
+        train(_cfg("sac_glam_her_cpu", [*SAC_TINY, "train.checkpoint_every=1000"], tmp_path))
+    assert err.value.code == EXIT_CHECKPOINT_FAILED
+    assert "the checkpoint of step 0 is intact" in capsys.readouterr().err
