@@ -213,15 +213,22 @@ class LLMAgent(nn.Module):
         q: bool = False,
         v: bool = False,
         target_q: bool = False,
+        freeze_policy: bool = False,
     ) -> AgentOutput:
         """Policy (always), online Q (``q``), target Q (``target_q``, no grad) and V (``v``) for B states.
 
         One LLM forward gives log pi and the hidden states of the online heads; target Q with
         ``target='head'`` reuses them (detached), with ``target='adapter'`` it runs one more no-grad
         forward with the target adapter.
+
+        ``freeze_policy``: no gradient of Q reaches the policy's weights, whatever
+        ``critic.backprop_llm`` says (SAC's warm-up, Section 2.2: the critic learns on top of the
+        pre-trained actor without moving it). With a shared LLM the Q heads then read detached hidden
+        states; a separate critic LLM (``share_llm=false``) is the critic's own and still learns.
         """
         if self.critic_llm is not None:
             return self._evaluate_separate(prompts, actions, q=q, v=v, target_q=target_q)
+        detach_q = freeze_policy or not self.critic_cfg.backprop_llm
         critic_hidden = self.q.hidden
         head_target = target_q and self.critic_cfg.target == "head"
         need_action = (q or head_target) and critic_hidden == "action"
@@ -238,7 +245,7 @@ class LLMAgent(nn.Module):
         fwd = self._forward(prompts, actions, hidden)
         out = AgentOutput(log_pi_BA=fwd.log_pi_BA, logp_BA=fwd.logp_BA, mask_BA=fwd.mask_BA)
         if q:
-            out.q_KBA = self._q_values(self.q, fwd, actions, detach=not self.critic_cfg.backprop_llm)
+            out.q_KBA = self._q_values(self.q, fwd, actions, detach=detach_q)
         if target_q:
             with torch.no_grad():
                 if head_target:
