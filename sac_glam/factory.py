@@ -1,39 +1,19 @@
-"""Build the run's parts from a :class:`Config`: agent, backend, learner (one place, no ladders elsewhere)."""
+"""Build the run's parts from a :class:`Config`: agent, backend, learner (one place, no ladders elsewhere).
+
+The agent and updater are built in :mod:`sac_glam.backends.build` (re-exported here), which both
+backends use: the factory imports the backends, never the other way round.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from sac_glam.algos.updaters import PPOUpdater, SACUpdater
 from sac_glam.backends.base import Backend
+from sac_glam.backends.build import device_of, make_agent, make_updater
 from sac_glam.config import Config, ConfigError
 from sac_glam.learners import Learner
-from sac_glam.llm.agent import LLMAgent
 
-
-def device_of(cfg: Config) -> torch.device:
-    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                "train.device='cuda' but torch sees no CUDA device; use train.device=cpu or auto"
-            )
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def make_updater(cfg: Config, agent: LLMAgent) -> SACUpdater | PPOUpdater:
-    if cfg.train.algo == "sac":
-        return SACUpdater(agent, cfg.sac, tau=cfg.critic.tau)
-
-    return PPOUpdater(agent, cfg.ppo)
-
-
-def make_agent(cfg: Config) -> LLMAgent:
-    torch.manual_seed(cfg.train.seed)
-    device = device_of(cfg)
-    agent = LLMAgent(cfg.model, cfg.critic, need_value=cfg.train.algo == "ppo", device=device)
-    return agent.to(device)
+__all__ = ["device_of", "make_agent", "make_backend", "make_learner", "make_updater"]
 
 
 def make_backend(cfg: Config) -> Backend:

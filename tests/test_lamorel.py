@@ -62,11 +62,26 @@ SMALL = ["model.name=tiny-t5", "model.tiny.n_heads=4", "model.tiny.d_model=32", 
 # ---------------------------------------------------------------------------------------------------
 
 
+PACKAGE = "sac_glam.backends.lamorel"
+
+
+def _package_modules() -> dict[str, Any]:
+    """``sac_glam.backends.lamorel`` and its submodules as imported now (absent ones: None)."""
+    names = [PACKAGE, *(f"{PACKAGE}.{m}" for m in ("client", "module_functions", "process", "server"))]
+    return {name: sys.modules.get(name) for name in ["lamorel", *names]}
+
+
+def _without_lamorel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``import lamorel`` fail, installed or not, and drop the package's modules already imported."""
+    for name in _package_modules():
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setitem(sys.modules, "lamorel", None)
+
+
 def test_lamorel_backend_without_lamorel_says_how_to_install(monkeypatch):
     from sac_glam.factory import make_backend
 
-    monkeypatch.setitem(sys.modules, "lamorel", None)  # importing it now fails, installed or not
-    monkeypatch.delitem(sys.modules, "sac_glam.backends.lamorel", raising=False)
+    _without_lamorel(monkeypatch)
     with pytest.raises(ConfigError, match=r"pip install 'sac-glam\[lamorel\]'"):
         make_backend(load_config("lamorel_cpu"))
 
@@ -107,8 +122,7 @@ def test_launch_without_lamorel_reports_the_install_message(monkeypatch, capsys)
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name.startswith("lamorel") else real(name, *a)
     )
-    monkeypatch.setitem(sys.modules, "lamorel", None)
-    monkeypatch.delitem(sys.modules, "sac_glam.backends.lamorel", raising=False)
+    _without_lamorel(monkeypatch)
     assert launch.main(["--config-name", "lamorel_cpu"]) == 2
     assert "pip install 'sac-glam[lamorel]'" in capsys.readouterr().err
 
@@ -220,7 +234,8 @@ def test_run_launcher_forwards_sigusr1_to_rank0_and_exits_75(tmp_path):
 
 @pytest.fixture
 def lamorel_backend() -> Any:
-    """``sac_glam.backends.lamorel``; without lamorel, imported against a stub of its four names."""
+    """``sac_glam.backends.lamorel``; without lamorel, imported against a stub of the names it uses
+    (and every module of the package dropped afterwards, so that no later import finds the stub's)."""
     try:
         import lamorel  # noqa: F401
 
@@ -232,8 +247,7 @@ def lamorel_backend() -> Any:
         pass
     import sac_glam.backends as package
 
-    names = ("lamorel", "sac_glam.backends.lamorel")
-    saved = {name: sys.modules.get(name) for name in names}
+    saved = _package_modules()
     saved_attr = package.__dict__.get("lamorel")
     stub = types.ModuleType("lamorel")
 
@@ -246,10 +260,11 @@ def lamorel_backend() -> Any:
     stub.BaseModelInitializer = type("BaseModelInitializer", (), {})  # type: ignore[attr-defined]
     stub.Caller = object  # type: ignore[attr-defined]
     stub.lamorel_init = lambda: None  # type: ignore[attr-defined]
+    for name in saved:
+        sys.modules.pop(name, None)
     sys.modules["lamorel"] = stub
-    sys.modules.pop("sac_glam.backends.lamorel", None)
     try:
-        yield importlib.import_module("sac_glam.backends.lamorel")
+        yield importlib.import_module(PACKAGE)
     finally:
         for name, module in saved.items():
             if module is None:
