@@ -66,7 +66,7 @@ def main(config: DictConfig) -> None:
     except ConfigError as err:
         print(f"lamorel_rl_script: config error: {err}", file=sys.stderr)
         sys.exit(2)
-    from sac_glam.launch import PREEMPT_SIGNALS, PREEMPTED_MARKER, RL_PID_FILE
+    from sac_glam.launch import PREEMPT_SIGNALS, PREEMPTED_MARKER, RL_PID_FILE, user_error
     from sac_glam.train import EXIT_PREEMPTED, Preempted, run_dir_of, train
 
     # Only RL rank 0's training loop acts on SIGTERM/SIGUSR1 (train() installs its own handlers): the
@@ -96,6 +96,17 @@ def main(config: DictConfig) -> None:
         run_process(cfg, rl_main)  # closes the servers (and relays) in a finally
     except Preempted:
         sys.exit(EXIT_PREEMPTED)
+    except Exception as err:
+        # An error the user can fix (a checkpoint of another config, a full disk) is one line per
+        # process, as in lamorel-launch; anything else keeps its traceback.
+        failure = user_error(err, run_dir)
+        if failure is None:
+            raise
+        message, code = failure
+        print(
+            f"lamorel_rl_script (rank {os.environ.get('RANK', '?')}): {message}", file=sys.stderr, flush=True
+        )
+        sys.exit(code)
 
 
 if __name__ == "__main__":

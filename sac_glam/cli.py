@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from sac_glam.helptext import plain
+
 BENCHMARKS = {
     "env": "sac_glam.benchmarks.env",
     "scoring": "sac_glam.benchmarks.scoring",
@@ -29,7 +31,7 @@ SELF_PARSING = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="sac-glam", description=__doc__)
+    parser = argparse.ArgumentParser(prog="sac-glam", description=plain(__doc__))
     sub = parser.add_subparsers(dest="command", required=True)
     p_goals = sub.add_parser("goals", help="print the goals of a split, one per line")
     p_goals.add_argument("--split", default="train", choices=["train", "test", "simple-train", "simple-test"])

@@ -266,14 +266,20 @@ DEFAULT_CONFIG = "sac_glam_her_cpu"
 
 
 def config_dir() -> Path:
-    """``lamorel_configs/`` of the source tree (or ``$SAC_GLAM_CONFIG_DIR``), as an absolute path."""
+    """The configs, as an absolute path: ``$SAC_GLAM_CONFIG_DIR`` when set, else the package's
+    ``lamorel_configs`` (a wheel's copy, or in a clone the link to the top-level directory), else
+    the source tree's or the working directory's ``lamorel_configs/``."""
     env = os.environ.get("SAC_GLAM_CONFIG_DIR")
+    here = Path(__file__).resolve().parent
     candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[1] / "lamorel_configs", Path.cwd() / "lamorel_configs"]
+    candidates += [here / "lamorel_configs", here.parent / "lamorel_configs", Path.cwd() / "lamorel_configs"]
     for path in candidates:
         if path.is_dir():
             return path.resolve()
-    raise ConfigError(f"no config directory found; looked in {', '.join(map(str, candidates))}")
+    raise ConfigError(
+        f"no config directory found; looked in {', '.join(map(str, candidates))}: set SAC_GLAM_CONFIG_DIR "
+        "to a lamorel_configs/ directory (a clone's, or a copy), or pass --config-path"
+    )
 
 
 def available_configs(directory: Path | None = None) -> list[str]:
@@ -438,6 +444,54 @@ def validate(cfg: Config) -> None:
         cfg.buffer.capacity >= cfg.sac.batch_size,
         f"buffer.capacity ({cfg.buffer.capacity}) must be >= sac.batch_size ({cfg.sac.batch_size})",
     )
+    _validate_parts(cfg)
+
+
+def _validate_parts(cfg: Config) -> None:
+    """What the environment and the model would refuse only once a run had started building them:
+    checked here so that a bad value is a one-line config error before anything is loaded."""
+    from sac_glam.envs.goals import ALL_OBJECTS
+    from sac_glam.envs.playground_text import sampling_goals
+
+    tiny = cfg.model.tiny
+    for attr in ("d_model", "n_layers", "n_heads", "d_ff"):
+        _require(getattr(tiny, attr) >= 1, f"model.tiny.{attr}: must be >= 1, got {getattr(tiny, attr)}")
+    is_tiny = cfg.model.name.startswith("tiny-")
+    _require(
+        not is_tiny or tiny.d_model % tiny.n_heads == 0,
+        f"model.tiny.d_model ({tiny.d_model}) must be divisible by model.tiny.n_heads ({tiny.n_heads})",
+    )
+    if is_tiny and cfg.model.family != "auto":
+        from sac_glam.llm.models import TINY_PRESETS  # transformers: imported only on this rare path
+
+        preset = TINY_PRESETS.get(cfg.model.name, cfg.model.family)
+        _require(
+            preset == cfg.model.family,
+            f"model.family={cfg.model.family!r} contradicts model.name={cfg.model.name!r} ({preset}); "
+            "use model.family=auto",
+        )
+    _require(
+        cfg.critic.target != "adapter" or cfg.critic.share_llm,
+        "critic.target='adapter' needs critic.share_llm=true (it copies the shared adapter)",
+    )
+    # The scene must hold every object a sampled goal needs (PlaygroundText's own rule).
+    for split in dict.fromkeys(["train", *cfg.train.eval_splits]):
+        try:
+            _, need = sampling_goals(cfg.env, split)  # type: ignore[arg-type]
+        except ValueError as err:
+            raise ConfigError(f"env.goal_types: {err}") from err
+        n = cfg.env.n_objects
+        if not need <= n <= len(ALL_OBJECTS):
+            hint = (
+                "; grow-then-grow goals need 4, and env.sequential_goals=false drops them (the paper's "
+                "N = 3 ablation)"
+                if cfg.env.sequential_goals
+                else "; grasp goals alone need 1 (env.goal_types=[grasp])"
+            )
+            raise ConfigError(
+                f"env.n_objects: {n} is not allowed; the {split} goals of this config need {need} to "
+                f"{len(ALL_OBJECTS)} objects per scene" + (hint if n < need else "")
+            )
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import yaml
 
 from sac_glam.config import ConfigError, load_config
+from sac_glam.helptext import plain
 
 EXPERIMENTS_FILE = "experiments.yaml"
 MANIFEST = "experiment.json"
@@ -399,7 +400,7 @@ def submit_slurm(specs: Sequence[RunSpec], *, template: str | Path, sbatch_args:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sac-glam experiment", description=__doc__,
+    parser = argparse.ArgumentParser(prog="sac-glam experiment", description=plain(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument(
         "name", nargs="?", help="experiment name (fig2, fig5, fig6, fig8, fig9); --list shows them"

@@ -11,22 +11,29 @@ script (``experiments/lamorel_rl_script.py``) filled in, so that
 
 runs ``python -m lamorel_launcher.launch --config-path /abs/lamorel_configs --config-name lamorel_cpu
 ++rl_script_args.path=/abs/experiments/lamorel_rl_script.py ++train.total_steps=640 ...``.
+
+Errors a user can fix (a config key, a model that cannot be loaded, a run directory that cannot be
+written, a full disk, a checkpoint of another config) print one line naming the key or path and exit
+with 2 (configuration) or 1 (the machine); Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib.util
 import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from sac_glam.config import DEFAULT_CONFIG, Config, ConfigError, available_configs, config_dir, load_config
+from sac_glam.helptext import plain
 
 RL_SCRIPT = Path("experiments") / "lamorel_rl_script.py"
 
@@ -37,7 +44,11 @@ def rl_script_path() -> Path:
     for path in candidates:
         if path.is_file():
             return path.resolve()
-    raise ConfigError(f"no Lamorel RL script found; looked for {', '.join(map(str, candidates))}")
+    raise ConfigError(
+        f"no Lamorel RL script found; looked for {', '.join(map(str, candidates))}: train.backend=lamorel "
+        "runs experiments/lamorel_rl_script.py of a clone of the repository, so run lamorel-launch from "
+        "the clone's root (a wheel install carries the configs, not the script)"
+    )
 
 
 def lamorel_command(cfg: Config, config_name: str, config_path: str | Path, overrides: Sequence[str],
@@ -161,13 +172,83 @@ def run_launcher(cmd: Sequence[str], run_dir: str | Path, poll_s: float = 0.2) -
     return code
 
 
-def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
-    from sac_glam.train import run_dir_of
+#: Exit codes of ``lamorel-launch`` besides the launcher's own: a config error (argparse's usage
+#: code), an error of the machine (disk, permissions), Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_CONFIG, EXIT_MACHINE, EXIT_INTERRUPTED = 2, 1, 130
+#: OSError codes that the machine causes, not the code: the message is then the fix.
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS})
 
+
+def _causes(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and the exceptions it was raised from or while handling, outermost first."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def user_error(err: BaseException, run_dir: Path | None = None) -> tuple[str, int] | None:
+    """The one-line message and exit code of an error the user can fix, or None for any other error
+    (a bug, whose traceback is then shown as usual).
+
+    Config errors and models that cannot be loaded exit with :data:`EXIT_CONFIG`; an OSError of
+    :data:`MACHINE_ERRNOS` anywhere in the chain (a full disk under a checkpoint's ``torch.save``, a
+    read-only file system) with :data:`EXIT_MACHINE`, naming its file or else the run directory.
+    """
+    # ModelLoadError lives with transformers: if that module was never imported, err is not one.
+    models = sys.modules.get("sac_glam.llm.models")
+    if isinstance(err, ConfigError) or (models is not None and isinstance(err, models.ModelLoadError)):
+        return " ".join(str(err).split()), EXIT_CONFIG
+    for cause in _causes(err):
+        if isinstance(cause, OSError) and cause.errno in MACHINE_ERRNOS:
+            where = cause.filename or (f"writing to {run_dir} (train.run_dir)" if run_dir else "a file")
+            return f"{where}: {cause.strerror or os.strerror(cause.errno)}", EXIT_MACHINE
+    return None
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Create the run directory and write a file in it, before any model is loaded or process started."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"train.run_dir={run_dir}: cannot write there ({err.strerror or err}); choose a writable directory"
+        ) from err
+
+
+def check_lamorel_setup(cfg: Config) -> None:
+    """What every Lamorel process would fail on, checked once here: Lamorel installed, the process
+    layout and ``lamorel_args`` keys, and a ``model.name`` that resolves (tiny presets always do)."""
     if importlib.util.find_spec("lamorel") is None or importlib.util.find_spec("lamorel_launcher") is None:
         from sac_glam.factory import make_backend
 
         make_backend(cfg)  # raises the install message
+    from sac_glam.backends.lamorel import missing_lamorel_keys, process_layout
+    from sac_glam.llm.models import TINY_PRESETS
+
+    process_layout(cfg)
+    missing = missing_lamorel_keys(cfg.lamorel_args)
+    if missing:
+        raise ConfigError(f"lamorel_args lacks keys Lamorel reads without defaults: {', '.join(missing)}")
+    if cfg.model.name not in TINY_PRESETS:
+        from transformers import AutoConfig
+
+        try:
+            AutoConfig.from_pretrained(cfg.model.name)
+        except Exception as err:  # OSError, ValueError, hub errors: all mean "cannot load this name"
+            raise ConfigError(
+                f"model.name={cfg.model.name!r}: no model config found ({type(err).__name__}: {err})"
+            ) from err
+
+
+def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
+    from sac_glam.train import run_dir_of
+
+    check_lamorel_setup(cfg)
     config_path = Path(args.config_path).resolve() if args.config_path else config_dir()
     cmd = lamorel_command(cfg, args.config_name, config_path, args.overrides, rl_script_path())
     run_dir = run_dir_of(cfg).resolve()
@@ -178,34 +259,53 @@ def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
     return run_launcher(cmd, run_dir)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lamorel-launch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    out = argparse.ArgumentParser(prog="lamorel-launch", description=plain(__doc__),
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    out.add_argument(
         "--config-name", default=DEFAULT_CONFIG, help=f"config in lamorel_configs/ (default {DEFAULT_CONFIG})"
     )
-    parser.add_argument(
-        "--config-path", default=None, help="config directory (default: the repository's lamorel_configs/)"
+    out.add_argument(
+        "--config-path",
+        default=None,
+        help="config directory (default: the lamorel_configs/ installed with the package)",
     )
-    parser.add_argument("--list", action="store_true", help="list the available configs and exit")
-    parser.add_argument(
-        "overrides", nargs="*", help="key=value overrides, e.g. train.seed=1 sac.batch_size=64"
-    )
-    args = parser.parse_args(argv)
-    if args.list:
-        print("\n".join(available_configs(config_dir() if args.config_path is None else None)))
-        return 0
+    out.add_argument("--list", action="store_true", help="list the available configs and exit")
+    out.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.seed=1 sac.batch_size=64")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    run_dir: Path | None = None
     try:
+        if args.list:
+            directory = Path(args.config_path) if args.config_path else config_dir()
+            print("\n".join(available_configs(directory)))
+            return 0
         cfg = load_config(args.config_name, args.overrides, args.config_path)
-    except ConfigError as err:
-        print(f"lamorel-launch: config error: {err}", file=sys.stderr)
-        return 2
-    if cfg.train.backend == "lamorel":
-        try:
+        from sac_glam.train import run_dir_of
+
+        run_dir = run_dir_of(cfg)
+        check_run_dir(run_dir)
+        if cfg.train.backend == "lamorel":
             return launch_lamorel(cfg, args)
-        except ConfigError as err:
-            print(f"lamorel-launch: {err}", file=sys.stderr)
-            return 2
+        return train_here(cfg)
+    except KeyboardInterrupt:
+        print("lamorel-launch: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        failure = user_error(err, run_dir)
+        if failure is None:
+            raise
+        message, code = failure
+        kind = "config error" if code == EXIT_CONFIG else "error"
+        print(f"lamorel-launch: {kind}: {message}", file=sys.stderr)
+        return code
+
+
+def train_here(cfg: Config) -> int:
+    """``train.backend=local``: train in this process and print the summary."""
     from sac_glam.train import run_dir_of, train
 
     print(f"config {cfg.name}: {cfg.train.algo} on {cfg.model.name}, {cfg.env.n_envs} envs x N={cfg.env.n_objects} objects, "

@@ -34,6 +34,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from sac_glam.helptext import plain
 from sac_glam.logging import METRICS_FILE, read_metrics
 
 MANIFEST = "experiment.json"
@@ -330,7 +331,7 @@ def plot_experiment(exp_dir: str | Path, out_dir: str | Path | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sac-glam plot", description=__doc__,
+    parser = argparse.ArgumentParser(prog="sac-glam plot", description=plain(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("experiment_dir", help="results/{experiment}[-cpu] (or runs/{name})")
     parser.add_argument("--out", default=None, help="output directory (default EXPERIMENT_DIR/plots)")

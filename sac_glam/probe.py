@@ -36,6 +36,7 @@ import yaml
 from sac_glam.config import from_raw, load_config
 from sac_glam.envs.expert import shortest_plan
 from sac_glam.envs.playground_text import PlaygroundText
+from sac_glam.helptext import plain
 from sac_glam.llm.models import load_model
 from sac_glam.llm.scoring import forward_actions
 
@@ -63,7 +64,7 @@ def expert_states(env: PlaygroundText, n: int, seed: int) -> list[Example]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sac-glam probe", description=__doc__,
+    parser = argparse.ArgumentParser(prog="sac-glam probe", description=plain(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument(
         "overrides", nargs="*", help="key=value config overrides (after the smallest environment's)"

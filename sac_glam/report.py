@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from sac_glam.helptext import plain
 from sac_glam.logging import METRICS_FILE, read_metrics, write_csv
 from sac_glam.plots import SUCCESS_KEY, WALL_KEY, ExperimentLogs, Records, load_experiment, plot_experiment
 
@@ -467,7 +468,7 @@ def write_report(rep: Report, out: str | Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sac-glam report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="sac-glam report", description=plain(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("experiment_dir", help="results/{experiment}[-cpu] (or runs/{name})")
     parser.add_argument("--out", default=None,

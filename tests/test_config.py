@@ -74,6 +74,29 @@ def test_bad_values_name_the_key_and_what_is_allowed(override, fragment):
     assert fragment in str(err.value)
 
 
+@pytest.mark.parametrize("name,overrides,fragment", [
+    # What the environment or the model would refuse once built is refused at load, in config terms.
+    ("sac_glam", ["env.n_objects=1"], "env.n_objects: 1 is not allowed; the train goals of this config need 4"),
+    ("sac_glam_her_cpu", ["env.n_objects=1"], "grasp goals alone need 1 (env.goal_types=[grasp])"),
+    ("sac_glam_her_cpu", ["env.n_objects=97"], "need 2 to 96 objects per scene"),
+    ("sac_glam_her_cpu", ["model.tiny.n_heads=5"], "model.tiny.d_model (64) must be divisible by model.tiny.n_heads (5)"),
+    ("sac_glam_her_cpu", ["model.tiny.n_heads=0"], "model.tiny.n_heads: must be >= 1"),
+    ("sac_glam_her_cpu", ["model.family=seq2seq"], "model.family='seq2seq' contradicts model.name='tiny-causal'"),
+    ("sac_glam", ["critic.share_llm=false", "critic.target=adapter"], "critic.target='adapter' needs critic.share_llm=true"),
+])  # fmt: skip
+def test_env_and_model_constraints_are_config_errors(name, overrides, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(name, overrides)
+    assert fragment in str(err.value)
+
+
+def test_env_constraints_accept_what_the_environment_accepts():
+    # One object is enough when every goal is a grasp (the environment's own rule, tests/test_env.py).
+    cfg = load_config("sac_glam_her_cpu", ["env.n_objects=1", "env.goal_types=[grasp]"])
+    assert cfg.env.n_objects == 1
+    assert load_config("sac_glam", ["env.n_objects=96"]).env.n_objects == 96
+
+
 def test_unknown_config_name_lists_available():
     with pytest.raises(ConfigError) as err:
         load_config("does_not_exist")

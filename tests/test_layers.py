@@ -38,11 +38,19 @@ def test_sac_glam_imports_sees_function_level_imports(tmp_path):
 )
 def test_backends_import_nothing_above_them(path):
     above = [m for m in sac_glam_imports(path) if m.split(".")[1] not in BELOW_BACKENDS]
-    assert not above, f"{path.relative_to(PACKAGE)} imports {above}: the factory and the loop sit above the backends"
+    assert not above, (
+        f"{path.relative_to(PACKAGE)} imports {above}: the factory and the loop sit above the backends"
+    )
 
 
 def test_the_lamorel_backend_is_a_package_of_files_under_400_lines():
     files = sorted((PACKAGE / "backends" / "lamorel").glob("*.py"))
-    assert {p.name for p in files} >= {"__init__.py", "client.py", "module_functions.py", "process.py", "server.py"}
+    assert {p.name for p in files} >= {
+        "__init__.py",
+        "client.py",
+        "module_functions.py",
+        "process.py",
+        "server.py",
+    }
     lengths = {p.name: len(p.read_text().splitlines()) for p in files}
     assert max(lengths.values()) < 400, lengths

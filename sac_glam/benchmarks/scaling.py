@@ -55,6 +55,7 @@ from sac_glam.algos.updaters import SACUpdater
 from sac_glam.benchmarks import print_rows
 from sac_glam.buffers.replay import ReplayBuffer, SACBatch
 from sac_glam.config import Config, load_config
+from sac_glam.helptext import plain
 
 CONFIG = "sac_glam_her_cpu"
 QUICK = {"batch_sizes": [16, 64], "objects": [3, 6], "updates": 3, "warmup": 1, "fill": 16}
@@ -387,7 +388,7 @@ def coarse_split(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sac-glam bench scaling", description=__doc__,
+    parser = argparse.ArgumentParser(prog="sac-glam bench scaling", description=plain(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64, 128, 256])
     parser.add_argument("--objects", type=int, nargs="+", default=[3, 6, 9], help="N of sweep (b)")

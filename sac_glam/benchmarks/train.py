@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from sac_glam.config import load_config
+from sac_glam.helptext import plain
 from sac_glam.logging import read_metrics
 
 PRESETS = {"sac": "sac_glam_cpu", "sac_her": "sac_glam_her_cpu", "ppo": "ppo_glam_cpu"}
@@ -41,7 +42,7 @@ def bench(preset: str, steps: int, threads: int, extra: list[str]) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sac-glam bench train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="sac-glam bench train", description=plain(__doc__))
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument(
         "--steps", type=int, default=4096, help="transitions per preset (a multiple of 2048 for PPO)"
