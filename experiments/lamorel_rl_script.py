@@ -66,7 +66,7 @@ def main(config: DictConfig) -> None:
     except ConfigError as err:
         print(f"lamorel_rl_script: config error: {err}", file=sys.stderr)
         sys.exit(2)
-    from sac_glam.launch import PREEMPT_SIGNALS, PREEMPTED_MARKER, RL_PID_FILE, user_error
+    from sac_glam.launch import PREEMPT_SIGNALS, PREEMPTED_MARKER, RL_PID_FILE, user_error, write_user_error
     from sac_glam.train import EXIT_PREEMPTED, Preempted, run_dir_of, train
 
     # Only RL rank 0's training loop acts on SIGTERM/SIGUSR1 (train() installs its own handlers): the
@@ -106,6 +106,7 @@ def main(config: DictConfig) -> None:
         print(
             f"lamorel_rl_script (rank {os.environ.get('RANK', '?')}): {message}", file=sys.stderr, flush=True
         )
+        write_user_error(run_dir, message, code)  # lamorel-launch repeats it last, with this exit code
         sys.exit(code)
 
 

@@ -82,6 +82,30 @@ PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 PREEMPTED_MARKER = ".preempted"
 #: ``"<hostname> <pid>"`` of RL rank 0, written once its training loop handles PREEMPT_SIGNALS.
 RL_PID_FILE = ".lamorel_rl0.pid"
+#: Written in the run directory by a Lamorel process stopped by an error the user can fix: its exit
+#: code, then its one line (:func:`user_error`), which lamorel-launch repeats after accelerate's report.
+USER_ERROR_MARKER = ".lamorel_user_error"
+
+
+def write_user_error(run_dir: str | Path, message: str, code: int) -> None:
+    """Leave ``code`` and ``message`` for lamorel-launch (written whole: a temporary file renamed).
+    Best effort: the process has printed the line already, and the directory may be what failed."""
+    path = Path(run_dir) / USER_ERROR_MARKER
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(OSError):
+        tmp.write_text(f"{code}\n{message}\n")
+        tmp.replace(path)
+
+
+def take_user_error(run_dir: str | Path) -> tuple[str, int] | None:
+    """The ``(message, code)`` a Lamorel process left with :func:`write_user_error`, consumed; or None."""
+    path = Path(run_dir) / USER_ERROR_MARKER
+    try:
+        code, message = path.read_text().split("\n", 1)
+        path.unlink()
+        return message.strip(), int(code)
+    except (OSError, ValueError):
+        return None
 
 
 def launcher_exit_code(returncode: int, run_dir: str | Path) -> int:
@@ -169,6 +193,11 @@ def run_launcher(cmd: Sequence[str], run_dir: str | Path, poll_s: float = 0.2) -
     if code == EXIT_PREEMPTED:
         print(f"lamorel-launch: RL rank 0 saved a checkpoint and stopped: exit {code} "
               f"(Lamorel's launcher exited with {returncode}); run the same command to resume", flush=True)  # fmt: skip
+        return code
+    failure = take_user_error(run_dir)
+    if failure is not None:  # accelerate reported a failed worker above; this is why it failed
+        message, code = failure
+        print(f"lamorel-launch: {_error_kind(code)}: {message}", file=sys.stderr, flush=True)
     return code
 
 
@@ -177,6 +206,10 @@ def run_launcher(cmd: Sequence[str], run_dir: str | Path, poll_s: float = 0.2) -
 EXIT_CONFIG, EXIT_MACHINE, EXIT_INTERRUPTED = 2, 1, 130
 #: OSError codes that the machine causes, not the code: the message is then the fix.
 MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def _error_kind(code: int) -> str:
+    return "config error" if code == EXIT_CONFIG else "error"
 
 
 def _causes(err: BaseException) -> Iterator[BaseException]:
@@ -253,7 +286,7 @@ def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
     cmd = lamorel_command(cfg, args.config_name, config_path, args.overrides, rl_script_path())
     run_dir = run_dir_of(cfg).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)  # hydra's log files go there
-    for stale in (PREEMPTED_MARKER, RL_PID_FILE):  # left by a run killed outright
+    for stale in (PREEMPTED_MARKER, RL_PID_FILE, USER_ERROR_MARKER):  # left by a run killed outright
         (run_dir / stale).unlink(missing_ok=True)
     print("starting Lamorel:", " ".join(cmd), flush=True)
     return run_launcher(cmd, run_dir)
@@ -299,8 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         if failure is None:
             raise
         message, code = failure
-        kind = "config error" if code == EXIT_CONFIG else "error"
-        print(f"lamorel-launch: {kind}: {message}", file=sys.stderr)
+        print(f"lamorel-launch: {_error_kind(code)}: {message}", file=sys.stderr)
         return code
 
 

@@ -4,6 +4,7 @@ never a traceback; ``--help`` is plain text; a wheel install finds its configs."
 from __future__ import annotations
 
 import errno
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -161,6 +162,25 @@ def test_interrupt_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
     assert code == 130 and _one_clean_line(err) == "lamorel-launch: interrupted"
 
 
+# A stand-in for Lamorel's launcher whose RL rank 0 stopped on a user error: it leaves the marker, as
+# experiments/lamorel_rl_script.py does, and exits with accelerate's 1 after a traceback of its own.
+FAILED_LAUNCHER = """
+import sys
+from sac_glam.launch import write_user_error
+write_user_error(sys.argv[1], "/run/checkpoint.pt was written by a different config; differing keys: sac.gamma", 2)
+print("Traceback (most recent call last): ... ChildFailedError", file=sys.stderr)
+sys.exit(1)
+"""
+
+
+def test_a_user_error_inside_lamorel_is_repeated_last_with_its_exit_code(tmp_path, capfd):
+    code = launch.run_launcher([sys.executable, "-c", FAILED_LAUNCHER, str(tmp_path)], tmp_path, poll_s=0.05)
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and lines[-1].startswith("lamorel-launch: config error: /run/checkpoint.pt"), lines
+    assert not (tmp_path / launch.USER_ERROR_MARKER).exists()  # consumed: a later run does not see it
+    assert launch.run_launcher([sys.executable, "-c", "raise SystemExit(1)"], tmp_path) == 1
+
+
 def test_lamorel_model_that_does_not_resolve_fails_before_any_process(tmp_path, capsys, monkeypatch):
     import importlib.util
 
@@ -221,7 +241,11 @@ def test_plain_strips_markup_but_not_literal_stars():
 def test_wheel_install_lists_and_loads_its_configs(tmp_path):
     """``pip wheel .`` then ``pip install --target``: the package imported from there, not from the
     clone, lists the configs and composes one (with its accelerate file) from inside the wheel."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+    # This environment's setuptools builds it when it reads the SPDX license (>= 77, pyproject.toml);
+    # otherwise pip fetches one into an isolated build environment.
+    setuptools_major = int(importlib.metadata.version("setuptools").split(".")[0])
+    isolation = ["--no-build-isolation"] if setuptools_major >= 77 else []
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation,
                     "-w", str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True, timeout=120)  # fmt: skip
     (wheel,) = (tmp_path / "dist").glob("sac_glam-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
