@@ -291,21 +291,33 @@ def load_config(
 ) -> Config:
     """Compose ``{directory}/{name}.yaml`` (hydra ``defaults:`` lists work), apply ``key=value``
     overrides, and validate into a :class:`Config`."""
+    import yaml
     from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     path = Path(directory).resolve() if directory else config_dir()
+    if not path.is_dir():
+        raise ConfigError(f"config directory {path}: no such directory")
     if not (path / f"{name}.yaml").exists():
         raise ConfigError(f"no config {name!r} in {path}; available: {', '.join(available_configs(path))}")
-    with initialize_config_dir(config_dir=str(path), version_base=None):
-        composed = compose(config_name=name)
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ConfigError(f"overrides must look like key=value, got {bad}")
-    # Overrides are merged here rather than by hydra so that a key the YAML leaves at its dataclass
-    # default can still be overridden, and a misspelt key gets our error listing the allowed keys.
-    plain = OmegaConf.create(OmegaConf.to_container(composed, resolve=True))  # hydra's struct flag off
-    merged = OmegaConf.merge(plain, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
-    raw = OmegaConf.to_container(merged, resolve=True)
+    # A YAML file, a defaults list or an override that hydra / OmegaConf cannot read is a config error
+    # too, named by where it is (their own messages span lines: joined into one).
+    where = f"{path / name}.yaml"
+    try:
+        with initialize_config_dir(config_dir=str(path), version_base=None):
+            composed = compose(config_name=name)
+        plain = OmegaConf.create(OmegaConf.to_container(composed, resolve=True))  # hydra's struct flag off
+        where = f"overrides {list(overrides)}"
+        # Overrides are merged here rather than by hydra so that a key the YAML leaves at its dataclass
+        # default can still be overridden, and a misspelt key gets our error listing the allowed keys.
+        merged = OmegaConf.merge(plain, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+        raw = OmegaConf.to_container(merged, resolve=True)
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError) as err:
+        raise ConfigError(f"{where}: {type(err).__name__}: {' '.join(str(err).split())}") from err
     assert isinstance(raw, dict)
     data = {str(k): v for k, v in raw.items() if k != "defaults"}
     data.setdefault("name", name)

@@ -313,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     run_dir: Path | None = None
     try:
         if args.list:
-            directory = Path(args.config_path) if args.config_path else config_dir()
+            directory = Path(args.config_path).resolve() if args.config_path else config_dir()
+            if not directory.is_dir():
+                raise ConfigError(f"--config-path {directory}: no such directory")
             print("\n".join(available_configs(directory)))
             return 0
         cfg = load_config(args.config_name, args.overrides, args.config_path)

@@ -153,6 +153,11 @@ def test_user_error_finds_the_machine_error_in_the_chain(tmp_path):
     assert launch.user_error(OSError(errno.ENOENT, "gone"), tmp_path) is None
 
 
+def test_list_of_a_missing_config_directory_is_one_line(tmp_path, capsys):
+    code, err = _launch(capsys, ["--list", "--config-path", str(tmp_path / "nowhere")])
+    assert code == 2 and str(tmp_path / "nowhere") in _one_clean_line(err)
+
+
 def test_interrupt_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
     def interrupted(cfg):
         raise KeyboardInterrupt

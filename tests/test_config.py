@@ -97,6 +97,24 @@ def test_env_constraints_accept_what_the_environment_accepts():
     assert load_config("sac_glam", ["env.n_objects=96"]).env.n_objects == 96
 
 
+@pytest.mark.parametrize("yaml_text,overrides,fragment", [
+    ("train: {seed: [1\n", [], "x.yaml: ParserError"),
+    ("defaults:\n  - not_there\n", [], "x.yaml: MissingConfigException"),
+    ("train: {seed: 1}\n", ["train.seed=["], "overrides ['train.seed=[']: ParserError"),
+    ("train: {seed: 1}\n", ["train.seed=${nope}"], "InterpolationKeyError: Interpolation key 'nope' not found"),
+])  # fmt: skip
+def test_unreadable_yaml_or_override_is_a_config_error_naming_where(tmp_path, yaml_text, overrides, fragment):
+    (tmp_path / "x.yaml").write_text(yaml_text)
+    with pytest.raises(ConfigError) as err:
+        load_config("x", overrides, tmp_path)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_config_directory_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such directory"):
+        load_config("sac_glam", [], tmp_path / "nowhere")
+
+
 def test_unknown_config_name_lists_available():
     with pytest.raises(ConfigError) as err:
         load_config("does_not_exist")
