@@ -67,7 +67,7 @@ def main(config: DictConfig) -> None:
         print(f"lamorel_rl_script: config error: {err}", file=sys.stderr)
         sys.exit(2)
     from sac_glam.launch import PREEMPT_SIGNALS, PREEMPTED_MARKER, RL_PID_FILE, user_error, write_user_error
-    from sac_glam.train import EXIT_PREEMPTED, Preempted, run_dir_of, train
+    from sac_glam.train import EXIT_PREEMPTED, Preempted, RunStopped, run_dir_of, train
 
     # Only RL rank 0's training loop acts on SIGTERM/SIGUSR1 (train() installs its own handlers): the
     # servers and relays must live until rank 0 has checkpointed and closed them.
@@ -96,6 +96,9 @@ def main(config: DictConfig) -> None:
         run_process(cfg, rl_main)  # closes the servers (and relays) in a finally
     except Preempted:
         sys.exit(EXIT_PREEMPTED)
+    except RunStopped as stop:  # train() printed its one line (a refused resume, an unwritable checkpoint)
+        write_user_error(run_dir, str(stop), int(stop.code or 1))
+        raise
     except Exception as err:
         # An error the user can fix (a checkpoint of another config, a full disk) is one line per
         # process, as in lamorel-launch; anything else keeps its traceback.

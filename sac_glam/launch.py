@@ -14,7 +14,8 @@ runs ``python -m lamorel_launcher.launch --config-path /abs/lamorel_configs --co
 
 Errors a user can fix (a config key, a model that cannot be loaded, a run directory that cannot be
 written, a full disk, a checkpoint of another config) print one line naming the key or path and exit
-with 2 (configuration) or 1 (the machine); Ctrl-C exits with 130.
+with 2 (configuration), 1 (the machine) or the training loop's own code (74: a checkpoint could not
+be written); Ctrl-C exits with 130.
 """
 
 from __future__ import annotations

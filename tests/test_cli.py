@@ -12,7 +12,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 
 from sac_glam import launch
 
@@ -38,9 +37,10 @@ def _launch(capsys: pytest.CaptureFixture[str], args: list[str]) -> tuple[int, s
 
 
 def _one_clean_line(stderr: str) -> str:
-    """The ``lamorel-launch:`` line of stderr, checked to be the only one and traceback-free."""
+    """The error line of stderr (``lamorel-launch: ...``, or ``sac-glam: ...`` from the training loop's
+    own stops), checked to be the only one and traceback-free."""
     assert "Traceback" not in stderr, stderr
-    lines = [line for line in stderr.splitlines() if line.startswith("lamorel-launch:")]
+    lines = [line for line in stderr.splitlines() if line.startswith(("lamorel-launch:", "sac-glam:"))]
     assert len(lines) == 1, stderr
     return lines[0]
 
@@ -125,19 +125,14 @@ def test_run_directory_that_cannot_be_written_is_one_line(tmp_path, capsys, wher
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
-def test_full_disk_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
-    """Every ``torch.save`` (the checkpoint's) writes to /dev/full: the kernel answers ENOSPC."""
-    real_save = torch.save
-
-    def save_to_full_disk(obj, f, *args, **kwargs):
-        with open("/dev/full", "wb") as full:
-            real_save(obj, full, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", save_to_full_disk)
+def test_full_disk_is_one_line(tmp_path, capsys):
+    """The checkpoint's temporary file is a link to /dev/full: its first write gets the kernel's ENOSPC."""
     run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.pt.tmp").symlink_to("/dev/full")
     code, err = _launch(capsys, [*TINY_RUN, f"train.run_dir={run_dir}"])
     line = _one_clean_line(err)
-    assert code != 0 and str(run_dir) in line, line
+    assert code != 0 and str(run_dir) in line and "No space left on device" in line, line
 
 
 def test_user_error_finds_the_machine_error_in_the_chain(tmp_path):
