@@ -208,12 +208,15 @@ def test_lamorel_model_that_does_not_resolve_fails_before_any_process(tmp_path, 
 MARKUP = ("``", ":func:`", ":class:`", ":meth:`", ":mod:`", ":data:`", "**")
 
 
-@pytest.mark.parametrize("argv", [
-    ["lamorel-launch"], ["sac-glam"], ["sac-glam", "experiment"], ["sac-glam", "plot"],
-    ["sac-glam", "report"], ["sac-glam", "probe"], ["sac-glam", "bench", "scaling"],
-    ["sac-glam", "bench", "train"], ["sac-glam", "bench", "env"], ["sac-glam", "bench", "scoring"],
-    ["sac-glam", "bench", "buffer"],
-], ids=" ".join)  # fmt: skip
+def _commands() -> list[list[str]]:
+    """Every command line that has a --help: lamorel-launch, sac-glam, and each of its subcommands."""
+    from sac_glam import cli
+
+    return [["lamorel-launch"], ["sac-glam"], *(["sac-glam", name] for name in cli.SELF_PARSING),
+            *(["sac-glam", "bench", name] for name in cli.BENCHMARKS)]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv", _commands(), ids=" ".join)
 def test_help_has_no_restructuredtext_markup(argv, capsys):
     from sac_glam import cli
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from sac_glam.benchmarks import print_rows
 from sac_glam.config import load_config
+from sac_glam.helptext import plain
 
 #: A buffer within this fraction of its capacity counts as full (it evicts whole episodes).
 FULL = 0.97
@@ -118,7 +119,7 @@ def soak(preset: str, minutes: float, capacity: int, log_every: int, checkpoint_
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sac-glam bench soak", description=__doc__,
+    parser = argparse.ArgumentParser(prog="sac-glam bench soak", description=plain(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--preset", default="sac_glam_her_cpu", help="config name (default the CPU default)")
     parser.add_argument("--minutes", type=float, default=3.0, help="wall time before SIGUSR1 (default 3)")
