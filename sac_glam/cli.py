@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         "probe", add_help=False, help="behaviour-clone the expert: can the LLM policy learn the task?"
     )
     sub.add_parser(
-        "make-model", add_help=False, help="write a paper-shaped random model + trained tokenizer (no download)"
+        "make-model",
+        add_help=False,
+        help="write a paper-shaped random model + trained tokenizer (no download)",
     )
     if argv[:1] and argv[0] in SELF_PARSING:
         module = importlib.import_module(SELF_PARSING[argv[0]])

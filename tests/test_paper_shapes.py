@@ -44,7 +44,9 @@ def _env_states(n: int = 6, seed: int = 0) -> tuple[list[str], list[list[str]]]:
 
 @pytest.mark.parametrize("arch", mm.ARCHS)
 def test_published_architecture_parameter_counts(arch):
-    tokenizer = (mm.t5_tokenizer if arch != "gpt2" else mm.gpt2_tokenizer)(mm.corpus(), 300 if arch != "gpt2" else 400)
+    tokenizer = (mm.t5_tokenizer if arch != "gpt2" else mm.gpt2_tokenizer)(
+        mm.corpus(), 300 if arch != "gpt2" else 400
+    )
     config = mm.model_config(arch, tokenizer)
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
@@ -215,7 +217,9 @@ def test_make_model_cli_errors_are_one_line(tmp_path, capsys):
 def test_make_model_is_deterministic():
     (m1, t1), (m2, t2) = mm.build("t5-small", tiny=True, seed=3), mm.build("t5-small", tiny=True, seed=3)
     assert t1.get_vocab() == t2.get_vocab()
-    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True)
+    )
     m3, _ = mm.build("t5-small", tiny=True, seed=4)
     assert not torch.equal(m1.shared.weight, m3.shared.weight)
     assert np.isfinite(m1.shared.weight.detach().numpy()).all()

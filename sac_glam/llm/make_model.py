@@ -46,7 +46,6 @@ from transformers import (
     AutoConfig,
     GPT2Config,
     GPT2LMHeadModel,
-    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerFast,
     T5Config,
@@ -126,7 +125,9 @@ def t5_tokenizer(lines: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(r"\s+"), " ")])
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.train_from_iterator(lines, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(T5_SPECIALS)))
+    tok.train_from_iterator(
+        lines, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(T5_SPECIALS))
+    )
     # T5 appends </s> to every encoded sequence (add_special_tokens=True); the scorer relies on this
     # for prompts and tokenises actions without it.
     tok.post_processor = processors.TemplateProcessing(
@@ -162,7 +163,7 @@ def gpt2_tokenizer(lines: list[str], vocab_size: int) -> PreTrainedTokenizerFast
     )
 
 
-def model_config(arch: str, tokenizer: PreTrainedTokenizerFast, tiny: bool = False) -> PretrainedConfig:
+def model_config(arch: str, tokenizer: PreTrainedTokenizerFast, tiny: bool = False) -> T5Config | GPT2Config:
     """The published config of ``arch`` with the tokenizer's special ids (and CI dimensions if ``tiny``)."""
     kwargs = copy.deepcopy(PUBLISHED[arch])
     model_type = kwargs.pop("model_type")
@@ -176,13 +177,19 @@ def model_config(arch: str, tokenizer: PreTrainedTokenizerFast, tiny: bool = Fal
             kwargs.update(TINY_DIMS["t5"])
         return T5Config(**kwargs)
     eos = tokenizer.eos_token_id
-    kwargs.update(vocab_size=n_tokens if tiny else max(kwargs["vocab_size"], n_tokens), bos_token_id=eos, eos_token_id=eos)
+    kwargs.update(
+        vocab_size=n_tokens if tiny else max(kwargs["vocab_size"], n_tokens),
+        bos_token_id=eos,
+        eos_token_id=eos,
+    )
     if tiny:
         kwargs.update(TINY_DIMS["gpt2"])
     return GPT2Config(**kwargs)
 
 
-def build(arch: str, vocab_size: int | None = None, seed: int = 0, tiny: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+def build(
+    arch: str, vocab_size: int | None = None, seed: int = 0, tiny: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """The randomly initialised model (``torch.manual_seed(seed)``) and its trained tokenizer."""
     if arch not in PUBLISHED:
         raise ValueError(f"unknown --arch {arch!r}; allowed: {', '.join(ARCHS)}")
@@ -194,12 +201,14 @@ def build(arch: str, vocab_size: int | None = None, seed: int = 0, tiny: bool = 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model: PreTrainedModel = (
-            T5ForConditionalGeneration(config) if family == "t5" else GPT2LMHeadModel(config)
+            T5ForConditionalGeneration(config) if isinstance(config, T5Config) else GPT2LMHeadModel(config)
         )
     return model, tokenizer
 
 
-def make_model(arch: str, out: str | Path, vocab_size: int | None = None, seed: int = 0, tiny: bool = False) -> Path:
+def make_model(
+    arch: str, out: str | Path, vocab_size: int | None = None, seed: int = 0, tiny: bool = False
+) -> Path:
     """Write ``out`` (config.json, model.safetensors, tokenizer.json, tokenizer_config.json,
     special_tokens_map.json), loadable by ``from_pretrained`` and hence by ``model.name=out``."""
     model, tokenizer = build(arch, vocab_size, seed, tiny)
@@ -256,7 +265,10 @@ def main(argv: list[str] | None = None) -> int:
 
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     n_params = sum(p.numel() for p in _load_meta(path).parameters())
-    lengths = {a: len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in ("Go to red carnivorous", "Grasp", "Release")}
+    lengths = {
+        a: len(tokenizer(a, add_special_tokens=False)["input_ids"])
+        for a in ("Go to red carnivorous", "Grasp", "Release")
+    }
     print(f"wrote {path}: {args.arch}{' (tiny)' if args.tiny else ''}, {n_params / 1e6:.1f}M parameters, "
           f"model vocab {model_cfg.vocab_size}, tokenizer {len(tokenizer)} tokens; action tokens {lengths}")  # fmt: skip
     return 0
