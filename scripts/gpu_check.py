@@ -352,13 +352,33 @@ def check_training(model_dir: Path, shapes: Shapes, device: Device, run_dir: Pat
     return result
 
 
+def cpu_step(batch: int, work: Path) -> int:
+    """Docs' CPU measurement: the paper's SAC step (4-bit + LoRA) on flan-t5-base at ``batch``, in chunks
+    of 32 transitions (gradient accumulation: the same gradient as one chunk, bounded memory)."""
+    from sac_glam.llm.make_model import make_model
+
+    torch.set_num_threads(1)
+    path = work / "models" / "flan-t5-base"
+    if not (path / "config.json").exists():
+        make_model("flan-t5-base", path)
+    shapes = Shapes("flan-t5-base", False, batch, 32, 0, 1, ("train.threads=1", "sac.chunk_size=32"))
+    check_update(path, shapes, Device(dry=True), "sac", four_bit=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dry", action="store_true", help="CPU, CI shapes: test this script without a GPU")
     parser.add_argument(
         "--work", type=Path, default=None, help="models and runs (default: a temporary directory)"
     )
+    parser.add_argument(
+        "--cpu-step", type=int, metavar="BATCH", default=0,
+        help="only time SAC gradient steps of the full flan-t5-base shape at BATCH on the CPU (1 thread)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.cpu_step:
+        return cpu_step(args.cpu_step, args.work or Path(tempfile.mkdtemp(prefix="gpu_check_")))
     shapes = DRY if args.dry else FULL
     device = Device(args.dry)
     if device.cuda and not torch.cuda.is_available():

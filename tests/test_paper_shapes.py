@@ -7,6 +7,7 @@ budget and the batch/env sizes: a few updates, a checkpoint, a resume.
 """
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -223,3 +224,20 @@ def test_make_model_is_deterministic():
     m3, _ = mm.build("t5-small", tiny=True, seed=4)
     assert not torch.equal(m1.shared.weight, m3.shared.weight)
     assert np.isfinite(m1.shared.weight.detach().numpy()).all()
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_mode_passes(tmp_path):
+    """``scripts/gpu_check.sh --dry``: every step of the GPU check on the CPU (about a minute)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHON": sys.executable}
+    run = subprocess.run(["bash", str(root / "scripts" / "gpu_check.sh"), "--dry", "--work", str(tmp_path)],
+                         env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "GPU CHECK PASSED (dry)" in run.stdout
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert {"update/sac/4bit", "update/ppo/fp32", "train", "scorer/gpt2/4bit"} <= set(results)
