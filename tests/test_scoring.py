@@ -174,3 +174,33 @@ def test_causal_eager_attention_matches_brute_force() -> None:
         for a, action in enumerate(acts):
             logp, _ = brute_force_token_logprobs(lm, prompt, action)
             assert fwd.logp_BA[b, a].item() == pytest.approx(logp.sum().item(), abs=ATOL)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("normalization", ["sum", "mean", "constrained"])
+def test_log_pi_does_not_depend_on_minibatch_size(lm: LoadedModel, normalization: str) -> None:
+    # Actions of [4, 4, 4, 1, 1] tokens first: with minibatch_size 4, the second chunk holds only the
+    # state's short actions (the chunk's decision logits then have 2 positions, the state's allowed
+    # sets 5), which crashed the constrained normalisation (issue 13, bug 3). Every size from 1 to
+    # all rows at once splits the states differently.
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[2], PROMPTS[0]]
+    actions = [ACTIONS[0], ["Grasp", "Release"], ACTIONS[2], ["Grasp", "Go to green mouse", "Release"]]
+    assert [len(lm.tokenizer(a, add_special_tokens=False)["input_ids"]) for a in ACTIONS[0]] == [
+        4,
+        4,
+        4,
+        1,
+        1,
+    ]
+    n_rows = sum(len(a) for a in actions)
+    ref = forward_actions(lm.model, lm.tokenizer, prompts, actions, normalization=normalization,
+                          minibatch_size=n_rows)  # fmt: skip
+    for size in range(1, n_rows):
+        fwd = forward_actions(lm.model, lm.tokenizer, prompts, actions, normalization=normalization,
+                              minibatch_size=size)  # fmt: skip
+        torch.testing.assert_close(
+            fwd.log_pi_BA, ref.log_pi_BA, atol=ATOL, rtol=0, msg=f"minibatch_size={size}"
+        )
+    for b, acts in enumerate(actions):  # and each state scored alone
+        alone = forward_actions(lm.model, lm.tokenizer, [prompts[b]], [acts], normalization=normalization)
+        torch.testing.assert_close(alone.log_pi_BA[0], ref.log_pi_BA[b, : len(acts)], atol=ATOL, rtol=0)

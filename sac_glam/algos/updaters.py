@@ -76,8 +76,16 @@ class AutoAlpha:
     number of admissible actions changes (N = 3 vs N = 6 objects).
     """
 
-    def __init__(self, init: float, target_entropy: float, lr: float, mode: str = "absolute"):
-        self.log_alpha = torch.tensor(math.log(init), requires_grad=True)
+    def __init__(
+        self,
+        init: float,
+        target_entropy: float,
+        lr: float,
+        mode: str = "absolute",
+        device: torch.device | str = "cpu",
+    ):
+        # On the model's device, like the entropies it is compared with (issue 13, bug 2).
+        self.log_alpha = torch.tensor(math.log(init), device=device, requires_grad=True)
         self.target_entropy = target_entropy
         self.mode = mode
         self.optimizer = torch.optim.Adam([self.log_alpha], lr=lr)
@@ -89,7 +97,7 @@ class AutoAlpha:
     def targets(self, n_actions_B: torch.Tensor) -> torch.Tensor:
         if self.mode == "fraction":
             return self.target_entropy * n_actions_B.float().log()
-        return torch.full(n_actions_B.shape, self.target_entropy)
+        return torch.full(n_actions_B.shape, self.target_entropy, device=n_actions_B.device)
 
     def update(self, entropy_B: torch.Tensor, n_actions_B: torch.Tensor) -> float:
         loss = sac.alpha_loss(self.log_alpha, entropy_B, self.targets(n_actions_B))
@@ -107,9 +115,9 @@ class AutoAlpha:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-def make_alpha(cfg: SACConfig) -> Alpha:
+def make_alpha(cfg: SACConfig, device: torch.device | str = "cpu") -> Alpha:
     if cfg.auto_alpha:
-        return AutoAlpha(cfg.alpha_init, cfg.target_entropy, cfg.alpha_lr, cfg.target_entropy_mode)
+        return AutoAlpha(cfg.alpha_init, cfg.target_entropy, cfg.alpha_lr, cfg.target_entropy_mode, device)
     return FixedAlpha(cfg.alpha_init)
 
 
@@ -144,7 +152,7 @@ class SACUpdater:
             {"params": groups["critic"], "lr": cfg.critic_lr, "name": "critic"},
         ]
         self.optimizer = torch.optim.Adam([g for g in param_groups if g["params"]])
-        self.alpha = make_alpha(cfg)
+        self.alpha = make_alpha(cfg, agent.device)
         self.actor_loss = sac.actor_loss_forward_kl if cfg.actor_loss == "forward_kl" else sac.actor_loss
         self.n_grad_steps = 0
 
@@ -155,6 +163,7 @@ class SACUpdater:
     def update(self, batch: SACBatch) -> dict[str, float]:
         """One gradient step on ``batch`` (rows accumulated in chunks of ``cfg.chunk_size``)."""
         agent, cfg = self.agent, self.cfg
+        batch = batch.to(agent.device)  # the one place a batch reaches the model's device
         alpha = self.alpha.value
         warmup = self.in_warmup
         size = len(batch.prompts)
@@ -247,6 +256,7 @@ class PPOUpdater:
 
     def update(self, batch: PPOBatch) -> dict[str, float]:
         cfg = self.cfg
+        batch = batch.to(self.agent.device)  # the one place a batch reaches the model's device
         size = len(batch.prompts)
         advantages_B = ppo.normalize(batch.advantages) if cfg.normalize_advantages else batch.advantages
         self.optimizer.zero_grad()

@@ -115,6 +115,11 @@ class SACBatch(NamedTuple):
     goal_types: list[str]
     """(B,) goal type of the (relabelled) goal."""
 
+    def to(self, device: torch.device | str) -> SACBatch:
+        """The batch with its tensors on ``device`` (the updater's model device); texts unchanged."""
+        fields: list[Any] = [f.to(device) if isinstance(f, torch.Tensor) else f for f in self]
+        return SACBatch(*fields)
+
 
 class _ColumnFifo:
     """Rows appended at the back and removed from the front; one numpy array per column.

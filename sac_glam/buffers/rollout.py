@@ -5,7 +5,7 @@ A rollout is ``T`` vector steps of ``E`` environments. Time-major arrays are ``(
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -56,3 +56,8 @@ class PPOBatch(NamedTuple):
     old_values: torch.Tensor  # (B,) V_old(s)
     advantages: torch.Tensor  # (B,)
     returns: torch.Tensor  # (B,) advantages + old values (GAE's lambda-returns)
+
+    def to(self, device: torch.device | str) -> PPOBatch:
+        """The batch with its tensors on ``device`` (the updater's model device); texts unchanged."""
+        fields: list[Any] = [f.to(device) if isinstance(f, torch.Tensor) else f for f in self]
+        return PPOBatch(*fields)

@@ -116,6 +116,12 @@ class LLMAgent(nn.Module):
         self._llm_trainable = [p for p in self.llm.parameters() if p.requires_grad]
         self.llm.eval()
 
+    @property
+    def device(self) -> torch.device:
+        """Where the heads live: the device updates move their batches to (``make_agent`` puts the
+        LLM there too; a 4-bit LLM is placed there by its ``device_map``)."""
+        return next(self.q.parameters()).device
+
     # ------------------------------------------------------------------------------------------------
     # Target adapter
 

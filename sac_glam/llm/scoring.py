@@ -514,9 +514,12 @@ def _constrained_log_pi(
     r = 0
     for b, a0, a1 in chunk:  # one slice copy per state, not per token
         s = allowed[b]
-        p, kk = s.ids_APK.shape[1], s.ids_APK.shape[2]
-        ids_RPK[r : r + a1 - a0, :p, :kk] = s.ids_APK[a0:a1]
-        amask_RPK[r : r + a1 - a0, :p, :kk] = s.mask_APK[a0:a1]
+        # The chunk's positions cover its own rows' actions only: when it holds a state's short
+        # actions alone (a state straddling two chunks), the state's allowed sets are longer, and the
+        # positions past these rows' ends hold nothing for them (issue 13, bug 3).
+        p, kk = min(s.ids_APK.shape[1], n_pos), s.ids_APK.shape[2]
+        ids_RPK[r : r + a1 - a0, :p, :kk] = s.ids_APK[a0:a1, :p]
+        amask_RPK[r : r + a1 - a0, :p, :kk] = s.mask_APK[a0:a1, :p]
         end_R[r : r + a1 - a0] = s.end_A[a0:a1]
         r += a1 - a0
     # Positions with nothing allowed (past an action's end) get one dummy entry: their term is masked
