@@ -31,8 +31,9 @@ def make_updater(cfg: Config, agent: LLMAgent) -> SACUpdater | PPOUpdater:
 
 def make_agent(cfg: Config) -> LLMAgent:
     torch.manual_seed(cfg.train.seed)
-    agent = LLMAgent(cfg.model, cfg.critic, need_value=cfg.train.algo == "ppo")
-    return agent.to(device_of(cfg))
+    device = device_of(cfg)
+    agent = LLMAgent(cfg.model, cfg.critic, need_value=cfg.train.algo == "ppo", device=device)
+    return agent.to(device)
 
 
 def make_backend(cfg: Config) -> Backend:

@@ -49,29 +49,46 @@ def _params(agent: LLMAgent) -> dict[str, torch.Tensor]:
 def _check_same_run(
     cpu: tuple[list[dict[str, float]], dict[str, torch.Tensor]],
     dev: tuple[list[dict[str, float]], dict[str, torch.Tensor]],
+    exact: bool = True,
+    lr: float = 0.0,
 ) -> None:
-    """Same stats at every step and the same parameters, to the bit (the simulation runs the same
-    CPU kernels)."""
+    """Same stats at every step and the same parameters, to the bit: the simulation runs the same CPU
+    kernels. Not ``exact``: attention on the simulated device takes SDPA's generic kernel (it picks
+    kernels by device type), which rounds differently; then stats agree to 1e-5 and parameters to
+    Adam's step size (its first steps turn a rounding-level gradient into a step of ``lr``)."""
     (cpu_stats, cpu_params), (dev_stats, dev_params) = cpu, dev
-    assert cpu_stats == dev_stats
     assert cpu_params.keys() == dev_params.keys()
+    if exact:
+        assert cpu_stats == dev_stats
+        assert all(torch.equal(cpu_params[n], dev_params[n]) for n in cpu_params)
+        return
+    for c, d in zip(cpu_stats, dev_stats, strict=True):
+        assert c == pytest.approx(d, rel=1e-5, abs=1e-6)
     for n in cpu_params:
-        assert torch.equal(cpu_params[n], dev_params[n]), n
+        assert float((cpu_params[n] - dev_params[n]).abs().max()) <= 2.5 * lr * len(cpu_stats), n
 
 
-CRITICS = {
-    "shared-backprop": CriticConfig(width=16),
-    "prompt-input": CriticConfig(width=16, input="prompt", backprop_llm=False),
-    "separate": CriticConfig(width=16, share_llm=False),
+LAYOUTS = {  # (model, critic)
+    "shared-backprop": (ModelConfig(name="tiny-t5", tiny=TINY), CriticConfig(width=16)),
+    "prompt-input": (
+        ModelConfig(name="tiny-t5", tiny=TINY),
+        CriticConfig(width=16, input="prompt", backprop_llm=False),
+    ),
+    "separate": (ModelConfig(name="tiny-t5", tiny=TINY), CriticConfig(width=16, share_llm=False)),
+    "lora-adapter-constrained": (
+        ModelConfig(name="tiny-t5", tiny=TINY, lora=True, lora_r=4, normalization="constrained"),
+        CriticConfig(width=16, target="adapter"),
+    ),
+    "causal": (ModelConfig(name="tiny-causal", tiny=TINY, normalization="mean"), CriticConfig(width=16)),
 }
 
 
 @pytest.mark.parametrize("mode", ["absolute", "fraction"])
-@pytest.mark.parametrize("critic", list(CRITICS))
-def test_sac_update_on_a_device_equals_the_cpu_update(mode, critic):
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_sac_update_on_a_device_equals_the_cpu_update(mode, layout):
     def run(device: torch.device | None) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
         torch.manual_seed(0)
-        agent = LLMAgent(ModelConfig(name="tiny-t5", tiny=TINY), CRITICS[critic])
+        agent = LLMAgent(*LAYOUTS[layout])
         if device is not None:
             agent.to(device)
         cfg = SACConfig(target_entropy_mode=mode, target_entropy=0.01, chunk_size=2, max_grad_norm=1.0)
@@ -83,7 +100,8 @@ def test_sac_update_on_a_device_equals_the_cpu_update(mode, critic):
     cpu = run(None)
     with simulated_device() as device:
         dev = run(device)
-    _check_same_run(cpu, dev)
+    causal = LAYOUTS[layout][0].name == "tiny-causal"
+    _check_same_run(cpu, dev, exact=not causal, lr=max(SACConfig().actor_lr, SACConfig().critic_lr))
 
 
 def test_ppo_update_on_a_device_equals_the_cpu_update():

@@ -35,7 +35,13 @@ def _changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> bool:
 
 
 @pytest.mark.parametrize(
-    "critic", [CriticConfig(share_llm=False, width=16), CriticConfig(backprop_llm=False, width=16)]
+    "critic",
+    [
+        CriticConfig(width=16),  # the paper's layout: shared LLM, critic gradients into it (Appendix B)
+        CriticConfig(share_llm=False, width=16),
+        CriticConfig(backprop_llm=False, width=16),
+    ],
+    ids=["shared-backprop", "separate", "shared-detached"],
 )
 def test_warmup_leaves_the_actor_untouched_then_the_actor_learns(critic):
     torch.manual_seed(0)
@@ -44,11 +50,17 @@ def test_warmup_leaves_the_actor_untouched_then_the_actor_learns(critic):
         agent, SACConfig(warmup_updates=2, actor_lr=1e-2, critic_lr=1e-2, chunk_size=2), tau=0.5
     )
     policy, heads, target = _snapshot(agent.llm), _snapshot(agent.q), _snapshot(agent.target_q)
+    with torch.no_grad():
+        before = agent.evaluate(PROMPTS, ACTIONS, q=True)
     alpha = updater.alpha.value
     for _ in range(2):
         stats = updater.update(_batch())
         assert stats["train/warmup"] == 1.0
     assert not _changed(policy, agent.llm), "warm-up must not move the policy"
+    with torch.no_grad():
+        after = agent.evaluate(PROMPTS, ACTIONS, q=True)
+    assert torch.equal(after.log_pi_BA, before.log_pi_BA), "log pi moved during warm-up"
+    assert not torch.allclose(after.q_KBA, before.q_KBA), "the critic must learn during warm-up"
     assert _changed(heads, agent.q) and _changed(target, agent.target_q)
     assert updater.alpha.value == alpha  # alpha waits for the actor
     stats = updater.update(_batch())

@@ -139,7 +139,9 @@ class SACUpdater:
     One Adam optimises the LLM (LoRA) weights at ``actor_lr`` and the Q heads at ``critic_lr``: with
     shared weights the LLM receives both the actor's and the critic's gradients (Appendix B's
     "shared parameters with backpropagation"), so the two losses are summed before one backward.
-    During warm-up (Section 2.2) the actor loss is left out: only the critic learns.
+    During warm-up (Section 2.2) the actor loss is left out and the critic's gradients stop at the
+    shared LLM's output (``evaluate(freeze_policy=True)``): only the critic learns, and the policy,
+    which the shared LLM is, stays the pre-trained one (docs/devices.md, "Warm-up").
     """
 
     def __init__(self, agent: LLMAgent, cfg: SACConfig, tau: float):
@@ -184,7 +186,7 @@ class SACUpdater:
                     nxt.target_q_KBA,
                     alpha,
                 )
-            cur = agent.evaluate(b.prompts, b.actions, q=True)
+            cur = agent.evaluate(b.prompts, b.actions, q=True, freeze_policy=warmup)
             assert cur.q_KBA is not None
             loss_c = sac.critic_loss(cur.q_KBA, b.action_ids, target_B)
             loss = loss_c

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from sac_glam.config import CriticConfig, ModelConfig
 from sac_glam.envs.goals import ALL_ACTIONS
 from sac_glam.llm.heads import ActionInputQ, PromptInputQ, ValueHead, polyak_update
-from sac_glam.llm.models import base_model, load_model, lora_config
+from sac_glam.llm.models import autocast_dtype, base_model, load_model, lora_config
 from sac_glam.llm.scoring import ActionForward, HiddenRequest, forward_actions
 
 ONLINE_ADAPTER = "default"
@@ -71,7 +71,15 @@ class ParamGroups:
 class LLMAgent(nn.Module):
     """LLM policy + Q heads (+ targets) + optional value head, built from the config."""
 
-    def __init__(self, model_cfg: ModelConfig, critic_cfg: CriticConfig, need_value: bool = False):
+    def __init__(
+        self,
+        model_cfg: ModelConfig,
+        critic_cfg: CriticConfig,
+        need_value: bool = False,
+        device: torch.device | str = "cpu",
+    ):
+        """``device``: where the agent will run (``make_agent`` moves it there); a 4-bit LLM is loaded
+        there directly, with that device's compute dtype (``llm/models.py``)."""
         super().__init__()
         if critic_cfg.target == "adapter" and not model_cfg.lora:
             raise ValueError(
@@ -81,7 +89,7 @@ class LLMAgent(nn.Module):
             raise ValueError(f"critic.n_critics must be >= 1, got {critic_cfg.n_critics}")
         self.model_cfg = model_cfg
         self.critic_cfg = critic_cfg
-        loaded = load_model(model_cfg)
+        loaded = load_model(model_cfg, device)
         self.llm = loaded.model
         self.tokenizer = loaded.tokenizer
         self.family = loaded.family
@@ -106,7 +114,7 @@ class LLMAgent(nn.Module):
                 raise ValueError(
                     "critic.target='adapter' needs critic.share_llm=true (it copies the shared adapter)"
                 )
-            self.critic_llm = load_model(model_cfg).model
+            self.critic_llm = load_model(model_cfg, device).model
             self.critic_llm.requires_grad_(critic_cfg.backprop_llm)
             self.critic_llm.eval()
 
@@ -179,16 +187,21 @@ class LLMAgent(nn.Module):
     ) -> ActionForward:
         # The critic LLM's log-probs are never read: its forward skips the constrained normalisation
         # (a prefix-tree pass per state) and takes the plain softmax.
-        return forward_actions(
-            self.llm if model is None else model,
-            self.tokenizer,
-            prompts,
-            actions,
-            family=self.family,
-            minibatch_size=self.model_cfg.minibatch_size,
-            normalization=self.normalization if model is None else "sum",
-            hidden=hidden,
-        )
+        # The LLM runs under bf16 autocast where the device supports it (docs/devices.md); the scorer
+        # takes the log-softmax of fp32 logits (``keep_output_head_fp32``) and the heads, called after
+        # this returns, run in fp32 on ``.float()`` hidden states.
+        dtype = autocast_dtype(self.device)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=True) if dtype else nullcontext():
+            return forward_actions(
+                self.llm if model is None else model,
+                self.tokenizer,
+                prompts,
+                actions,
+                family=self.family,
+                minibatch_size=self.model_cfg.minibatch_size,
+                normalization=self.normalization if model is None else "sum",
+                hidden=hidden,
+            )
 
     def _q_values(
         self, heads: nn.Module, fwd: ActionForward, actions: list[list[str]], detach: bool
@@ -213,15 +226,22 @@ class LLMAgent(nn.Module):
         q: bool = False,
         v: bool = False,
         target_q: bool = False,
+        freeze_policy: bool = False,
     ) -> AgentOutput:
         """Policy (always), online Q (``q``), target Q (``target_q``, no grad) and V (``v``) for B states.
 
         One LLM forward gives log pi and the hidden states of the online heads; target Q with
         ``target='head'`` reuses them (detached), with ``target='adapter'`` it runs one more no-grad
         forward with the target adapter.
+
+        ``freeze_policy``: no gradient of Q reaches the policy's weights, whatever
+        ``critic.backprop_llm`` says (SAC's warm-up, Section 2.2: the critic learns on top of the
+        pre-trained actor without moving it). With a shared LLM the Q heads then read detached hidden
+        states; a separate critic LLM (``share_llm=false``) is the critic's own and still learns.
         """
         if self.critic_llm is not None:
             return self._evaluate_separate(prompts, actions, q=q, v=v, target_q=target_q)
+        detach_q = freeze_policy or not self.critic_cfg.backprop_llm
         critic_hidden = self.q.hidden
         head_target = target_q and self.critic_cfg.target == "head"
         need_action = (q or head_target) and critic_hidden == "action"
@@ -238,7 +258,7 @@ class LLMAgent(nn.Module):
         fwd = self._forward(prompts, actions, hidden)
         out = AgentOutput(log_pi_BA=fwd.log_pi_BA, logp_BA=fwd.logp_BA, mask_BA=fwd.mask_BA)
         if q:
-            out.q_KBA = self._q_values(self.q, fwd, actions, detach=not self.critic_cfg.backprop_llm)
+            out.q_KBA = self._q_values(self.q, fwd, actions, detach=detach_q)
         if target_q:
             with torch.no_grad():
                 if head_target:

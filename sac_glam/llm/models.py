@@ -9,7 +9,9 @@
 - ``lora``: peft LoRA adapters (adapter name ``default``) on the family's attention projections; only
   they train. Without LoRA every LLM weight trains.
 - ``load_in_4bit``: base weights in nf4 with double quantisation (QLoRA, Dettmers et al. 2023),
-  compute in float32 on CPU and bfloat16 on GPU; only with LoRA (4-bit weights cannot be trained).
+  on the resolved ``train.device``, computing in bfloat16 where that device supports it and float32
+  elsewhere; the modules that stay unquantised (embeddings, layer norms, ``lm_head``) in float32.
+  Only with LoRA (4-bit weights cannot be trained). The whole dtype policy: ``docs/devices.md``.
 
 The LLM always runs with dropout off (``model.eval()``): the policy that acts must be the policy that
 is scored in the update (importance ratios in PPO, log pi in SAC), so no stochastic layers.
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import transformers
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -134,23 +137,82 @@ def pretrained_tiny_model(
     return model
 
 
-def _bnb_config() -> BitsAndBytesConfig:
-    # bf16 compute only where the GPU has native bf16 (Ampere+); V100s (the paper's) get fp16.
-    if torch.cuda.is_available():
-        compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    else:
-        compute = torch.float32
+# ---------------------------------------------------------------------------------------------------
+# The dtype policy (docs/devices.md): bf16 where the device computes it natively, fp32 everywhere else
+# and for everything numerically delicate; never fp16 (the project has no gradient scaler).
+
+
+def supports_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: CUDA devices of compute capability 8.0+ (Ampere,
+    Hopper). Not the CPU: bf16 is slow there without AMX, and the CPU presets' tests are exact in fp32."""
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype the LLM forward autocasts to on ``device``: bf16 where supported, else None (fp32).
+    fp16 autocast is not used: without a gradient scaler small LoRA gradients underflow, and T5
+    activations overflow fp16's range."""
+    return torch.bfloat16 if supports_bf16(device) else None
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """The compute dtype of 4-bit layers on ``device`` (the resolved ``train.device``)."""
+    return torch.bfloat16 if supports_bf16(device) else torch.float32
+
+
+def bnb_config(device: torch.device) -> BitsAndBytesConfig:
+    """nf4 with double quantisation (QLoRA), computing in :func:`compute_dtype` of ``device``."""
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_compute_dtype=compute_dtype(device),
     )
 
 
-def _device_map() -> Any:
-    # The current device, not cuda:0: each Lamorel LLM server sets its own GPU before loading.
-    return {"": torch.cuda.current_device()} if torch.cuda.is_available() else "cpu"
+def device_map(device: torch.device) -> dict[str, int | str]:
+    """Where ``from_pretrained`` places a 4-bit model: the whole model on ``device``. ``cuda``
+    without an index is the current device, not cuda:0: each Lamorel LLM server sets its own GPU
+    (``torch.cuda.set_device``) before loading."""
+    if device.type == "cuda":
+        return {"": device.index if device.index is not None else torch.cuda.current_device()}
+    return {"": device.type}
+
+
+def quantized_kwargs(device: torch.device) -> dict[str, Any]:
+    """``from_pretrained`` arguments of a 4-bit load on ``device``. ``torch_dtype=float32`` keeps the
+    modules bitsandbytes does not quantise (embeddings, layer norms, ``lm_head``) in fp32: without it
+    transformers loads them in fp16, and the log-probs are rounded to fp16 before any ``.float()``
+    (peft's ``prepare_model_for_kbit_training`` casts them to fp32 for the same reason)."""
+    return {"quantization_config": bnb_config(device), "device_map": device_map(device),
+            _DTYPE_KWARG: torch.float32}  # fmt: skip
+
+
+# transformers 4.56 renamed from_pretrained's ``torch_dtype`` to ``dtype`` (the old name warns).
+_DTYPE_KWARG = (
+    "dtype" if tuple(int(x) for x in transformers.__version__.split(".")[:2]) >= (4, 56) else "torch_dtype"
+)
+
+
+def keep_output_head_fp32(model: Any) -> None:
+    """Run the output projection (``lm_head``) in fp32 even inside a bf16 autocast region, so that
+    the logits, and the log-softmax over them, are never rounded to bf16 (a logit of 20 would be off
+    by up to 0.06 nats). Its input is cast up; the weights are fp32 already."""
+    head = base_model(model).get_output_embeddings()
+    if head is None or getattr(head, "_sac_glam_fp32", False):
+        return
+    forward = head.forward
+
+    def fp32_forward(x: torch.Tensor) -> torch.Tensor:
+        if x.device.type not in ("cpu", "cuda"):  # autocast exists for these; elsewhere nothing to undo
+            out: torch.Tensor = forward(x)
+            return out
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = forward(x.float())
+        return out
+
+    head.forward = fp32_forward
+    head._sac_glam_fp32 = True
 
 
 def _disable_cpu_packed_4bit(model: torch.nn.Module) -> None:
@@ -166,12 +228,12 @@ def _disable_cpu_packed_4bit(model: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False  # type: ignore[assignment]
 
 
-def _quantize_tiny(model: PreTrainedModel, family: Family) -> PreTrainedModel:
+def _quantize_tiny(model: PreTrainedModel, family: Family, device: torch.device) -> PreTrainedModel:
     """Reload a built tiny model through ``from_pretrained`` in nf4: the same path as hub models."""
     cls = AutoModelForSeq2SeqLM if family == "seq2seq" else AutoModelForCausalLM
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
-        quantized = cls.from_pretrained(tmp, quantization_config=_bnb_config(), device_map=_device_map())
+        quantized = cls.from_pretrained(tmp, **quantized_kwargs(device))
     return quantized
 
 
@@ -192,7 +254,9 @@ def _describe_failure(name: str, family: str) -> str:
     )
 
 
-def _load_pretrained(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Family]:
+def _load_pretrained(
+    cfg: ModelConfig, device: torch.device
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Family]:
     try:
         hf_config = AutoConfig.from_pretrained(cfg.name)
         family: Family
@@ -203,7 +267,7 @@ def _load_pretrained(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedToken
         cls = AutoModelForSeq2SeqLM if family == "seq2seq" else AutoModelForCausalLM
         kwargs: dict[str, Any] = {}
         if cfg.load_in_4bit:
-            kwargs.update(quantization_config=_bnb_config(), device_map=_device_map())
+            kwargs.update(quantized_kwargs(device))
         model = cls.from_pretrained(cfg.name, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(cfg.name)
     except Exception as e:
@@ -239,12 +303,16 @@ def lora_config(cfg: ModelConfig, model: PreTrainedModel) -> Any:
     )
 
 
-def load_model(cfg: ModelConfig) -> LoadedModel:
+def load_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> LoadedModel:
     """Build or load the LLM of ``cfg`` with its tokenizer, LoRA and quantisation applied.
+
+    ``device`` (the resolved ``train.device``) decides where a 4-bit model is loaded and its compute
+    dtype; other models are loaded on the CPU and moved by the caller (``LLMAgent.to``).
 
     Raises :class:`ModelLoadError` (what was tried, and the offline presets) when loading fails, and
     ``ValueError`` for 4-bit without LoRA.
     """
+    device = torch.device(device)
     if cfg.load_in_4bit and not cfg.lora:
         raise ValueError(
             "model.load_in_4bit=true requires model.lora=true: 4-bit nf4 weights cannot be trained, "
@@ -261,11 +329,12 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
         else:
             model = build_tiny_model(cfg.name, cfg.tiny, tokenizer)
         if cfg.load_in_4bit:
-            model = _quantize_tiny(model, family)
+            model = _quantize_tiny(model, family, device)
     else:
-        model, tokenizer, family = _load_pretrained(cfg)
+        model, tokenizer, family = _load_pretrained(cfg, device)
     if cfg.load_in_4bit:
         _disable_cpu_packed_4bit(model)
+    keep_output_head_fp32(model)
     if cfg.lora:
         from peft import get_peft_model
 
