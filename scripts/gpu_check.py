@@ -194,14 +194,15 @@ def brute_force(lm: Any, prompt: str, actions: list[str]) -> tuple[torch.Tensor,
 def check_scorer(model_dir: Path, device: Device, variant: str) -> dict[str, float]:
     """Max |batched - one pair| over 4 scenes x 8 actions, minibatches 512 and 5 rows."""
     from sac_glam.config import ModelConfig
-    from sac_glam.llm.models import load_model
+    from sac_glam.llm.models import load_model, supports_bf16
     from sac_glam.llm.scoring import forward_actions
 
     torch.manual_seed(0)
-    lm = load_model(ModelConfig(name=str(model_dir), lora=True, load_in_4bit=variant == "4bit"))
+    lm = load_model(ModelConfig(name=str(model_dir), lora=True, load_in_4bit=variant == "4bit"), device.name)
     if variant != "4bit":
         lm.model.to(device.name)
-    compute_bf16 = variant == "bf16" or (variant == "4bit" and device.cuda and device.bf16())
+    # 4-bit layers compute in bf16 where the device has it natively (docs/devices.md), else fp32.
+    compute_bf16 = variant == "bf16" or (variant == "4bit" and supports_bf16(torch.device(device.name)))
     atol, pi_atol = (BF16_ATOL, BF16_PI_ATOL) if compute_bf16 else (FP32_ATOL, FP32_PI_ATOL)
     autocast = torch.autocast(device.name, dtype=torch.bfloat16, enabled=variant == "bf16")
     prompts, actions = scenes(4)

@@ -18,10 +18,10 @@ prompt, ``<unk>`` = 2, newlines normalised to spaces (T5 cannot encode them), 10
 ``<extra_id_*>`` at the top. GPT-2 gets a byte-level BPE (every byte encodable, no prefix space) with
 ``<|endoftext|>`` as bos/eos/unk at the last id and no pad token, as the hub's ``gpt2``.
 
-The corpus (about 14K lines) saturates: whole words need at most ~440 BPE symbols, so the vocabulary
-stays in the hundreds, not the thousands of the real checkpoints. The default sizes leave rare words
-and ``Release`` split into sub-words, so actions tokenise into uneven lengths
-(``Go to red carnivorous`` -> 5 tokens, ``Grasp`` -> 1 or 2). The model's embedding matrix keeps the
+The corpus (about 25K lines) saturates: whole words need at most ~440 BPE symbols, so the vocabulary
+stays in the hundreds, not the thousands of the real checkpoints. The default sizes leave the rarer
+words (furniture names: ``carpet`` -> ``▁car p e t``) in sub-words, so actions tokenise into uneven
+lengths, 1 to 9 tokens (``Go to red carnivorous`` 4, ``Grasp`` 1). The model's embedding matrix keeps the
 published vocabulary size (32,128 / 50,257 rows; ids beyond the tokenizer are never produced but
 take part in every softmax, as in the real checkpoint), so time and memory match the published model.
 
