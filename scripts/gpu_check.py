@@ -1,27 +1,17 @@
-"""The paper path on a CUDA machine in one run (``scripts/gpu_check.sh`` calls this; docs/paper_scale.md).
+"""The paper path on a CUDA machine in one run: ``scripts/gpu_check.sh`` calls this (docs/paper_scale.md).
 
-Steps (each prints PASS with its numbers or raises; any failure exits 1 with ``GPU CHECK FAILED``):
-
-1. ``make-model``: the flan-t5-base shape (and gpt2 for the decoder-only scorer), no download.
-2. Scorer exactness: ``forward_actions`` (``sum`` log-probs, ``constrained`` pi, minibatches of 512 and 5
-   rows) against a one-(prompt, action)-pair-at-a-time brute force, on N = 6 scenes (8 actions of uneven
-   token lengths): fp32, bf16 autocast, and 4-bit nf4 (bf16 compute on a bf16 GPU).
-   Tolerances on summed action log-probs (nats) / on pi: fp32 1e-3 / 1e-4 (batched and one-pair
-   kernels reduce in different orders); bf16 0.25 / 0.02. Why 0.25: bf16 keeps 8 mantissa bits
-   (relative step 2^-8 = 0.004), a random model's token log-prob is about -log(32128) = -10.4, so one
-   rounding of a logit or of the log-sum-exp moves a token's log-prob by ~0.04, and an action sums 1-9
-   tokens after 12+12 layers rounded differently with and without padding.
-3. One SAC (``sac_glam_her``) and one PPO (``ppo_glam``) update at batch 256 with LoRA, with and without
-   4-bit: seconds per gradient step (the second, the first warms up), peak GPU memory, finite stats,
-   LoRA weights moved.
-4. SAC-GLAM+HER training for 2,048 environment steps (64 vector steps of 32 envs: 1,024 to fill the
-   buffer, then 32 updates of 2 gradient steps): transitions/s, seconds per gradient step, peak memory.
-5. Resume: the same run to 2,304 steps (counters continue), and a fresh model loaded from the
-   checkpoint acts exactly as the trained one.
-
-``--dry``: the same steps on the CPU with CI shapes (``make-model --tiny``, batch 32, 8 envs), to test
-this script without a GPU. Paper configs are used unchanged except the model directory, the budget,
-evaluation size and (dry only) batch/env sizes.
+Steps, each printing PASS with its numbers or raising (exit 1, ``GPU CHECK FAILED at step ...``):
+1. ``make-model`` flan-t5-base and gpt2 (no download); 2. scorer exactness against a one-pair brute
+force (``sum`` log-probs, ``constrained`` pi; fp32, bf16 autocast, 4-bit); 3. one SAC and one PPO update
+at batch 256 with LoRA, with and without 4-bit; 4. SAC-GLAM+HER for 2,048 environment steps; 5. a resume.
+Tolerance on summed log-probs and constrained log pi: |batched - one pair| <= atol + rtol |one pair|,
+fp32 1e-3 + 1e-5 |ref|, bf16 0.05 + 1e-2 |ref|. Relative because a random flan-t5-base (untied head,
+std-1 init) gives log-probs of hundreds of nats. bf16 keeps 8 mantissa bits (relative step 2^-8 =
+0.4%), and on the CPU bf16 autocast moved these log-probs from fp32 by up to 1.7 nats (mean |ref| 406):
+1% leaves room for a GPU's different reduction orders with and without padding; a padding or
+position bug moves a log-prob by far more. Not yet measured on a GPU.
+``--dry``: the same steps on the CPU with CI shapes; ``--cpu-step BATCH``: only time the paper's SAC
+step on the flan-t5-base shape on the CPU.
 """
 
 from __future__ import annotations
@@ -44,8 +34,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a GPU node has no network: never
 import numpy as np
 import torch
 
-FP32_ATOL, FP32_PI_ATOL = 1e-3, 1e-4
-BF16_ATOL, BF16_PI_ATOL = 0.25, 0.02
+#: (atol, rtol) of |batched - one pair| on summed log-probs and constrained log pi (module docstring).
+FP32_TOL = (1e-3, 1e-5)
+BF16_TOL = (0.05, 1e-2)
 
 
 class CheckFailed(RuntimeError):
@@ -170,7 +161,7 @@ def one_pair_decisions(lm: Any, prompt: str, action: str) -> tuple[list[int], to
 
 
 def brute_force(lm: Any, prompt: str, actions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed log-probs (A,), constrained pi (A,)) by explicit per-pair forwards and a trie walk."""
+    """(summed log-probs (A,), constrained log pi (A,)) by explicit per-pair forwards and a trie walk."""
     eos = lm.tokenizer.eos_token_id
     pairs = [one_pair_decisions(lm, prompt, a) for a in actions]
     seqs = [tuple(ids) for ids, _ in pairs]
@@ -191,11 +182,12 @@ def brute_force(lm: Any, prompt: str, actions: list[str]) -> tuple[torch.Tensor,
             chosen = seq[j] if j < len(seq) else eos
             total = total + decision[j, chosen] - torch.logsumexp(decision[j, options], 0)
         log_pi.append(total)
-    return torch.stack(logp), torch.stack(log_pi).exp()
+    return torch.stack(logp), torch.stack(log_pi)
 
 
 def check_scorer(model_dir: Path, device: Device, variant: str) -> dict[str, float]:
-    """Max |batched - one pair| over 4 scenes x 8 actions, minibatches 512 and 5 rows."""
+    """|batched - one pair| <= atol + rtol |one pair| for summed log-probs and constrained log pi, over
+    4 scenes x 8 actions and scoring minibatches of 512 and 5 rows."""
     from sac_glam.config import ModelConfig
     from sac_glam.llm.models import load_model, supports_bf16
     from sac_glam.llm.scoring import forward_actions
@@ -206,10 +198,10 @@ def check_scorer(model_dir: Path, device: Device, variant: str) -> dict[str, flo
         lm.model.to(device.name)
     # 4-bit layers compute in bf16 where the device has it natively (docs/devices.md), else fp32.
     compute_bf16 = variant == "bf16" or (variant == "4bit" and supports_bf16(torch.device(device.name)))
-    atol, pi_atol = (BF16_ATOL, BF16_PI_ATOL) if compute_bf16 else (FP32_ATOL, FP32_PI_ATOL)
+    atol, rtol = BF16_TOL if compute_bf16 else FP32_TOL
     autocast = torch.autocast(device.name, dtype=torch.bfloat16, enabled=variant == "bf16")
     prompts, actions = scenes(4)
-    worst = {"logp": 0.0, "pi": 0.0}
+    worst = {"abs": 0.0, "ratio": 0.0, "max_abs_ref": 0.0}  # ratio: |delta| / (atol + rtol |ref|)
     with torch.no_grad(), autocast:
         refs = [brute_force(lm, p, a) for p, a in zip(prompts, actions, strict=True)]
         for mb in (512, 5):
@@ -217,25 +209,20 @@ def check_scorer(model_dir: Path, device: Device, variant: str) -> dict[str, flo
             con = forward_actions(
                 lm.model, lm.tokenizer, prompts, actions, minibatch_size=mb, normalization="constrained"
             )
-            for b, (ref_logp, ref_pi) in enumerate(refs):
+            for b, (ref_logp, ref_log_pi) in enumerate(refs):
                 n = len(actions[b])
-                worst["logp"] = max(worst["logp"], (fwd.logp_BA[b, :n].float() - ref_logp).abs().max().item())
-                worst["pi"] = max(
-                    worst["pi"], (con.log_pi_BA[b, :n].float().exp() - ref_pi).abs().max().item()
-                )
+                for got, ref in ((fwd.logp_BA[b, :n], ref_logp), (con.log_pi_BA[b, :n], ref_log_pi)):
+                    delta = (got.float() - ref).abs()
+                    worst["abs"] = max(worst["abs"], delta.max().item())
+                    worst["ratio"] = max(worst["ratio"], (delta / (atol + rtol * ref.abs())).max().item())
+                    worst["max_abs_ref"] = max(worst["max_abs_ref"], ref.abs().max().item())
     name = f"scorer {model_dir.name} {variant}"
+    report = f"max |delta| {worst['abs']:.2e} nats, tolerance {atol} + {rtol} |ref| (|ref| up to {worst['max_abs_ref']:.0f})"
     expect(
-        math.isfinite(worst["logp"]) and worst["logp"] <= atol,
-        f"{name}: max |logp - brute force| = {worst['logp']:.2e} > {atol}",
+        math.isfinite(worst["ratio"]) and worst["ratio"] <= 1.0,
+        f"{name}: {report}, exceeded {worst['ratio']:.1f}x",
     )
-    expect(
-        math.isfinite(worst["pi"]) and worst["pi"] <= pi_atol,
-        f"{name}: max |pi - brute force| = {worst['pi']:.2e} > {pi_atol}",
-    )
-    print(
-        f"PASS {name}: max |dlogp| {worst['logp']:.2e} (tol {atol}), max |dpi| {worst['pi']:.2e} (tol {pi_atol})",
-        flush=True,
-    )
+    print(f"PASS {name}: {report}, {worst['ratio']:.2f} of it", flush=True)
     return worst
 
 
