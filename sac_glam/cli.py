@@ -1,7 +1,8 @@
 """``sac-glam``: utilities. ``sac-glam goals --split train`` lists goals; ``sac-glam bench ...`` measures;
 ``sac-glam experiment NAME`` runs one of the paper's studies; ``sac-glam plot DIR`` draws its figures;
 ``sac-glam report DIR`` tabulates it (and exports the committable CSVs and PNGs); ``sac-glam probe``
-checks by behaviour cloning whether a model can learn the task at all."""
+checks by behaviour cloning whether a model can learn the task at all; ``sac-glam make-model`` writes a
+paper-shaped model directory for ``model.name=DIR`` without downloads."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ SELF_PARSING = {
     "plot": "sac_glam.plots",
     "report": "sac_glam.report",
     "probe": "sac_glam.probe",
+    "make-model": "sac_glam.llm.make_model",
 }
 
 
@@ -43,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub.add_parser(
         "probe", add_help=False, help="behaviour-clone the expert: can the LLM policy learn the task?"
+    )
+    sub.add_parser(
+        "make-model",
+        add_help=False,
+        help="write a paper-shaped random model + trained tokenizer (no download)",
     )
     if argv[:1] and argv[0] in SELF_PARSING:
         module = importlib.import_module(SELF_PARSING[argv[0]])
