@@ -1,6 +1,6 @@
 VENV := .venv/bin
 
-.PHONY: setup test lint format run bench
+.PHONY: setup test lint format run bench docs
 
 setup:
 	bash scripts/setup.sh
@@ -12,6 +12,12 @@ lint: setup
 	$(VENV)/ruff check sac_glam tests experiments plots
 	$(VENV)/ruff format --check sac_glam tests experiments plots
 	$(VENV)/mypy sac_glam
+	$(MAKE) --no-print-directory docs
+
+# The documentation site (mkdocs.yml): --strict fails on a broken link or anchor (not --quiet: it
+# hides the warnings from --strict, and the build passes). Output in site/.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/mkdocs build --strict
 
 format: setup
 	$(VENV)/ruff check --fix sac_glam tests experiments plots

@@ -16,6 +16,7 @@ BENCHMARKS = {
     "buffer": "sac_glam.benchmarks.buffer_memory",
     "train": "sac_glam.benchmarks.train",
     "scaling": "sac_glam.benchmarks.scaling",
+    "soak": "sac_glam.benchmarks.soak",
 }
 
 # These parse their own arguments (``sac-glam experiment -h``, ...).

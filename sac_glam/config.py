@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class EnvConfig:
-    """Playground-Text (``playground_text_spec.md``)."""
+    """Playground-Text (``docs/environment.md``)."""
 
     n_objects: int = 6
     """Objects per scene (paper: 6; the Appendix B ablation: 3)."""
@@ -218,12 +218,25 @@ class TrainConfig:
     """Gradient steps between checkpoints (0: only at the end and on SIGTERM/SIGUSR1)."""
     allow_config_change: bool = False
     """Resume from a checkpoint written by a different config (its differing keys are printed)."""
+    restart: bool = False
+    """Start over at step 0 when the run directory holds a run that cannot be resumed (unreadable
+    checkpoints, or metrics without a checkpoint), moving its files into ``restart-<UTC time>/``
+    instead of refusing. A readable checkpoint is always resumed, so it is safe in a requeued job."""
     threads: int = 0
     """torch CPU threads (0: torch's default, all cores)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: bool = True
-    """Show a progress bar with steps, success rate and steps/s."""
+    """Show a progress bar: steps, steps/s, and the episodes finished and their recent success rate,
+    updated as episodes end."""
     tensorboard: bool = True
+    wandb: bool = False
+    """Also send the metrics and the config to Weights & Biases (``pip install 'sac-glam[wandb]'``);
+    its files go to ``{run_dir}/wandb/``."""
+    wandb_mode: Literal["", "offline", "online", "disabled"] = ""
+    """``offline`` (no network needed; upload later with ``wandb sync``), ``online`` or ``disabled``;
+    empty: ``$WANDB_MODE`` when set, else ``offline``."""
+    wandb_project: str = "sac-glam"
+    """The W&B project; the run is named ``{name}/seed{seed}`` and grouped by ``name``."""
 
 
 @dataclass
@@ -240,7 +253,7 @@ class Config:
     ppo: PPOConfig = field(default_factory=PPOConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     lamorel_args: dict[str, Any] = field(default_factory=dict)
-    """Lamorel's own settings (see lamorel_notes.md); read by the ``lamorel`` backend only."""
+    """Lamorel's own settings (``docs/lamorel_facts.md``); read by the ``lamorel`` backend only."""
     rl_script_args: dict[str, Any] = field(default_factory=dict)
     """Filled by ``lamorel-launch`` for Lamorel's launcher (the RL script's path)."""
 
@@ -290,7 +303,18 @@ def load_config(
     assert isinstance(raw, dict)
     data = {str(k): v for k, v in raw.items() if k != "defaults"}
     data.setdefault("name", name)
-    return from_raw(data)
+    cfg = from_raw(data)
+    if cfg.train.wandb:
+        # Checked here, where a user's command starts, rather than in validate(): reading back the
+        # config.yaml of a wandb run (probe, report) must not need wandb.
+        try:
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ConfigError(WANDB_MISSING) from None
+    return cfg
+
+
+WANDB_MISSING = "train.wandb=true needs wandb: pip install 'sac-glam[wandb]' (or set train.wandb=false)"
 
 
 def from_raw(raw: dict[str, Any]) -> Config:

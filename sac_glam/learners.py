@@ -7,7 +7,7 @@ a small strategy object instead of ``if algo == ...`` ladders).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -118,13 +118,13 @@ class SACLearner:
         return {"buffer/her_share": self.buffer.her_share(), "buffer/transitions": float(len(self.buffer))}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"buffer": self.buffer.state_dict(), "builders": self.builders,
+        return {"buffer": self.buffer.state_dict(), "builders": [asdict(b) for b in self.builders],
                 "last_update_step": self.last_update_step, "rng": self.rng.bit_generator.state}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.buffer.load_state_dict(state["buffer"])
-        self.builders = state["builders"]
+        self.builders = [EpisodeBuilder(**b) for b in state["builders"]]
         self.last_update_step = int(state["last_update_step"])
 
 

@@ -175,7 +175,7 @@ def diagnose(run_dir: Path, n_states: int, seed: int) -> int:
         out = agent.evaluate([p for p, _, _ in data], [a for _, a, _ in data], q=is_sac)
     expert_B = torch.tensor([y for *_, y in data])
     actor_B = out.log_pi_BA.masked_fill(~out.mask_BA, -torch.inf).argmax(-1)
-    print(f"{run_dir} at step {ckpt['loop'].steps} ({cfg.train.algo}), {n_states} expert-labelled states:")
+    print(f"{run_dir} at step {ckpt['loop']['steps']} ({cfg.train.algo}), {n_states} expert-labelled states:")
     print(f"  argmax pi = expert:      {float((actor_B == expert_B).float().mean()):.3f}")
     if is_sac:
         assert out.q_KBA is not None

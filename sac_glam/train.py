@@ -3,7 +3,9 @@
 ``train(cfg)`` runs one (config, seed) in one run directory. Running it again on the same directory
 resumes from the checkpoint: steps continue where they stopped, nothing is counted twice. SIGTERM and
 SIGUSR1 (what SLURM sends before a time limit or a preemption) save a checkpoint and exit with
-:data:`EXIT_PREEMPTED`.
+:data:`EXIT_PREEMPTED`. A directory that holds a run it cannot resume is refused (:data:`EXIT_REFUSED`,
+``train.restart=true`` moves it aside), and a checkpoint the disk will not take stops the run
+(:data:`EXIT_CHECKPOINT_FAILED`) with the previous checkpoint intact (docs/checkpoints.md).
 """
 
 from __future__ import annotations
@@ -13,35 +15,51 @@ import dataclasses
 import json
 import logging
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from sac_glam.backends.base import ActOutput, Backend
-from sac_glam.checkpoint import load_checkpoint, save_checkpoint
+from sac_glam.checkpoint import (
+    CheckpointWriteError,
+    RunDirError,
+    resume_or_start,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from sac_glam.config import Config, config_diff, save_config, to_dict
 from sac_glam.envs.goals import GOAL_TYPES
-from sac_glam.envs.vector import PlaygroundTextVecEnv
+from sac_glam.envs.vector import PlaygroundTextVecEnv, VecObs
 from sac_glam.learners import Learner
-from sac_glam.logging import MetricsLogger
+from sac_glam.logging import MetricsLogger, ProgressBar, wandb_init_args
 
 log = logging.getLogger(__name__)
 
 #: Exit code after a SIGTERM/SIGUSR1 checkpoint (EX_TEMPFAIL: "try again"): rerun the same command.
 EXIT_PREEMPTED = 75
+#: Exit code when the run directory holds a run that cannot be resumed (a usage error: nothing was run).
+EXIT_REFUSED = 2
+#: Exit code when a checkpoint cannot be written (EX_IOERR): the previous checkpoint is intact.
+EXIT_CHECKPOINT_FAILED = 74
 
 #: Keys that may differ between a checkpoint and the config resuming it (they do not change the run).
 RESUMABLE_KEYS = (
     "train.total_steps",
     "train.progress",
     "train.tensorboard",
+    "train.wandb",
+    "train.wandb_mode",
+    "train.wandb_project",
     "train.allow_config_change",
+    "train.restart",
     "train.checkpoint_every",
     "train.threads",
     "train.run_dir",
@@ -53,6 +71,22 @@ class Preempted(SystemExit):
 
     def __init__(self) -> None:
         super().__init__(EXIT_PREEMPTED)
+
+
+class RunStopped(SystemExit):
+    """The run stopped with one line on stderr and no traceback (``str()`` is that line)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(code)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _stop(message: str, code: int) -> NoReturn:
+    tqdm.write(f"sac-glam: {message}", file=sys.stderr)  # tqdm.write: not glued to a progress bar
+    raise RunStopped(message, code)
 
 
 @dataclass
@@ -76,6 +110,17 @@ class LoopState:
     last_log_step: int = -1
     last_eval: dict[str, float] = field(default_factory=dict)
     last_eval_step: int = -1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the checkpoint (the deque becomes a list)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["recent"] = list(self.recent)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], log_window: int) -> LoopState:
+        recent = collections.deque(data["recent"], maxlen=log_window)
+        return cls(**{**data, "recent": recent})
 
 
 @dataclass
@@ -168,6 +213,17 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
+    # Before building anything: a run directory that must be refused costs no model load.
+    try:
+        ckpt = resume_or_start(run_dir, tc.restart)
+    except RunDirError as err:
+        _stop(str(err), EXIT_REFUSED)
+    diff = config_diff(ckpt["config"], to_dict(cfg), ignore=RESUMABLE_KEYS) if ckpt is not None else {}
+    if diff and not tc.allow_config_change:
+        _stop(f"{run_dir}/checkpoint.pt was written by a different config; differing keys: "
+              + "; ".join(f"{k}: {a!r} (checkpoint) != {b!r} (now)" for k, (a, b) in diff.items())
+              + ". Use another train.run_dir, or pass train.allow_config_change=true to resume anyway",
+              EXIT_REFUSED)  # fmt: skip
     if tc.threads > 0:
         torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
@@ -178,42 +234,48 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
     envs = PlaygroundTextVecEnv(cfg.env, split="train", seed=tc.seed)
     state = LoopState(recent=collections.deque(maxlen=tc.log_window))
 
-    ckpt = load_checkpoint(run_dir)
     if ckpt is not None:
-        diff = config_diff(ckpt["config"], to_dict(cfg), ignore=RESUMABLE_KEYS)
-        if diff and not tc.allow_config_change:
-            raise ValueError(
-                f"{run_dir}/checkpoint.pt was written by a different config; differing keys: "
-                + "; ".join(f"{k}: {a!r} (checkpoint) != {b!r} (now)" for k, (a, b) in diff.items())
-                + ". Use another train.run_dir, or pass train.allow_config_change=true to resume anyway."
-            )
         backend.load_state_dict(ckpt["backend"])
         learner.load_state_dict(ckpt["learner"])
         envs.load_state_dict(ckpt["envs"])
-        obs = ckpt["obs"]
-        state = ckpt["loop"]
-        rng.bit_generator.state = ckpt["rng"]
-        torch.set_rng_state(ckpt["torch_rng"])
+        obs = VecObs(**ckpt["obs"])
+        state = LoopState.from_dict(ckpt["loop"], tc.log_window)
+        set_rng_state(ckpt["rng"], rng)
         print(f"resuming {run_dir} at step {state.steps}", flush=True)
     else:
         obs = envs.reset()
     save_config(cfg, run_dir / "config.yaml")
-    logger = MetricsLogger(run_dir, tensorboard=tc.tensorboard, resume_step=state.steps if ckpt else None)
+    wandb_init = wandb_init_args(cfg, run_dir, resume=ckpt is not None) if tc.wandb else None
+    logger = MetricsLogger(run_dir, tensorboard=tc.tensorboard, resume_step=state.steps if ckpt else None,
+                           wandb_init=wandb_init)  # fmt: skip
+
+    saved_step = state.steps if ckpt is not None else None
 
     def checkpoint() -> None:
-        save_checkpoint(run_dir, {
-            "config": to_dict(cfg), "backend": backend.state_dict(), "learner": learner.state_dict(),
-            "envs": envs.state_dict(), "obs": obs, "loop": state, "rng": rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-        })  # fmt: skip
+        nonlocal saved_step
+        try:
+            save_checkpoint(run_dir, {
+                "config": to_dict(cfg), "backend": backend.state_dict(), "learner": learner.state_dict(),
+                "envs": envs.state_dict(), "obs": obs._asdict(), "loop": state.to_dict(), "rng": rng_state(rng),
+            })  # fmt: skip
+        except CheckpointWriteError as err:
+            # Stop rather than train on unsaved (docs/checkpoints.md): the job frees its GPU at once,
+            # at most one checkpoint interval is lost, and the same command resumes.
+            last = "no checkpoint" if saved_step is None else f"the checkpoint of step {saved_step}"
+            _stop(f"{err.strerror}. Training stopped at step {state.steps}; {last} is intact: free space or "
+                  "fix the directory's permissions, then run the same command to resume", EXIT_CHECKPOINT_FAILED)  # fmt: skip
+        saved_step = state.steps
         state.grad_steps_at_checkpoint = state.grad_steps
 
     eval_seed = tc.seed + 10_000
-    bar = tqdm(total=tc.total_steps, initial=state.steps, disable=not tc.progress, unit="step",
-               dynamic_ncols=True, mininterval=1.0)  # fmt: skip
+    bar = ProgressBar(tc.total_steps, state.steps, enabled=tc.progress)
     needs_value = getattr(learner, "needs_value", False)
     start = time.perf_counter() - state.wall_s
     with _SignalFlag() as flag:
+        if ckpt is None:
+            # A step-0 checkpoint: a run killed before its first scheduled one resumes (from 0) instead
+            # of being refused for holding metrics without a checkpoint.
+            checkpoint()
         while state.steps < tc.total_steps:
             t0 = time.perf_counter()
             act = backend.act(obs.prompts, obs.actions, value=needs_value)
@@ -237,11 +299,11 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
             for key, dt in (("act", t1 - t0), ("env", t2 - t1), ("learn", t3 - t2), ("update", t4 - t3)):
                 state.timers[key] += dt
             state.wall_s = time.perf_counter() - start
-            bar.update(envs.n_envs)
+            bar.update(envs.n_envs, state.episodes, state.recent)
 
             if state.steps >= state.next_log:
                 state.next_log += tc.log_every
-                _log_progress(logger, state, learner, bar)
+                _log_progress(logger, state, learner)
             if tc.eval_every > 0 and state.steps >= state.next_eval:
                 state.next_eval += tc.eval_every
                 _log_eval(logger, backend, cfg, state, eval_seed)
@@ -261,7 +323,7 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
     # The final step gets one progress record and one evaluation, whether or not the schedule just
     # produced them (a step must not appear twice with different numbers).
     if state.last_log_step != state.steps:
-        _log_progress(logger, state, learner, None)
+        _log_progress(logger, state, learner)
     final_eval = state.last_eval
     if state.last_eval_step != state.steps:
         final_eval = _log_eval(logger, backend, cfg, state, eval_seed)
@@ -278,7 +340,7 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
     return result
 
 
-def _log_progress(logger: MetricsLogger, state: LoopState, learner: Learner, bar: Any) -> None:
+def _log_progress(logger: MetricsLogger, state: LoopState, learner: Learner) -> None:
     metrics: dict[str, float] = {f"rollout/{k}": v for k, v in success_by_type(list(state.recent)).items()}
     if state.pending_train_stats:
         keys = {k for s in state.pending_train_stats for k in s}
@@ -296,10 +358,6 @@ def _log_progress(logger: MetricsLogger, state: LoopState, learner: Learner, bar
         metrics[f"time/{key}_s"] = total
     logger.log(state.steps, metrics)
     state.last_log_step = state.steps
-    if bar is not None:
-        success = metrics.get("rollout/success_rate")
-        bar.set_postfix(success="-" if success is None else f"{success:.2f}", episodes=state.episodes,
-                        sps=f"{metrics['time/steps_per_s']:.0f}", refresh=False)  # fmt: skip
 
 
 def _log_eval(

@@ -1,4 +1,4 @@
-"""Playground-Text dynamics, rewards, scenes, observations and errors (``playground_text_spec.md``)."""
+"""Playground-Text dynamics, rewards, scenes, observations and errors (``docs/environment.md``)."""
 
 from __future__ import annotations
 

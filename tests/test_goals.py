@@ -1,4 +1,4 @@
-"""The goal grammar and the IMAGINE split: counts from the paper and the spec, parsing round trips."""
+"""The goal grammar and the IMAGINE split: counts from the paper and ``docs/environment.md``, parsing round trips."""
 
 from __future__ import annotations
 

@@ -133,7 +133,7 @@ def test_lamorel_configs_have_every_key_lamorel_reads(name):
             assert isinstance(node, dict) and part in node, f"{name}: lamorel_args.{key} missing"
             node = node[part]
     setup = lam["distributed_setup_args"]
-    # n_rl < n_llm hits the dispatcher bug of Lamorel's main branch (lamorel_notes.md).
+    # n_rl < n_llm hits the dispatcher bug of Lamorel's main branch (docs/lamorel_facts.md).
     assert setup["n_rl_processes"] >= setup["n_llm_processes"]
     accel = Path(__file__).resolve().parents[1] / "lamorel_configs" / lam["accelerate_args"]["config_file"]
     assert accel.is_file()

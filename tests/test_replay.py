@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sac_glam.buffers.replay import Episode, ReplayBuffer, SACBatch
+from sac_glam.checkpoint import load_checkpoint, save_checkpoint
 from sac_glam.config import BufferConfig
 from sac_glam.prompts import render_prompt
 
@@ -214,8 +215,9 @@ def test_episode_larger_than_capacity_is_an_error() -> None:
         buf.add_episode(make_episode("e0", [0.0] * 6))
 
 
+@pytest.mark.parametrize("how", ["pickle", "checkpoint"])
 @pytest.mark.parametrize("strategy", ["uniform", "ratio", "prior"])
-def test_state_dict_round_trip_gives_identical_batches(strategy: str) -> None:
+def test_state_dict_round_trip_gives_identical_batches(strategy: str, how: str, tmp_path) -> None:
     prior = {"grasp": 0.3, "grow": 0.7}
     kwargs = dict(capacity=60, n_step=3, gamma=0.9, her=True, her_strategy=strategy, goal_type_prior=prior)
     buf = ReplayBuffer(**kwargs)  # type: ignore[arg-type]
@@ -226,10 +228,16 @@ def test_state_dict_round_trip_gives_identical_batches(strategy: str) -> None:
         buf.add_episode(
             make_episode(f"e{i}", rng.random(T).tolist(), goal=goal, hindsight={G1: 1, OTHER: T - 1})
         )
-    state = pickle.loads(pickle.dumps(buf.state_dict()))
+    if how == "pickle":
+        state = pickle.loads(pickle.dumps(buf.state_dict()))
+    else:  # the checkpoint format: tensors and plain data, loaded with weights_only=True
+        save_checkpoint(tmp_path, {"buffer": buf.state_dict()})
+        state = load_checkpoint(tmp_path)["buffer"]
     restored = ReplayBuffer(**kwargs)  # type: ignore[arg-type]
     restored.load_state_dict(state)
     assert len(restored) == len(buf) and restored.her_share() == buf.her_share()
+    # Same arrays with the same dtypes, same texts and HER bookkeeping: identical pickles.
+    assert pickle.dumps(restored.state_dict()) == pickle.dumps(buf.state_dict())
     ep = make_episode("new", [0.0, 0.0, 1.0], goal=OTHER, hindsight={G1: 0})
     for b in (buf, restored):
         b.add_episode(ep)  # both keep evicting identically after the restore

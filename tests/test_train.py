@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from sac_glam.checkpoint import load_checkpoint
 from sac_glam.config import load_config
 from sac_glam.learners import PPOLearner, SACLearner
-from sac_glam.train import EXIT_PREEMPTED, Preempted, train
+from sac_glam.train import EXIT_PREEMPTED, EXIT_REFUSED, Preempted, RunStopped, train
 
 TINY = [
     "env.n_envs=4", "env.n_objects=3", "env.max_steps=6", "env.goal_types=[grasp]",
@@ -73,22 +74,23 @@ def test_resume_after_sigterm_equals_uninterrupted_run(tmp_path, monkeypatch, na
     with pytest.raises(Preempted) as exc:
         train(_cfg(name, overrides, tmp_path / "resumed"))
     assert exc.value.code == EXIT_PREEMPTED
-    stopped_at = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["loop"].steps
+    stopped_at = load_checkpoint(tmp_path / "resumed")["loop"]["steps"]
     assert 0 < stopped_at < 96
     monkeypatch.setattr(learner_cls, "update", original)
     resumed = train(_cfg(name, overrides, tmp_path / "resumed"))
     assert resumed.steps == straight.steps == 96
 
     def final_state(run):
-        state = torch.load(tmp_path / run / "checkpoint.pt", weights_only=False)
-        return state
+        return load_checkpoint(tmp_path / run)
 
     a, b = final_state("straight"), final_state("resumed")
     for part, tensors in a["backend"]["agent"].items():
         assert tensors, part
         for key, value in tensors.items():
             assert torch.equal(value, b["backend"]["agent"][part][key]), (part, key)
-    assert a["loop"].episodes == b["loop"].episodes and a["loop"].grad_steps == b["loop"].grad_steps
+    assert (
+        a["loop"]["episodes"] == b["loop"]["episodes"] and a["loop"]["grad_steps"] == b["loop"]["grad_steps"]
+    )
     if name.startswith("sac"):
         cfg = _cfg(name, overrides, tmp_path / "x")
         from sac_glam.factory import make_learner
@@ -115,9 +117,12 @@ def test_resume_after_sigterm_equals_uninterrupted_run(tmp_path, monkeypatch, na
 
 def test_resume_with_a_different_config_is_refused_and_names_keys(tmp_path):
     train(_cfg("sac_glam_her_cpu", SAC_TINY, tmp_path))
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(RunStopped) as err:
         train(_cfg("sac_glam_her_cpu", [*SAC_TINY, "sac.gamma=0.9"], tmp_path))
-    assert "sac.gamma" in str(err.value) and "allow_config_change" in str(err.value)
+    assert err.value.code == EXIT_REFUSED
+    assert "sac.gamma: 0.8 (checkpoint) != 0.9 (now)" in str(err.value) and "allow_config_change" in str(
+        err.value
+    )
     # Extending the budget is allowed.
     assert train(_cfg("sac_glam_her_cpu", [*SAC_TINY, "train.total_steps=128"], tmp_path)).steps == 128
 

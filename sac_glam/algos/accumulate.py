@@ -2,7 +2,7 @@
 
 One helper for SAC and PPO (style point 9). Lamorel's own PPO example got its accumulation indices
 wrong; and under DDP every data-parallel worker must call ``backward()`` the same number of times,
-or the all-reduce hangs (lamorel_notes.md). So the number of chunks depends only on the batch size
+or the all-reduce hangs (docs/lamorel_facts.md). So the number of chunks depends only on the batch size
 and the chunk size, never on the data.
 """
 

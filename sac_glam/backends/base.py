@@ -1,7 +1,7 @@
 """The interface between the RL loop and whatever holds the LLM.
 
 The loop owns environments, buffers and the schedule; a backend owns the model, the optimisers and
-the loss computation. They exchange only batches of text and numbers (DESIGN.md), which is what lets
+the loss computation. They exchange only batches of text and numbers (``docs/design.md``), which is what lets
 one loop drive the in-process ``local`` backend and the ``lamorel`` backend (LLM servers) alike.
 """
 

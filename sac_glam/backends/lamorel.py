@@ -2,7 +2,7 @@
 
 Lamorel (github.com/flowersteam/lamorel) is imported only in this module. The launcher starts
 ``n_rl + n_llm`` copies of ``experiments/lamorel_rl_script.py``; ranks ``0..n_rl-1`` are RL processes,
-the others LLM servers that serve until the RL side closes them (``lamorel_notes.md``).
+the others LLM servers that serve until the RL side closes them (``docs/lamorel_facts.md``).
 
 Design: every server runs OUR forward
 -------------------------------------
@@ -49,7 +49,7 @@ tokenizing contexts without special tokens is undone by appending the tokenizer'
 ``LLMAgent.evaluate`` is tested on the tiny T5 with a pad-first tokenizer (``tests/test_lamorel.py``).
 Causal models are refused: Lamorel left-pads their contexts without position ids, so on absolute
 positions (GPT-2) a row's outputs change with the other contexts of the call (up to 0.7 nats,
-``lamorel_notes.md``); use :meth:`LamorelBackend.act`. Our tiny word tokenizer puts a real word at id 0
+``docs/lamorel_facts.md``); use :meth:`LamorelBackend.act`. Our tiny word tokenizer puts a real word at id 0
 and the tiny T5's decoder starts at its pad id, so the tiny preset is refused too, unless its tokenizer
 is built with ``specials_first=True`` (the parity test's setting).
 
@@ -63,7 +63,7 @@ buffer. Each server's gradient is the mean over its rows, so it is weighted by i
 ``n_local / n_total``: the sum is then exactly the gradient of the full batch's mean loss, even when
 the rows do not split evenly (DDP's plain average is exact only for equal shards). The collectives
 happen per optimiser step, not per ``backward()``, so servers may run different numbers of
-accumulation chunks (``chunk_slices`` of different shard sizes) without the hang of the notes; the
+accumulation chunks (``chunk_slices`` of different shard sizes) without the hang of ``docs/lamorel_facts.md``; the
 number of optimiser steps per call is the same on every server by construction. Two more things make
 the sharded step equal the full-batch step: gradient clipping moves after the all-reduce (DDP order:
 clip the averaged gradient; the wrapped updater is given an infinite / no clipping norm and the hook
@@ -121,7 +121,7 @@ from sac_glam.llm.scoring import (
 #: Attribute under which the agent is registered in Lamorel's ``HF_LLM`` module.
 AGENT_ATTR = "sac_glam_agent"
 
-#: Every ``lamorel_args`` key Lamorel reads without a default (``lamorel_notes.md``), dotted.
+#: Every ``lamorel_args`` key Lamorel reads without a default (``docs/lamorel_facts.md``), dotted.
 REQUIRED_LAMOREL_KEYS = (
     "log_level",
     "gloo_timeout",
@@ -161,7 +161,7 @@ def missing_lamorel_keys(lamorel_args: dict[str, Any]) -> list[str]:
 
 
 def process_layout(cfg: Config) -> tuple[int, int]:
-    """``(n_rl_processes, n_llm_processes)``, checked against the dispatcher bug of the notes."""
+    """``(n_rl_processes, n_llm_processes)``, checked against Lamorel's dispatcher bug (``docs/lamorel_facts.md``)."""
     setup = cfg.lamorel_args.get("distributed_setup_args", {})
     n_rl, n_llm = int(setup.get("n_rl_processes", 1)), int(setup.get("n_llm_processes", 1))
     if n_rl < 1 or n_llm < 1:
@@ -518,7 +518,7 @@ def module_function_problems(agent: Any, keys: Sequence[str]) -> list[str]:
     if agent.family != "seq2seq":
         problems.append(
             "causal models are not supported: Lamorel left-pads causal contexts without position ids, so "
-            "a row's outputs would depend on the other contexts of the call (lamorel_notes.md); use "
+            "a row's outputs would depend on the other contexts of the call (docs/lamorel_facts.md); use "
             "LamorelBackend.act (our exact scorer)"
         )
     else:
@@ -1015,7 +1015,7 @@ def run_process(cfg: Config, rl_main: Callable[[LamorelBackend], Any]) -> Any:
     use_gpu = bool(cfg.lamorel_args.get("llm_args", {}).get("parallelism", {}).get("use_gpu", False))
     if not use_gpu:
         # accelerate >= 1.x gives every process rank 0 on CPU unless its state is built for CPU before
-        # Lamorel's Accelerator (lamorel_notes.md: "Argument gather_list must be specified ...").
+        # Lamorel's Accelerator (docs/lamorel_facts.md: "Argument gather_list must be specified ...").
         from accelerate import PartialState
 
         PartialState(cpu=True)

@@ -1,7 +1,7 @@
 """Hindsight Experience Replay (paper Section 2.3, Appendix E): relabelling and batch composition.
 
 Relabelling. Playground-Text's social partner reports, at the end of an episode, every train goal the
-trajectory achieved and the first step ``t*`` at which it was achieved (``playground_text_spec.md``).
+trajectory achieved and the first step ``t*`` at which it was achieved (``docs/environment.md``).
 Each such goal ``g`` (other than the goal pursued) gives one relabelled copy of the prefix
 ``0..t*`` of the episode: reward 0 before ``t*``, 1 at ``t*``, and a terminal state after ``t*``. Every
 transition ``t <= t*`` thus gets a goal achieved in its future, which is the "future" strategy of

@@ -1,6 +1,6 @@
 """Playground-Text goal grammar and the IMAGINE train/test split.
 
-Implements ``shared/reference/playground_text_spec.md`` ("Goal grammar"):
+Implements ``docs/environment.md`` ("Goals"):
 
 - Grasp goals: ``Grasp {colour} {name}``, ``Grasp any {colour} thing``, ``Grasp any {name}``.
 - Grow goals: the same forms, restricted to living things (no furniture/supply types or names).

@@ -1,4 +1,4 @@
-"""Playground-Text: one environment (paper Appendix A; ``playground_text_spec.md``).
+"""Playground-Text: one environment (paper Appendix A; ``docs/environment.md``).
 
 The dynamics are one pure function, :func:`transition`, over a :class:`Scene` and a :class:`State`;
 the environment, the scripted expert's search (:mod:`sac_glam.envs.expert`) and the tests all step
@@ -7,7 +7,7 @@ through it, so there is a single copy of the rules.
 Actions are encoded per scene as integers: ``i < N`` is ``Go to {scene object i}``, ``N`` is
 ``Grasp``, ``N + 1`` is ``Release``. The admissible list is ``Go to`` every object not held (scene
 order), then ``Grasp``, ``Release``; e.g. with N = 3 and object 1 held the admissible codes are
-``[0, 2, 3, 4]``. Useless actions (``Grasp`` with full hands) are no-op steps, as in the spec.
+``[0, 2, 3, 4]``. Useless actions (``Grasp`` with full hands) are no-op steps, as ``docs/environment.md`` specifies.
 
 Steps are transition indices: the action taken at step ``t`` (0-based) yields reward ``r_t``, and
 events (grasp/grow) are stamped with that ``t``. Achieving the goal at step ``t`` gives reward 1 and

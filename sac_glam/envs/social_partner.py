@@ -1,4 +1,4 @@
-"""The social partner: which goals did a trajectory achieve, and when (``playground_text_spec.md``).
+"""The social partner: which goals did a trajectory achieve, and when (``docs/environment.md``).
 
 At the end of an episode the partner describes every goal of a goal set that the trajectory achieved,
 with the *first* step at which it was achieved. HER relabels the prefix up to that step with that goal

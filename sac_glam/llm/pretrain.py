@@ -30,7 +30,7 @@ from sac_glam.envs.playground_text import PlaygroundText
 def rollout_prompts(n_prompts: int, seed: int) -> list[str]:
     """Prompts from random-policy episodes over N = 2..6 objects and every train goal type."""
     rng = np.random.default_rng(seed)
-    # Sequential goals need at least 4 objects (playground_text_spec.md); 2 and 3 get simple goals.
+    # Sequential goals need at least 4 objects (docs/environment.md); 2 and 3 get simple goals.
     envs = {
         n: PlaygroundText(EnvConfig(n_objects=n, sequential_goals=n >= 4), split="train") for n in range(2, 7)
     }

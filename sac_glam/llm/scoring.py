@@ -14,7 +14,7 @@ How one call runs:
   ``position_ids``), its KV cache is indexed per row and the action tokens run on top of it with
   ``position_ids`` continuing from the prompt's own length and an attention mask that hides the
   prompt's padding. So a score never depends on which other prompts share the batch (Lamorel's
-  causal scorer left-pads without position ids and gets this wrong on GPT-2, ``lamorel_notes.md``).
+  causal scorer left-pads without position ids and gets this wrong on GPT-2, ``docs/lamorel_facts.md``).
 - All (prompt, action) rows go through batched forwards of at most ``minibatch_size`` rows.
 - One forward gives the decision logits ``D[r, j]`` = logits of the token that follows the prompt and
   the first ``j`` action tokens, for ``j = 0 .. L``, and the hidden states the critic/value heads read.

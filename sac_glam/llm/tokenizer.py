@@ -6,7 +6,7 @@ case-sensitive (``Grasp`` and ``grasp`` are different tokens).
 
 Special tokens sit at the END of the vocabulary (``<pad>``, ``</s>``, ``<unk>`` get the ids
 ``n_words``, ``n_words + 1``, ``n_words + 2``): token id 0 is a real word. Lamorel hard-codes the pad
-id to 0 and silently drops real id-0 tokens (``lamorel_notes.md``); putting a real word at 0 makes any
+id to 0 and silently drops real id-0 tokens (``docs/lamorel_facts.md``); putting a real word at 0 makes any
 such assumption in our code fail loudly in the scoring tests instead of passing by luck.
 ``specials_first=True`` puts them first instead (``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2, as in T5):
 the layout under which Lamorel's own forward (pad and decoder start 0) is exact, for its parity tests.

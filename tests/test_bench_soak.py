@@ -1,0 +1,42 @@
+"""``sac-glam bench soak``: the memory analysis, and a few seconds of a real soak (stopped by SIGUSR1)."""
+
+import math
+
+import sac_glam.train as train_module
+from sac_glam.benchmarks.soak import analyse, soak
+
+TINY = ["env.n_envs=4", "env.n_objects=3", "env.max_steps=6", "model.tiny.d_model=32", "model.tiny.n_layers=1",
+        "model.tiny.d_ff=64", "critic.width=32", "sac.batch_size=8", "sac.learning_starts=16",
+        "sac.update_every=8", "sac.n_updates=1"]  # fmt: skip
+
+
+def _samples(rss: list[float], transitions: list[float]) -> list[dict[str, float]]:
+    return [
+        {"t": 10.0 * i, "rss": r, "transitions": n}
+        for i, (r, n) in enumerate(zip(rss, transitions, strict=True))
+    ]
+
+
+def test_growth_is_measured_from_the_first_full_sample() -> None:
+    # Filling (0..2) grows memory; once full (3..6) a plateau, then a leak of 1 MiB per 10 s.
+    plateau = analyse(_samples([100, 150, 200, 300, 300, 300, 300], [10, 50, 90, 98, 100, 99, 100]), 100)
+    assert plateau["full_at_s"] == 30 and plateau["rss_at_full"] == 300 and plateau["growth_mib"] == 0
+    assert plateau["peak_rss"] == 300 and plateau["late_growth_mib"] == 0
+    leak = analyse(_samples([100, 300, 301, 302, 303, 304], [10, 100, 100, 100, 100, 100]), 100)
+    assert leak["growth_mib"] == 4 and math.isclose(leak["growth_mib_per_h"], 4 / 40 * 3600)
+    assert leak["late_growth_mib"] == 2 and leak["late_s"] == 20
+    never_full = analyse(_samples([100, 200], [10, 20]), 100)
+    assert math.isnan(never_full["full_at_s"]) and math.isnan(never_full["growth_mib"])
+
+
+def test_a_short_soak_fills_the_buffer_and_reports_checkpoints() -> None:
+    log, save = train_module.MetricsLogger.log, train_module.save_checkpoint
+    r = soak("sac_glam_her_cpu", 0.15, 200, 32, 4, 1, TINY)
+    assert train_module.MetricsLogger.log is log and train_module.save_checkpoint is save  # restored
+    steps = [s["step"] for s in r["samples"]]
+    assert steps == sorted(steps) and len(steps) >= 3
+    assert math.isfinite(r["full_at_s"]) and max(s["transitions"] for s in r["samples"]) <= 200
+    assert all(s["rss"] > 50 for s in r["samples"])
+    ckpts = r["checkpoints"]
+    assert len(ckpts) >= 2 and ckpts[0]["step"] == 0 and all(c["mib"] > 0 and c["seconds"] > 0 for c in ckpts)
+    assert ckpts[-1]["step"] >= steps[-1]  # the SIGUSR1 checkpoint closes the run
