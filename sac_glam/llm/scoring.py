@@ -28,8 +28,10 @@ token ids are cached per tokenizer (actions repeat constantly).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -218,6 +220,55 @@ class _ChunkOut:
     """One row per segment of the chunk."""
 
 
+class _RowsOfPrompt(torch.nn.Module):
+    """Stands in for a cross-attention K or V projection during one decoder pass: the projection of
+    each prompt's encoder output, computed once, read per (prompt, action) row."""
+
+    def __init__(self, per_prompt_PTD: Tensor, row_prompt_R: Tensor) -> None:
+        super().__init__()
+        self.per_prompt_PTD = per_prompt_PTD
+        self.row_prompt_R = row_prompt_R
+
+    def forward(self, _encoder_rows: Tensor) -> Tensor:
+        return self.per_prompt_PTD.index_select(0, self.row_prompt_R)
+
+
+def _cross_attentions(decoder: Any) -> list[Any] | None:
+    """The decoder's cross-attention modules when they have T5's ``k``/``v`` projections, else None."""
+    attns = []
+    for block in getattr(decoder, "block", None) or []:
+        layers = getattr(block, "layer", [])
+        attn = getattr(layers[1], "EncDecAttention", None) if len(layers) > 1 else None
+        if attn is None or not (hasattr(attn, "k") and hasattr(attn, "v")):
+            return None
+        attns.append(attn)
+    return attns or None
+
+
+@contextlib.contextmanager
+def _cross_kv_once(model: Any, enc_PTH: Tensor, row_prompt_R: Tensor) -> Iterator[None]:
+    """Each decoder layer's cross-attention keys and values, once per prompt instead of once per row.
+
+    A row's cross-attention K/V are a linear map of its prompt's encoder output: projecting the
+    per-row copies costs 2 x layers x rows x T x d^2, about an encoder's cost again for 8 actions.
+    Here the projections (LoRA/4-bit layers included: the model's own modules) run on the P prompts,
+    and for the pass the modules are replaced by an index per row, exact and differentiable. Models
+    without T5's cross-attention layout run unchanged (their K/V per row)."""
+    attns = _cross_attentions(model.get_decoder())
+    if attns is None:
+        yield
+        return
+    saved = [(a.k, a.v) for a in attns]
+    try:
+        for attn, (k, v) in zip(attns, saved, strict=True):
+            attn.k = _RowsOfPrompt(k(enc_PTH), row_prompt_R)
+            attn.v = _RowsOfPrompt(v(enc_PTH), row_prompt_R)
+        yield
+    finally:
+        for attn, (k, v) in zip(attns, saved, strict=True):
+            attn.k, attn.v = k, v
+
+
 def _seq2seq_chunk(
     model: Any,
     prompt_ids: list[list[int]],
@@ -236,7 +287,8 @@ def _seq2seq_chunk(
     p_ids, p_mask = _pad(prompt_ids, pad_id)
     device = model.device
     p_ids, p_mask = p_ids.to(device), p_mask.to(device)
-    # Encoder once per prompt of the chunk; rows index its output (no re-encoding per action).
+    # Encoder once per prompt of the chunk; rows index its output (no re-encoding per action), and
+    # the cross-attention K/V are projected once per prompt too (_cross_kv_once).
     enc_PTH = model.get_encoder()(input_ids=p_ids, attention_mask=p_mask, return_dict=True).last_hidden_state
     enc_RTH = enc_PTH.index_select(0, row_prompt_R)
     enc_mask_RT = p_mask.index_select(0, row_prompt_R)
@@ -244,15 +296,16 @@ def _seq2seq_chunk(
     start = torch.full((n_rows, 1), start_id, dtype=torch.long, device=device)
     dec_in = torch.cat([start, action_ids_RL], dim=1)  # (R, L+1): [start] + action
     dec_mask = torch.cat([torch.ones_like(start, dtype=torch.bool), action_mask_RL], dim=1)
-    out = model(
-        encoder_outputs=BaseModelOutput(last_hidden_state=enc_RTH),
-        attention_mask=enc_mask_RT,
-        decoder_input_ids=dec_in,
-        decoder_attention_mask=dec_mask,
-        output_hidden_states=want_action or want_prompt,
-        use_cache=False,
-        return_dict=True,
-    )
+    with _cross_kv_once(model, enc_PTH, row_prompt_R):
+        out = model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=enc_RTH),
+            attention_mask=enc_mask_RT,
+            decoder_input_ids=dec_in,
+            decoder_attention_mask=dec_mask,
+            output_hidden_states=want_action or want_prompt,
+            use_cache=False,
+            return_dict=True,
+        )
     hidden_RPH = out.decoder_hidden_states[-1] if (want_action or want_prompt) else None
     action_h = prompt_h = None
     if hidden_RPH is not None and want_action:
