@@ -558,8 +558,10 @@ def summed_token_logp(logits_RPV: Tensor, ids_RL: Tensor, mask_RL: Tensor) -> Te
     tokens (``mask_RL``) of each row's action ``ids_RL``; ``logits_RPV`` position j predicts token j."""
     L = ids_RL.shape[1]
     tok_logit_RL = logits_RPV[:, :L].gather(-1, ids_RL[..., None]).squeeze(-1)
-    tok_logp_RL = tok_logit_RL - torch.logsumexp(logits_RPV[:, :L], dim=-1)
-    return torch.where(mask_RL, tok_logp_RL, 0.0).sum(1)
+    # The normaliser over the vocabulary at real positions only (padding can be most of (R, L)).
+    lse_RL = torch.zeros_like(tok_logit_RL)
+    lse_RL[mask_RL] = torch.logsumexp(logits_RPV[:, :L][mask_RL], dim=-1)
+    return torch.where(mask_RL, tok_logit_RL - lse_RL, 0.0).sum(1)
 
 
 def rows_to_BA(values_R: Tensor, slot_R: Tensor, B: int, A: int) -> Tensor:
