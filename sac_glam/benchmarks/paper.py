@@ -88,7 +88,12 @@ def model_dir(arch: str, given: Path | None, tiny: bool) -> Path:
 
 def paper_config(name: str, directory: Path, batch: int, overrides: list[str]) -> Config:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    base = [f"model.name={directory}", f"train.device={device}", "train.progress=false", "train.tensorboard=false"]
+    base = [
+        f"model.name={directory}",
+        f"train.device={device}",
+        "train.progress=false",
+        "train.tensorboard=false",
+    ]
     # PPO: one rollout of ``batch`` transitions (rounded up to whole vector steps) is one minibatch.
     rollout = -(-batch // 32) * 32
     size = [f"sac.batch_size={batch}", f"ppo.batch_size={rollout}", f"ppo.n_steps={rollout}"]
@@ -123,6 +128,24 @@ def sac_step(cfg: Config, repeats: int) -> tuple[list[tuple[str, str]], Any]:
     return rows, backend
 
 
+class _TimedUpdates:
+    """The backend for ``PPOLearner.update``, timing each minibatch's ``update``."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.seconds: list[float] = []
+
+    def act(self, prompts: list[str], actions: list[list[str]], *, value: bool = False) -> Any:
+        return self.backend.act(prompts, actions, value=value)
+
+    def update(self, batch: Any) -> dict[str, float]:
+        start = time.perf_counter()
+        stats: dict[str, float] = self.backend.update(batch)
+        _sync()
+        self.seconds.append(time.perf_counter() - start)
+        return stats
+
+
 def ppo_minibatch(cfg: Config, repeats: int) -> tuple[list[tuple[str, str]], Any]:
     """Seconds per PPO minibatch update: an on-policy rollout of ``ppo.n_steps``, then minibatches."""
     from sac_glam.factory import make_backend, make_learner
@@ -138,21 +161,11 @@ def ppo_minibatch(cfg: Config, repeats: int) -> tuple[list[tuple[str, str]], Any
         step = envs.step(ids)
         learner.record(obs, act, ids, step)
         obs, steps = step.obs, steps + envs.n_envs
-    times: list[float] = []
-    update = backend.update
-
-    def timed_update(batch: Any) -> dict[str, float]:
-        start = time.perf_counter()
-        stats: dict[str, float] = update(batch)
-        _sync()
-        times.append(time.perf_counter() - start)
-        return stats
-
-    backend.update = timed_update
+    timed = _TimedUpdates(backend)
     learner.cfg.epochs = repeats + 1  # one minibatch per epoch (ppo.batch_size = ppo.n_steps)
     _reset_gpu_peak()
-    learner.update(backend, obs, steps)  # the first minibatch is the warm-up
-    backend.update = update
+    learner.update(timed, obs, steps)  # the first minibatch is the warm-up
+    times = timed.seconds
     s = statistics.median(times[1:])
     rows = [(f"PPO minibatch, {cfg.ppo.batch_size} transitions", f"{s:.3f} s (min {min(times[1:]):.3f})")]
     if torch.cuda.is_available():
@@ -168,7 +181,6 @@ def lamorel_llm(cfg: Config, directory: Path) -> Any:
 
     from lamorel.server.llms.hf_llm import HF_LLM
     from lamorel.server.llms.module_functions.score_module_function import LogScoringModuleFn
-
     from transformers import AutoConfig
 
     family = "seq2seq" if AutoConfig.from_pretrained(str(directory)).is_encoder_decoder else "causal"
@@ -247,8 +259,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.batch < 1 or args.repeats < 1:
         parser.error(f"--batch and --repeats must be >= 1, got {args.batch} and {args.repeats}")
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        print_rows(run(args))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run(args: argparse.Namespace) -> list[tuple[str, str]]:
     directory = model_dir(args.arch, args.model_dir, args.tiny)
     sac_cfg = paper_config("sac_glam", directory, args.batch, args.overrides)
     ppo_cfg = paper_config("ppo_glam", directory, args.batch, args.overrides)
@@ -274,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
 
             backend = make_backend(sac_cfg)
         rows += acting(backend, sac_cfg, directory, args.repeats)
-    print_rows(rows)
+    return rows
 
 
 if __name__ == "__main__":
