@@ -8,7 +8,8 @@ N = 6; ``ppo_glam`` for PPO), one run measures:
   the buffer holds random-policy transitions), median of ``--repeats`` after one warm-up step;
 - **PPO minibatch**: one ``backend.update`` of a ``--batch`` minibatch of an on-policy rollout;
 - **acting step**: one ``backend.act`` of 32 envs (every admissible action of every state scored by the
-  policy), and microseconds per scored (prompt, action) pair;
+  policy, no value; on the last backend built, whose policy is the same LLM in both configs), and
+  microseconds per scored (prompt, action) pair;
 - **peak RSS** of the process after the SAC and PPO phases (before Lamorel's copy of the model), and on
   CUDA the peak GPU memory of each phase and pairs/s;
 - **Lamorel's scorer**, when ``lamorel`` is importable: its server-side ``score`` (``HF_LLM.forward``
