@@ -288,12 +288,12 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
         gc.collect()
         part, backend = ppo_minibatch(ppo_cfg, args.repeats)
         rows += part
-    rows.append(("peak RSS (before Lamorel's model)", f"{_rss_gib():.2f} GiB"))
-    if "act" not in args.skip:
-        if backend is None:
-            from sac_glam.factory import make_backend
+    if backend is None and "act" not in args.skip:
+        from sac_glam.factory import make_backend
 
-            backend = make_backend(sac_cfg)
+        backend = make_backend(sac_cfg)
+    rows.append(("peak RSS (before Lamorel's model)", f"{_rss_gib():.2f} GiB"))
+    if backend is not None and "act" not in args.skip:
         rows += acting(backend, sac_cfg, directory, args.repeats)
     return rows
 
