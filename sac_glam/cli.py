@@ -19,6 +19,7 @@ BENCHMARKS = {
     "train": "sac_glam.benchmarks.train",
     "scaling": "sac_glam.benchmarks.scaling",
     "soak": "sac_glam.benchmarks.soak",
+    "paper": "sac_glam.benchmarks.paper",
 }
 
 # These parse their own arguments (``sac-glam experiment -h``, ...).

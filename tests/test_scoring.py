@@ -204,3 +204,39 @@ def test_log_pi_does_not_depend_on_minibatch_size(lm: LoadedModel, normalization
     for b, acts in enumerate(actions):  # and each state scored alone
         alone = forward_actions(lm.model, lm.tokenizer, [prompts[b]], [acts], normalization=normalization)
         torch.testing.assert_close(alone.log_pi_BA[0], ref.log_pi_BA[b, : len(acts)], atol=ATOL, rtol=0)
+
+
+def test_seq2seq_cross_attention_kv_projected_once_per_prompt() -> None:
+    """The decoder's cross-attention K/V projections run on the P prompts of a chunk, not on its rows
+    (issue 13, item 4), and the shared projections stay exact: scores and LoRA gradients (adapters on
+    q, k, v, o) equal the sum of one-pair brute-force forwards."""
+    lm = tiny_model("tiny-t5", lora=True, lora_r=4, lora_alpha=8, lora_target_modules=["q", "k", "v", "o"])
+    with torch.no_grad():  # non-zero adapters: every LoRA matrix changes the scores and gets a gradient
+        for n, p in lm.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.1)
+    attns = [block.layer[1].EncDecAttention for block in base_model(lm.model).get_decoder().block]
+    originals = [(a.k, a.v) for a in attns]
+    batch_sizes: list[int] = []
+    hooks = [
+        m.register_forward_hook(lambda _m, args, _out: batch_sizes.append(args[0].shape[0]))
+        for pair in originals
+        for m in pair
+    ]
+    fwd = forward_actions(lm.model, lm.tokenizer, PROMPTS, ACTIONS)
+    for h in hooks:
+        h.remove()
+    assert batch_sizes == [len(PROMPTS)] * (2 * len(attns))  # 13 rows, 3 prompts: once per prompt
+    assert [(a.k, a.v) for a in attns] == originals  # the projections are back in place
+    params = [p for n, p in lm.model.named_parameters() if "lora_" in n]
+    grads = torch.autograd.grad((fwd.logp_BA * fwd.mask_BA).sum(), params)
+    brute = sum(
+        brute_force_token_logprobs(lm, prompt, action)[0].sum()
+        for prompt, acts in zip(PROMPTS, ACTIONS, strict=True)
+        for action in acts
+    )
+    assert isinstance(brute, torch.Tensor)
+    assert fwd.logp_BA.sum().item() == pytest.approx(brute.item(), abs=ATOL * 13)
+    for g, g_ref in zip(grads, torch.autograd.grad(brute, params), strict=True):
+        assert g.abs().sum() > 0
+        torch.testing.assert_close(g, g_ref, atol=ATOL, rtol=1e-4)

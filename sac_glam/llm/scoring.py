@@ -9,8 +9,9 @@ EOS appended, as in Lamorel and eq. 1)::
 How one call runs:
 
 - Each prompt is encoded ONCE per call and reused by all its actions. Seq2seq: the encoder runs once
-  per prompt and its output is indexed per (prompt, action) row; the decoder reads
-  ``[decoder_start] + action``. Causal: the prompt runs once (left-padded, with explicit
+  per prompt, and so do the decoder's cross-attention K/V projections (indexed per (prompt, action)
+  row); the decoder reads ``[decoder_start] + action``, one pass per distinct action length, so that
+  no padded position is computed (issue 13, item 4). Causal: the prompt runs once (left-padded, with explicit
   ``position_ids``), its KV cache is indexed per row and the action tokens run on top of it with
   ``position_ids`` continuing from the prompt's own length and an attention mask that hides the
   prompt's padding. So a score never depends on which other prompts share the batch (Lamorel's
@@ -18,7 +19,8 @@ How one call runs:
 - All (prompt, action) rows go through batched forwards of at most ``minibatch_size`` rows.
 - One forward gives the decision logits ``D[r, j]`` = logits of the token that follows the prompt and
   the first ``j`` action tokens, for ``j = 0 .. L``, and the hidden states the critic/value heads read.
-  Seq2seq: decoder logits at positions ``0..L``. Causal: the prompt's last logits then the action
+  Seq2seq: decoder logits at positions ``0..L`` (``0..L-1`` when neither ``constrained`` nor the
+  action's hidden state needs the decision after the whole action). Causal: the prompt's last logits then the action
   rows' logits at positions ``0..L-1``. Every normalisation is a pure function of ``D``.
 
 Tokenisation: prompts with the tokenizer's special tokens (T5 appends ``</s>`` to encoder inputs,
@@ -28,8 +30,10 @@ token ids are cached per tokenizer (actions repeat constantly).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -218,50 +222,130 @@ class _ChunkOut:
     """One row per segment of the chunk."""
 
 
+class _RowsOfPrompt(torch.nn.Module):
+    """Stands in for a cross-attention K or V projection during decoder passes: the projection of each
+    prompt's encoder output, computed once, read per (prompt, action) row (``rows.index``)."""
+
+    def __init__(self, per_prompt_PTD: Tensor, rows: _RowIndex) -> None:
+        super().__init__()
+        self.per_prompt_PTD = per_prompt_PTD
+        self.rows = rows
+
+    def forward(self, _encoder_rows: Tensor) -> Tensor:
+        return self.per_prompt_PTD.index_select(0, self.rows.index)
+
+
+@dataclass
+class _RowIndex:
+    index: Tensor
+    """(R,) the prompt of each row of the current decoder pass."""
+
+
+def _cross_attentions(decoder: Any) -> list[Any] | None:
+    """The decoder's cross-attention modules when they have T5's ``k``/``v`` projections, else None."""
+    attns = []
+    for block in getattr(decoder, "block", None) or []:
+        layers = getattr(block, "layer", [])
+        attn = getattr(layers[1], "EncDecAttention", None) if len(layers) > 1 else None
+        if attn is None or not (hasattr(attn, "k") and hasattr(attn, "v")):
+            return None
+        attns.append(attn)
+    return attns or None
+
+
+@contextlib.contextmanager
+def _cross_kv_once(model: Any, enc_PTH: Tensor, rows: _RowIndex) -> Iterator[None]:
+    """Each decoder layer's cross-attention keys and values, once per prompt instead of once per row.
+
+    A row's cross-attention K/V are a linear map of its prompt's encoder output: projecting the
+    per-row copies costs 2 x layers x rows x T x d^2, about an encoder's cost again for 8 actions.
+    Here the projections (LoRA/4-bit layers included: the model's own modules) run on the P prompts,
+    and while the context is open the modules are replaced by an index per row (``rows``, set per
+    decoder pass), exact and differentiable. Models without T5's cross-attention layout run
+    unchanged (their K/V per row)."""
+    attns = _cross_attentions(model.get_decoder())
+    if attns is None:
+        yield
+        return
+    saved = [(a.k, a.v) for a in attns]
+    try:
+        for attn, (k, v) in zip(attns, saved, strict=True):
+            attn.k = _RowsOfPrompt(k(enc_PTH), rows)
+            attn.v = _RowsOfPrompt(v(enc_PTH), rows)
+        yield
+    finally:
+        for attn, (k, v) in zip(attns, saved, strict=True):
+            attn.k, attn.v = k, v
+
+
 def _seq2seq_chunk(
     model: Any,
     prompt_ids: list[list[int]],
     row_prompt_R: Tensor,
     action_ids_RL: Tensor,
-    action_mask_RL: Tensor,
     lengths_R: Tensor,
     seg_first_row_S: Tensor,
     pad_id: int,
     want_action: bool,
     want_prompt: bool,
+    want_last: bool,
 ) -> _ChunkOut:
+    """The decoder runs once per distinct action length, on unpadded ``[start] + action`` rows: no
+    padded position costs a decoder or ``lm_head`` pass (Grasp/Release are 1 token, "Go to ..." 4-6).
+    ``want_last``: also the decision after the whole action (position L: the EOS term of
+    ``constrained``; the critic's hidden state); without it the input stops one token earlier."""
     start_id = model.config.decoder_start_token_id
     if start_id is None:
         raise ValueError("seq2seq model has no decoder_start_token_id")
     p_ids, p_mask = _pad(prompt_ids, pad_id)
     device = model.device
     p_ids, p_mask = p_ids.to(device), p_mask.to(device)
-    # Encoder once per prompt of the chunk; rows index its output (no re-encoding per action).
+    # Encoder once per prompt of the chunk; rows index its output (no re-encoding per action), and
+    # the cross-attention K/V are projected once per prompt too (_cross_kv_once).
     enc_PTH = model.get_encoder()(input_ids=p_ids, attention_mask=p_mask, return_dict=True).last_hidden_state
-    enc_RTH = enc_PTH.index_select(0, row_prompt_R)
-    enc_mask_RT = p_mask.index_select(0, row_prompt_R)
-    n_rows = action_ids_RL.shape[0]
-    start = torch.full((n_rows, 1), start_id, dtype=torch.long, device=device)
-    dec_in = torch.cat([start, action_ids_RL], dim=1)  # (R, L+1): [start] + action
-    dec_mask = torch.cat([torch.ones_like(start, dtype=torch.bool), action_mask_RL], dim=1)
-    out = model(
-        encoder_outputs=BaseModelOutput(last_hidden_state=enc_RTH),
-        attention_mask=enc_mask_RT,
-        decoder_input_ids=dec_in,
-        decoder_attention_mask=dec_mask,
-        output_hidden_states=want_action or want_prompt,
-        use_cache=False,
-        return_dict=True,
+    n_rows, width = action_ids_RL.shape
+    want_hidden = want_action or want_prompt
+    logits_RPV: Tensor | None = None
+    hidden_start_RH = hidden_end_RH = None
+    rows = _RowIndex(row_prompt_R)
+    with _cross_kv_once(model, enc_PTH, rows):
+        for length in lengths_R.unique().tolist():
+            rows_b = (lengths_R == length).nonzero().squeeze(1)
+            rows.index = row_prompt_R.index_select(0, rows_b)
+            n_in = length + 1 if want_last else length  # decoder positions: [start] + action[:n_in - 1]
+            start = torch.full((len(rows_b), 1), start_id, dtype=torch.long, device=device)
+            out = model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=enc_PTH.index_select(0, rows.index)),
+                attention_mask=p_mask.index_select(0, rows.index),
+                decoder_input_ids=torch.cat([start, action_ids_RL[rows_b, : n_in - 1]], dim=1),
+                output_hidden_states=want_hidden,
+                use_cache=False,
+                return_dict=True,
+            )
+            if logits_RPV is None:  # positions past a row's own decisions stay 0 (read through masks)
+                logits_RPV = out.logits.new_zeros(n_rows, width + 1, out.logits.shape[-1])
+                if want_hidden:
+                    h = out.decoder_hidden_states[-1]
+                    hidden_start_RH, hidden_end_RH = (
+                        h.new_zeros(n_rows, h.shape[-1]),
+                        h.new_zeros(n_rows, h.shape[-1]),
+                    )
+            logits_RPV[rows_b, :n_in] = out.logits
+            if want_hidden:
+                assert hidden_start_RH is not None and hidden_end_RH is not None
+                h_BPH = out.decoder_hidden_states[-1]
+                # Position 0 (start token) sees only the prompt; position L the whole action.
+                hidden_start_RH[rows_b] = h_BPH[:, 0]
+                if want_action:
+                    hidden_end_RH[rows_b] = h_BPH[:, length]
+    assert logits_RPV is not None
+    action_h = hidden_end_RH if want_action else None
+    prompt_h = (
+        hidden_start_RH.index_select(0, seg_first_row_S)
+        if want_prompt and hidden_start_RH is not None
+        else None
     )
-    hidden_RPH = out.decoder_hidden_states[-1] if (want_action or want_prompt) else None
-    action_h = prompt_h = None
-    if hidden_RPH is not None and want_action:
-        # Position L_r holds the state after the start token and all L_r action tokens.
-        action_h = hidden_RPH[torch.arange(n_rows, device=device), lengths_R]
-    if hidden_RPH is not None and want_prompt:
-        # Position 0 (start token) sees only the prompt: identical for every row of a prompt.
-        prompt_h = hidden_RPH[seg_first_row_S, 0]
-    return _ChunkOut(out.logits, action_h, prompt_h)
+    return _ChunkOut(logits_RPV, action_h, prompt_h)
 
 
 def _rows_cache(past: Any, row_prompt_R: Tensor) -> Any:
@@ -421,8 +505,8 @@ def forward_actions(
         chunk_prompts = [prompt_ids[b] for b, _, _ in chunk]
         if family == "seq2seq":
             out = _seq2seq_chunk(
-                net, chunk_prompts, row_prompt_R, ids_RL, mask_RL, lengths_R, seg_first_row_S,
-                pad_id, want_action, want_prompt,
+                net, chunk_prompts, row_prompt_R, ids_RL, lengths_R, seg_first_row_S,
+                pad_id, want_action, want_prompt, want_action or normalization == "constrained",
             )  # fmt: skip
         else:
             out = _causal_chunk(
@@ -474,8 +558,10 @@ def summed_token_logp(logits_RPV: Tensor, ids_RL: Tensor, mask_RL: Tensor) -> Te
     tokens (``mask_RL``) of each row's action ``ids_RL``; ``logits_RPV`` position j predicts token j."""
     L = ids_RL.shape[1]
     tok_logit_RL = logits_RPV[:, :L].gather(-1, ids_RL[..., None]).squeeze(-1)
-    tok_logp_RL = tok_logit_RL - torch.logsumexp(logits_RPV[:, :L], dim=-1)
-    return torch.where(mask_RL, tok_logp_RL, 0.0).sum(1)
+    # The normaliser over the vocabulary at real positions only (padding can be most of (R, L)).
+    lse_RL = torch.zeros_like(tok_logit_RL)
+    lse_RL[mask_RL] = torch.logsumexp(logits_RPV[:, :L][mask_RL], dim=-1)
+    return torch.where(mask_RL, tok_logit_RL - lse_RL, 0.0).sum(1)
 
 
 def rows_to_BA(values_R: Tensor, slot_R: Tensor, B: int, A: int) -> Tensor:
