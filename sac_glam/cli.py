@@ -15,6 +15,7 @@ BENCHMARKS = {
     "buffer": "sac_glam.benchmarks.buffer_memory",
     "train": "sac_glam.benchmarks.train",
     "scaling": "sac_glam.benchmarks.scaling",
+    "learning": "sac_glam.benchmarks.learning",
 }
 
 # These parse their own arguments (``sac-glam experiment -h``, ...).
