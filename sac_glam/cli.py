@@ -16,6 +16,7 @@ BENCHMARKS = {
     "train": "sac_glam.benchmarks.train",
     "scaling": "sac_glam.benchmarks.scaling",
     "learning": "sac_glam.benchmarks.learning",
+    "actor-critic": "sac_glam.benchmarks.actor_critic",
 }
 
 # These parse their own arguments (``sac-glam experiment -h``, ...).

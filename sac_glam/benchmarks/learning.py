@@ -17,8 +17,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +68,7 @@ def run_learning_test(
     return eval_curve(run_dir)
 
 
-def _spawn(test: str, seed: int, threads: int, run_dir: Path, extra: list[str]) -> dict[str, object]:
+def _spawn(test: str, seed: int, threads: int, run_dir: Path, extra: list[str]) -> dict[str, Any]:
     """One run in a child process whose BLAS/OpenMP pools have ``threads`` threads."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if threads > 1:
@@ -77,13 +79,28 @@ def _spawn(test: str, seed: int, threads: int, run_dir: Path, extra: list[str]) 
     with open(run_dir / "stdout.log", "w") as log:
         proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
+        tail = (run_dir / "stdout.log").read_text().strip().splitlines()[-1:] or [""]
         return {
             "seed": seed,
             "threads": threads,
-            "error": f"exit {proc.returncode}, see {run_dir}/stdout.log",
+            "error": f"exit {proc.returncode}: {tail[0]} ({run_dir}/stdout.log)",
         }
     curve = eval_curve(run_dir)
     return {"seed": seed, "threads": threads, "curve": curve, "final": curve[-1]}
+
+
+def run_seeds(test: str, seeds: list[int], threads: int, base: Path, extra: list[str], jobs: int = 1,
+              report: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Run ``test`` for each seed (``base/seed{s}``), ``jobs`` child processes at a time; one row per seed
+    in seed order, with its evaluation ``curve`` and ``final`` success, or an ``error``."""
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_spawn, test, s, threads, base / f"seed{s}", extra) for s in seeds]
+        rows = []
+        for future in futures:
+            rows.append(future.result())
+            if report is not None:
+                report(rows[-1])
+    return rows
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -123,17 +140,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     seeds = parse_seeds(args.seeds)
     base = Path(args.runs_dir) / args.test / f"t{args.threads}"
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        jobs = [
-            pool.submit(_spawn, args.test, s, args.threads, base / f"seed{s}", args.overrides) for s in seeds
-        ]
-        rows = []
-        for job in jobs:
-            row = job.result()
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    finals = [float(r["final"]) for r in rows if "final" in r]  # type: ignore[arg-type]
-    out: dict[str, object] = {
+    rows = run_seeds(args.test, seeds, args.threads, base, args.overrides, args.jobs,
+                     report=lambda row: print(json.dumps(row), flush=True))  # fmt: skip
+    finals = [float(r["final"]) for r in rows if "final" in r]
+    out: dict[str, Any] = {
         "test": args.test,
         "threads": args.threads,
         "overrides": args.overrides,
