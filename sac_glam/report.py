@@ -20,8 +20,8 @@ and reports, per label, over its seeds (mean ± std is the population std, ddof=
 - **interval estimates** (``sac_glam/intervals.py``, with ``rliable``): at each budget and split, the
   interquartile mean (IQM) over seeds with its 95% stratified bootstrap confidence interval; at the
   largest budget, the probability of improvement P(X > Y) between every two labels with its interval,
-  a difference being called significant when that interval excludes 0.5. A label needs 2 runs at the
-  budget for an interval. ``--reps`` bootstrap replicates, ``--ci-seed`` makes them reproducible.
+  a difference being called significant when that interval excludes 0.5 and both labels have at least
+  ``MIN_RUNS_SIGNIFICANT`` runs there. A label needs 2 runs at the budget for an interval. ``--reps`` bootstrap replicates, ``--ci-seed`` makes them reproducible.
 
 Writes ``table.md`` (markdown, with the command that made it) and ``table.json`` (the same numbers and
 the per-seed values) into ``--out`` (default EXPERIMENT_DIR) and prints the markdown. When ``--out`` is
@@ -52,6 +52,10 @@ from sac_glam.plots import SUCCESS_KEY, WALL_KEY, ExperimentLogs, Records, load_
 EVAL_KEYS = {"train": "eval/train/success_rate", "test": "eval/test/success_rate"}
 DEFAULT_THRESHOLDS = (0.5, 0.8)
 DEFAULT_WINDOW = 5
+#: Runs per label below which no difference is called significant: a percentile bootstrap cannot reach
+#: beyond the observed runs, so 3 runs of X all above 3 runs of Y give P(X > Y) = 1 [1, 1], while the
+#: exact Mann-Whitney test of that outcome has p = 1/20 one-sided (2 / C(6, 3) = 0.1 two-sided).
+MIN_RUNS_SIGNIFICANT = 5
 CONFIG_FILE = "config.yaml"
 TABLE_MD = "table.md"
 TABLE_JSON = "table.json"
@@ -424,18 +428,26 @@ def _interval_tables(rep: Report, splits: Sequence[str]) -> list[str]:
     pairs = [(a.label, b.label) for i, a in enumerate(rep.labels) for b in rep.labels[i + 1 :]]
     if not pairs:
         return lines
+    n_runs = {lab.label: {s: st.n for s, st in lab.at_budget[big].items()} for lab in rep.labels}
     rows = []
     for x, y in pairs:
         cells = []
         for s in splits:
             iv = rep.improvement.get(s, {}).get((x, y))
-            cells.append(
-                _interval_cell(iv) + (" **significant**" if iv is not None and iv.excludes(0.5) else "")
-            )
+            cell = _interval_cell(iv)
+            if iv is not None and iv.excludes(0.5):
+                few = min(n_runs[x].get(s, 0), n_runs[y].get(s, 0)) < MIN_RUNS_SIGNIFICANT
+                cell += (
+                    f" (excludes 0.5; < {MIN_RUNS_SIGNIFICANT} runs: not called)"
+                    if few
+                    else " **significant**"
+                )
+            cells.append(cell)
         rows.append([f"{x} > {y}", *cells])
     lines += [f"Probability of improvement P(X > Y) at {_steps(big)} steps [95% CI]: the chance that a run of X "
               "beats a run of Y (ties count 1/2; P(Y > X) = 1 - P(X > Y)); **significant**: the interval "
-              "excludes 0.5:", "", *_table(["X > Y", *(f"{s} goals" for s in splits)], rows), ""]  # fmt: skip
+              f"excludes 0.5 with at least {MIN_RUNS_SIGNIFICANT} runs per label (with fewer, the bootstrap "
+              "cannot reach beyond the observed runs):", "", *_table(["X > Y", *(f"{s} goals" for s in splits)], rows), ""]  # fmt: skip
     return lines
 
 

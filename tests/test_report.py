@@ -319,12 +319,18 @@ def test_report_intervals(exp_dir: Path) -> None:
     assert data["bootstrap_reps"] == 300
 
 
-def test_report_marks_a_significant_difference(exp_dir: Path) -> None:
-    for seed in (0, 1, 2):  # every evaluation of A on train goals now gives 0.05: below both of B's runs
-        path = exp_dir / "A" / f"seed{seed}" / "metrics.jsonl"
-        recs = [{**r, "eval/train/success_rate": 0.05} if "eval/train/success_rate" in r else r
-                for r in read_metrics(path)]  # fmt: skip
-        path.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    rep = report.build_report(exp_dir, budgets=[2000], reps=300)
-    assert rep.improvement["train"][("A", "B")] == intervals.Interval(0.0, 0.0, 0.0)
-    assert "| A > B | 0.00 [0.00, 0.00] **significant** | — (n < 2) |" in rep.to_markdown()
+def test_report_calls_a_difference_significant_only_with_enough_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n_seeds in (3, report.MIN_RUNS_SIGNIFICANT):
+        root = tmp_path / f"n{n_seeds}"
+        monkeypatch.setitem(EVAL_TRAIN, "HI", {s: [0.1, 0.5, 0.8, 0.9 + s / 100] for s in range(n_seeds)})
+        monkeypatch.setitem(EVAL_TRAIN, "LO", {s: [0.1, 0.2, 0.3, 0.4 + s / 100] for s in range(n_seeds)})
+        for label in ("HI", "LO"):
+            for seed in range(n_seeds):
+                _write_run(root / label / f"seed{seed}", label, seed)
+        rep = report.build_report(root, budgets=[3000], reps=300)
+        assert rep.improvement["train"][("HI", "LO")] == intervals.Interval(1.0, 1.0, 1.0)
+        _, _, poi_table, _ = _tables(rep.to_markdown())
+        called = "**significant**" if n_seeds >= 5 else "(excludes 0.5; < 5 runs: not called)"
+        assert poi_table["HI > LO"] == [f"1.00 [1.00, 1.00] {called}"]  # no test goals logged
