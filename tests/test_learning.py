@@ -25,7 +25,7 @@ from sac_glam.benchmarks.learning import run_seeds
 SEEDS = [0, 1]
 EXTRA = os.environ.get("LEARNING_TEST_OVERRIDES", "").split()
 
-# SAC-GLAM+HER, per seed (docs/robustness.md, "Thresholds"). Over the 5 measured seeds the final
+# SAC-GLAM+HER, per seed (docs/robustness.md, "The learning tests"). Over the 5 measured seeds the final
 # evaluation success of pi ranged 0.48-0.91 (untrained: 0.09-0.31), and the critic acting greedily
 # (argmax min_k Q, same checkpoint) succeeded in 0.88-0.97 of 64 episodes.
 SAC_MIN_SUCCESS = 0.40
