@@ -20,6 +20,8 @@ BENCHMARKS = {
     "scaling": "sac_glam.benchmarks.scaling",
     "soak": "sac_glam.benchmarks.soak",
     "paper": "sac_glam.benchmarks.paper",
+    "learning": "sac_glam.benchmarks.learning",
+    "actor-critic": "sac_glam.benchmarks.actor_critic",
 }
 
 # These parse their own arguments (``sac-glam experiment -h``, ...).

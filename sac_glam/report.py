@@ -17,6 +17,11 @@ and reports, per label, over its seeds (mean ± std is the population std, ddof=
 - **wall time** of a run: ``time/wall_s`` of its last progress record (training and periodic evaluations;
   not the final evaluation nor saving), and **env steps/s**: that record's step / that wall time.
 - **final step** of each run; runs that stop before the largest budget are flagged as unfinished.
+- **interval estimates** (``sac_glam/intervals.py``, with ``rliable``): at each budget and split, the
+  interquartile mean (IQM) over seeds with its 95% stratified bootstrap confidence interval; at the
+  largest budget, the probability of improvement P(X > Y) between every two labels with its interval,
+  a difference being called significant when that interval excludes 0.5 and both labels have at least
+  ``MIN_RUNS_SIGNIFICANT`` runs there. A label needs 2 runs at the budget for an interval. ``--reps`` bootstrap replicates, ``--ci-seed`` makes them reproducible.
 
 Writes ``table.md`` (markdown, with the command that made it) and ``table.json`` (the same numbers and
 the per-seed values) into ``--out`` (default EXPERIMENT_DIR) and prints the markdown. When ``--out`` is
@@ -41,12 +46,17 @@ import numpy as np
 import yaml
 
 from sac_glam.helptext import plain
+from sac_glam.intervals import DEFAULT_REPS, Interval, improvement_table, iqm_interval
 from sac_glam.logging import METRICS_FILE, read_metrics, write_csv
 from sac_glam.plots import SUCCESS_KEY, WALL_KEY, ExperimentLogs, Records, load_experiment, plot_experiment
 
 EVAL_KEYS = {"train": "eval/train/success_rate", "test": "eval/test/success_rate"}
 DEFAULT_THRESHOLDS = (0.5, 0.8)
 DEFAULT_WINDOW = 5
+#: Runs per label below which no difference is called significant: a percentile bootstrap cannot reach
+#: beyond the observed runs, so 3 runs of X all above 3 runs of Y give P(X > Y) = 1 [1, 1], while the
+#: exact Mann-Whitney test of that outcome has p = 1/20 one-sided (2 / C(6, 3) = 0.1 two-sided).
+MIN_RUNS_SIGNIFICANT = 5
 CONFIG_FILE = "config.yaml"
 TABLE_MD = "table.md"
 TABLE_JSON = "table.json"
@@ -254,6 +264,11 @@ class Report:
     window: int
     labels: list[LabelReport]
     command: str = ""
+    iqm: dict[int, dict[str, dict[str, Interval]]] = field(default_factory=dict)
+    """budget -> split -> label -> IQM over seeds and its interval (labels with >= 2 runs there)."""
+    improvement: dict[str, dict[tuple[str, str], Interval]] = field(default_factory=dict)
+    """split -> (X, Y) -> P(X > Y) at the largest budget (X before Y in the figures' order)."""
+    reps: int = DEFAULT_REPS
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -267,6 +282,15 @@ class Report:
             "std": "population standard deviation over seeds (ddof=0)",
             "budget_rule": "last evaluation at step <= budget + n_envs - 1; runs stopped before the budget are left out",
             "labels": [lab.to_json() for lab in self.labels],
+            "intervals": "95% percentile intervals of rliable's stratified bootstrap over seeds",
+            "bootstrap_reps": self.reps,
+            "iqm": {str(b): {split: {lab: iv.to_json() for lab, iv in by_lab.items()} for split, by_lab in by_split.items()}
+                    for b, by_split in self.iqm.items()},
+            "probability_of_improvement": {
+                "budget": max(self.budgets),
+                **{split: {f"{x} > {y}": iv.to_json() for (x, y), iv in pairs.items()}
+                   for split, pairs in self.improvement.items()},
+            },
         }  # fmt: skip
 
     def to_markdown(self) -> str:
@@ -290,7 +314,7 @@ def default_budgets(exp_dir: Path, exp: ExperimentLogs) -> list[int]:
 
 def build_report(exp_dir: str | Path, budgets: Sequence[int] | None = None,
                  thresholds: Sequence[float] = DEFAULT_THRESHOLDS, window: int = DEFAULT_WINDOW,
-                 command: str = "") -> Report:  # fmt: skip
+                 command: str = "", reps: int = DEFAULT_REPS, ci_seed: int = 0) -> Report:  # fmt: skip
     """Load ``exp_dir`` and compute every number; ValueError / FileNotFoundError name the bad value."""
     exp_dir = Path(exp_dir)
     if not exp_dir.is_dir():
@@ -310,8 +334,29 @@ def build_report(exp_dir: str | Path, budgets: Sequence[int] | None = None,
             raise ValueError(f"threshold {t}: a success rate must be in [0, 1]")
     if window < 1:
         raise ValueError(f"window {window}: must be at least 1 record")
+    if reps < 1:
+        raise ValueError(f"reps {reps}: must be at least 1 bootstrap replicate")
     labels = [label_report(r.label, r.seeds, budgets, thresholds, window) for r in exp.runs]
-    return Report(exp.name, exp.title, str(exp_dir), list(budgets), list(thresholds), window, labels, command)
+    rep = Report(exp.name, exp.title, str(exp_dir), list(budgets), list(thresholds), window, labels, command,
+                 reps=reps)  # fmt: skip
+    for b in budgets:
+        rep.iqm[b] = {}
+        for split in EVAL_KEYS:
+            scores = _scores_at(labels, b, split)
+            rep.iqm[b][split] = {lab: iqm_interval(v, reps, ci_seed) for lab, v in scores.items()}
+            if b == max(budgets):
+                rep.improvement[split] = improvement_table(scores, reps, ci_seed)
+    return rep
+
+
+def _scores_at(labels: Sequence[LabelReport], budget: int, split: str) -> dict[str, list[float]]:
+    """label -> success by seed at ``budget`` on ``split``, for the labels with at least 2 such runs."""
+    out = {}
+    for lab in labels:
+        st = lab.at_budget[budget].get(split)
+        if st is not None and st.n >= 2:
+            out[lab.label] = [st.values[s] for s in sorted(st.values)]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -369,6 +414,44 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [_row(header), "|" + "|".join(["---"] * len(header)) + "|", *(_row(r) for r in rows)]
 
 
+def _interval_cell(iv: Interval | None) -> str:
+    return "— (n < 2)" if iv is None else f"{iv.point:.2f} [{iv.low:.2f}, {iv.high:.2f}]"
+
+
+def _interval_tables(rep: Report, splits: Sequence[str]) -> list[str]:
+    """The IQM table (every budget) and the probability-of-improvement table (the largest budget)."""
+    big = max(rep.budgets)
+    header = ["label"] + [f"{s} goals @ {_steps(b)}" for b in rep.budgets for s in splits]
+    rows = [[lab.label] + [_interval_cell(rep.iqm[b][s].get(lab.label)) for b in rep.budgets for s in splits]
+            for lab in rep.labels]  # fmt: skip
+    lines = [f"Interquartile mean (IQM) over seeds [95% stratified bootstrap CI, rliable, {rep.reps:,} "
+             "replicates]; with 3 seeds the IQM is the mean:", "", *_table(header, rows), ""]  # fmt: skip
+    pairs = [(a.label, b.label) for i, a in enumerate(rep.labels) for b in rep.labels[i + 1 :]]
+    if not pairs:
+        return lines
+    n_runs = {lab.label: {s: st.n for s, st in lab.at_budget[big].items()} for lab in rep.labels}
+    rows = []
+    for x, y in pairs:
+        cells = []
+        for s in splits:
+            iv = rep.improvement.get(s, {}).get((x, y))
+            cell = _interval_cell(iv)
+            if iv is not None and iv.excludes(0.5):
+                few = min(n_runs[x].get(s, 0), n_runs[y].get(s, 0)) < MIN_RUNS_SIGNIFICANT
+                cell += (
+                    f" (excludes 0.5; < {MIN_RUNS_SIGNIFICANT} runs: not called)"
+                    if few
+                    else " **significant**"
+                )
+            cells.append(cell)
+        rows.append([f"{x} > {y}", *cells])
+    lines += [f"Probability of improvement P(X > Y) at {_steps(big)} steps [95% CI]: the chance that a run of X "
+              "beats a run of Y (ties count 1/2; P(Y > X) = 1 - P(X > Y)); **significant**: the interval "
+              f"excludes 0.5 with at least {MIN_RUNS_SIGNIFICANT} runs per label (with fewer, the bootstrap "
+              "cannot reach beyond the observed runs):", "", *_table(["X > Y", *(f"{s} goals" for s in splits)], rows), ""]  # fmt: skip
+    return lines
+
+
 def _markdown(rep: Report) -> str:
     splits = [s for s in EVAL_KEYS if any(s in lab.splits for lab in rep.labels)]
     budget_header = ["label", "seeds"] + [f"{s} goals @ {_steps(b)}" for b in rep.budgets for s in splits]
@@ -397,6 +480,7 @@ def _markdown(rep: Report) -> str:
         "",
         *_table(budget_header, budget_rows),
         "",
+        *_interval_tables(rep, splits),
         "Environment steps to reach a train success rate, mean ± std over the seeds that reached it "
         "(k/n seeds); run cost:",
         "",
@@ -479,13 +563,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="train success rates to reach (default 0.5 0.8)")  # fmt: skip
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW,
                         help=f"moving average over this many rollout records (default {DEFAULT_WINDOW})")  # fmt: skip
+    parser.add_argument("--reps", type=int, default=DEFAULT_REPS,
+                        help=f"bootstrap replicates per interval (default {DEFAULT_REPS:,})")  # fmt: skip
+    parser.add_argument("--ci-seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(args_list)
     exp_dir = Path(args.experiment_dir)
     out = Path(args.out) if args.out is not None else exp_dir
     try:
         rep = build_report(exp_dir, args.budgets, args.thresholds, args.window,
-                           command=shlex.join(["sac-glam", "report", *args_list]))  # fmt: skip
+                           command=shlex.join(["sac-glam", "report", *args_list]), reps=args.reps,
+                           ci_seed=args.ci_seed)  # fmt: skip
         written = write_report(rep, out)
         if out.resolve() != exp_dir.resolve():
             written += export_runs(exp_dir, out)

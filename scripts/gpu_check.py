@@ -27,6 +27,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a GPU node has no network: never try the hub
@@ -297,6 +298,7 @@ def check_update(
 
 def check_training(model_dir: Path, shapes: Shapes, device: Device, run_dir: Path) -> dict[str, float]:
     """SAC-GLAM+HER for ``train_steps`` transitions, then a resume to ``train_steps + 8 vector steps``."""
+    from sac_glam.checkpoint import load_checkpoint
     from sac_glam.config import load_config
     from sac_glam.factory import make_backend
     from sac_glam.train import train
@@ -311,8 +313,8 @@ def check_training(model_dir: Path, shapes: Shapes, device: Device, run_dir: Pat
     t0 = time.perf_counter()
     expect(train(first, backend).steps == shapes.train_steps, "training stopped early")
     total_s = time.perf_counter() - t0
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
-    loop = ckpt["loop"]
+    ckpt = load_checkpoint(run_dir)
+    loop = SimpleNamespace(**ckpt["loop"])
     expect(
         loop.grad_steps == len(backend.update_s) > 0,
         f"gradient steps: checkpoint {loop.grad_steps}, ran {len(backend.update_s)}",
@@ -336,7 +338,7 @@ def check_training(model_dir: Path, shapes: Shapes, device: Device, run_dir: Pat
     # ... and the run continues its counters.
     more = shapes.train_steps + 8 * shapes.n_envs
     expect(train(cfg(more)).steps == more, "resumed run did not reach its budget")
-    loop2 = torch.load(run_dir / "checkpoint.pt", weights_only=False)["loop"]
+    loop2 = SimpleNamespace(**load_checkpoint(run_dir)["loop"])
     expect(
         loop2.grad_steps > loop.grad_steps and loop2.episodes >= loop.episodes, "counters did not continue"
     )

@@ -15,6 +15,7 @@ import torch
 from llm_fixtures import brute_force_constrained, brute_force_token_logprobs
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from sac_glam.checkpoint import load_checkpoint
 from sac_glam.config import EnvConfig, ModelConfig, load_config
 from sac_glam.envs.goals import ALL_ACTIONS
 from sac_glam.envs.playground_text import PlaygroundText
@@ -154,9 +155,9 @@ def test_sac_glam_her_paper_config_updates_checkpoints_and_resumes(model_dirs, t
     backend = make_backend(first)
     before = {k: v.clone() for k, v in backend.state_dict()["agent"]["llm"].items()}
     assert train(first, backend).steps == 64
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    ckpt = load_checkpoint(tmp_path)
     # Episodes enter the buffer when they end (n-step returns, HER): at most 15 steps, so by step 64.
-    grad_steps = ckpt["loop"].grad_steps
+    grad_steps = ckpt["loop"]["grad_steps"]
     assert grad_steps >= 2 and grad_steps % 2 == 0  # sac.n_updates = 2 per update
     moved = [k for k, v in ckpt["backend"]["agent"]["llm"].items() if not torch.equal(v, before[k])]
     assert moved, f"no LoRA weight changed in {grad_steps} SAC gradient steps"
@@ -173,9 +174,9 @@ def test_sac_glam_her_paper_config_updates_checkpoints_and_resumes(model_dirs, t
 
     resumed = train(cfg(80))  # a larger budget resumes the same run
     assert resumed.steps == 80
-    ckpt2 = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert ckpt2["loop"].grad_steps == grad_steps + 4  # updates at 72 and 80 transitions
-    assert ckpt2["loop"].episodes >= ckpt["loop"].episodes
+    ckpt2 = load_checkpoint(tmp_path)
+    assert ckpt2["loop"]["grad_steps"] == grad_steps + 4  # updates at 72 and 80 transitions
+    assert ckpt2["loop"]["episodes"] >= ckpt["loop"]["episodes"]
     _assert_metrics_not_counted_twice(tmp_path, 80)
 
 
@@ -189,11 +190,11 @@ def test_ppo_glam_paper_config_updates_and_resumes(model_dirs, tmp_path):
 
     assert cfg(32).model.load_in_4bit and cfg(32).train.algo == "ppo"
     assert train(cfg(32)).steps == 32
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert ckpt["loop"].grad_steps == 4  # 2 epochs x 32 / 16
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt["loop"]["grad_steps"] == 4  # 2 epochs x 32 / 16
     assert train(cfg(64)).steps == 64
-    ckpt2 = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert ckpt2["loop"].grad_steps == 8
+    ckpt2 = load_checkpoint(tmp_path)
+    assert ckpt2["loop"]["grad_steps"] == 8
     _assert_metrics_not_counted_twice(tmp_path, 64)
     assert any(not torch.equal(v, ckpt["backend"]["agent"]["llm"][k])
                for k, v in ckpt2["backend"]["agent"]["llm"].items())  # fmt: skip

@@ -1,5 +1,6 @@
 """``sac-glam report``: exact numbers from hand-written run logs (2 labels: 3 seeds, 2 seeds of which one
-stopped early), the budget lookup rule, the exported files and the error messages."""
+stopped early), the budget lookup rule, the rliable interval estimates, the exported files and the error
+messages."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sac_glam import report
+from sac_glam import intervals, report
 from sac_glam.logging import read_metrics
 
 N_ENVS = 16  # first record at step 16, as the training loop logs after its first iteration
@@ -82,7 +83,7 @@ def test_moving_average_and_steps_to_threshold() -> None:
 
 
 def test_numbers(exp_dir: Path) -> None:
-    rep = report.build_report(exp_dir, budgets=[1000, 3000], thresholds=[0.5, 0.8])
+    rep = report.build_report(exp_dir, budgets=[1000, 3000], thresholds=[0.5, 0.8], reps=200)
     a, b = rep.labels
     assert (a.label, a.seeds, a.splits) == ("A", [0, 1, 2], ["train", "test"])
     assert (b.label, b.seeds, b.splits) == ("B", [0, 1], ["train"])
@@ -129,8 +130,10 @@ def _tables(md: str) -> list[dict[str, list[str]]]:
 
 
 def test_markdown_cells(exp_dir: Path) -> None:
-    md = report.build_report(exp_dir, budgets=[1000, 3000], command="sac-glam report X").to_markdown()
-    budget, cost = _tables(md)
+    md = report.build_report(
+        exp_dir, budgets=[1000, 3000], command="sac-glam report X", reps=200
+    ).to_markdown()
+    budget, _, _, cost = _tables(md)
     assert budget["label"] == ["seeds", "train goals @ 1,000", "test goals @ 1,000", "train goals @ 3,000",
                                "test goals @ 3,000"]  # fmt: skip
     m, s = _pop([0.5, 0.3, 0.2])
@@ -151,7 +154,8 @@ def test_markdown_cells(exp_dir: Path) -> None:
 def test_not_reached_cells(exp_dir: Path) -> None:
     path = exp_dir / "B" / "seed0" / "metrics.jsonl"  # B's seed0 now also stops at step 2000
     path.write_text("".join(json.dumps(r) + "\n" for r in read_metrics(path) if r["step"] <= 2000))
-    budget, cost = _tables(report.build_report(exp_dir, budgets=[3000], thresholds=[0.95]).to_markdown())
+    md = report.build_report(exp_dir, budgets=[3000], thresholds=[0.95], reps=200).to_markdown()
+    budget, _, _, cost = _tables(md)
     assert budget["B"] == ["2", "no run this long (0/2)", "—"]
     assert cost["A"][:2] == ["not reached (0/3)", "3,008 ± 0 (3/3)"]  # eval; MA-5 is 1.0 at 3008
     assert cost["B"][:2] == ["not reached (0/2)", "not reached (0/2)"]
@@ -159,20 +163,20 @@ def test_not_reached_cells(exp_dir: Path) -> None:
 
 
 def test_default_budgets_from_config(exp_dir: Path, tmp_path: Path) -> None:
-    assert report.build_report(exp_dir).budgets == [1000, 2000, 3000]  # thirds of train.total_steps
+    assert report.build_report(exp_dir, reps=200).budgets == [1000, 2000, 3000]  # thirds of train.total_steps
     for cfg in exp_dir.glob("*/seed*/config.yaml"):
         cfg.unlink()
-    assert report.build_report(exp_dir).budgets == [1003, 2005, 3008]  # thirds of the longest run
+    assert report.build_report(exp_dir, reps=200).budgets == [1003, 2005, 3008]  # thirds of the longest run
 
 
 def test_main_writes_tables_and_exports(
     exp_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "export"
-    assert report.main([str(exp_dir), "--out", str(out), "--budgets", "1000", "3000"]) == 0
+    assert report.main([str(exp_dir), "--out", str(out), "--budgets", "1000", "3000", "--reps", "200"]) == 0
     printed = capsys.readouterr().out
     assert printed == (out / "table.md").read_text()
-    assert f"Made by `sac-glam report {exp_dir} --out {out} --budgets 1000 3000`." in printed
+    assert f"Made by `sac-glam report {exp_dir} --out {out} --budgets 1000 3000 --reps 200`." in printed
     data = json.loads((out / "table.json").read_text())
     assert data["budgets"] == [1000, 3000] and data["thresholds"] == [0.5, 0.8]
     a = data["labels"][0]
@@ -202,7 +206,7 @@ def test_main_writes_tables_and_exports(
 def test_out_defaults_to_experiment_dir_without_exports(
     exp_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert report.main([str(exp_dir), "--budgets", "1000"]) == 0
+    assert report.main([str(exp_dir), "--budgets", "1000", "--reps", "200"]) == 0
     assert (exp_dir / "table.md").read_text() == capsys.readouterr().out
     assert (exp_dir / "table.json").exists()
     assert not (exp_dir / "plots").exists() and not list(exp_dir.glob("*/seed*.csv"))
@@ -211,7 +215,7 @@ def test_out_defaults_to_experiment_dir_without_exports(
 def test_one_label_directory_of_seeds(tmp_path: Path) -> None:
     _write_run(tmp_path / "myrun" / "seed0", "A", 0)
     out = tmp_path / "out"
-    report.write_report(report.build_report(tmp_path / "myrun", budgets=[3000]), out)
+    report.write_report(report.build_report(tmp_path / "myrun", budgets=[3000], reps=200), out)
     assert report.export_runs(tmp_path / "myrun", out)[0] == out / "myrun" / "seed0.csv"
 
 
@@ -222,6 +226,7 @@ def test_one_label_directory_of_seeds(tmp_path: Path) -> None:
         (["--budgets", "0"], "budget 0: must be a positive number of environment steps"),
         (["--thresholds", "80"], "threshold 80.0: a success rate must be in [0, 1]"),
         (["--window", "0"], "window 0: must be at least 1 record"),
+        (["--reps", "0"], "reps 0: must be at least 1 bootstrap replicate"),
     ],
 )
 def test_errors_name_the_value(
@@ -239,3 +244,93 @@ def test_errors_missing_or_empty_directory(tmp_path: Path, capsys: pytest.Captur
     assert report.main([str(tmp_path / "empty")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"sac-glam report: {tmp_path / 'empty'}: no {{label}}/seed*/metrics.jsonl")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Interval estimates (rliable)
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_probability_of_improvement_is_rliables_statistic() -> None:
+    from rliable import metrics
+
+    rng = np.random.default_rng(0)
+    for n_x, n_y, tasks in ((3, 3, 1), (5, 2, 1), (4, 6, 3)):
+        x = rng.integers(0, 5, (n_x, tasks)) / 4  # success rates with many ties
+        y = rng.integers(0, 5, (n_y, tasks)) / 4
+        assert intervals.probability_of_improvement(x, y) == pytest.approx(
+            metrics.probability_of_improvement(x, y)
+        )
+        # ties count 1/2, so P(X > Y) + P(Y > X) = 1
+        assert intervals.probability_of_improvement(x, y) + intervals.probability_of_improvement(y, x) == 1.0
+
+
+def test_iqm_interval_is_seeded_and_brackets_the_point() -> None:
+    import scipy.stats
+
+    scores = [0.2, 0.9, 0.5, 0.55, 0.6, 0.4, 1.0, 0.0]
+    np.random.seed(123)
+    before = np.random.random()
+    np.random.seed(123)
+    a = intervals.iqm_interval(scores, reps=500, seed=1)
+    assert np.random.random() == before  # the global generator is left as it was
+    assert a == intervals.iqm_interval(scores, reps=500, seed=1)  # same seed, same interval
+    assert a != intervals.iqm_interval(scores, reps=500, seed=2)
+    assert (
+        a.point
+        == pytest.approx(scipy.stats.trim_mean(scores, 0.25))
+        == pytest.approx(np.mean([0.4, 0.5, 0.55, 0.6]))
+    )
+    assert 0.0 <= a.low < a.point < a.high <= 1.0
+    flat = intervals.iqm_interval([0.7, 0.7, 0.7], reps=100)
+    assert (flat.point, flat.low, flat.high) == pytest.approx((0.7, 0.7, 0.7))
+
+
+def test_improvement_interval_separates_only_separated_labels() -> None:
+    high, low = [0.9, 0.95, 1.0, 0.92], [0.5, 0.6, 0.55]
+    sure = intervals.improvement_interval(high, low, reps=500)
+    assert sure == intervals.Interval(1.0, 1.0, 1.0) and sure.excludes(0.5)
+    mixed = intervals.improvement_interval([0.5, 0.7, 0.9], [0.6, 0.8, 0.4], reps=500)
+    assert mixed.point == pytest.approx(6 / 9) and not mixed.excludes(0.5)  # 1 + 2 + 3 of 9 pairs
+    assert mixed.low < 0.5 < mixed.high
+    with pytest.raises(ValueError, match="X has 1 tasks and Y 2"):
+        intervals.improvement_interval([[0.1], [0.2]], [[0.1, 0.2]])
+
+
+def test_report_intervals(exp_dir: Path) -> None:
+    rep = report.build_report(exp_dir, budgets=[1000, 2000], reps=300)
+    a_1000 = rep.iqm[1000]["train"]["A"]
+    assert a_1000.point == pytest.approx(np.mean([0.5, 0.3, 0.2]))  # 3 seeds: trims nothing
+    assert a_1000.low <= a_1000.point <= a_1000.high
+    assert set(rep.iqm[1000]["test"]) == {"A"}  # B logged no test split
+    # at the largest budget, 2000: A = 0.8, 0.6, 0.4 against B = 0.9, 0.2 -> 3 of 6 pairs
+    poi = rep.improvement["train"][("A", "B")]
+    assert poi.point == pytest.approx(0.5) and not poi.excludes(0.5)
+    assert rep.improvement["test"] == {}
+    _, iqm_table, poi_table, _ = _tables(rep.to_markdown())
+    assert iqm_table["label"] == ["train goals @ 1,000", "test goals @ 1,000", "train goals @ 2,000",
+                                  "test goals @ 2,000"]  # fmt: skip
+    assert iqm_table["A"][0] == f"{a_1000.point:.2f} [{a_1000.low:.2f}, {a_1000.high:.2f}]"
+    assert iqm_table["B"][1] == "— (n < 2)"
+    assert poi_table["A > B"] == [f"0.50 [{poi.low:.2f}, {poi.high:.2f}]", "— (n < 2)"]
+    data = rep.to_json()
+    assert data["probability_of_improvement"]["budget"] == 2000
+    assert data["probability_of_improvement"]["train"]["A > B"] == poi.to_json()
+    assert data["bootstrap_reps"] == 300
+
+
+def test_report_calls_a_difference_significant_only_with_enough_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n_seeds in (3, report.MIN_RUNS_SIGNIFICANT):
+        root = tmp_path / f"n{n_seeds}"
+        monkeypatch.setitem(EVAL_TRAIN, "HI", {s: [0.1, 0.5, 0.8, 0.9 + s / 100] for s in range(n_seeds)})
+        monkeypatch.setitem(EVAL_TRAIN, "LO", {s: [0.1, 0.2, 0.3, 0.4 + s / 100] for s in range(n_seeds)})
+        for label in ("HI", "LO"):
+            for seed in range(n_seeds):
+                _write_run(root / label / f"seed{seed}", label, seed)
+        rep = report.build_report(root, budgets=[3000], reps=300)
+        assert rep.improvement["train"][("HI", "LO")] == intervals.Interval(1.0, 1.0, 1.0)
+        _, _, poi_table, _ = _tables(rep.to_markdown())
+        called = "**significant**" if n_seeds >= 5 else "(excludes 0.5; < 5 runs: not called)"
+        assert poi_table["HI > LO"] == [f"1.00 [1.00, 1.00] {called}"]  # no test goals logged

@@ -46,6 +46,7 @@ import torch
 from sac_glam.benchmarks import print_rows
 from sac_glam.config import Config, load_config
 from sac_glam.envs.vector import PlaygroundTextVecEnv, VecObs
+from sac_glam.helptext import plain
 from sac_glam.llm.scoring import forward_actions
 
 
@@ -248,7 +249,7 @@ def acting(backend: Any, cfg: Config, directory: Path, repeats: int) -> list[tup
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sac-glam bench paper", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="sac-glam bench paper", description=plain(__doc__.split("\n\n")[0]))
     parser.add_argument("--arch", default="flan-t5-base", choices=["flan-t5-base", "t5-small", "gpt2"])
     parser.add_argument("--model-dir", type=Path, help="a make-model (or downloaded) directory to use")
     parser.add_argument("--tiny", action="store_true", help="make-model --tiny dimensions (CI)")

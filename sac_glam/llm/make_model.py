@@ -103,7 +103,7 @@ def corpus(n_prompts: int = 2000, seed: int = 0) -> list[str]:
     not depend on the model's ``--seed``."""
     lines = [g.text for split in ("train", "test") for g in goals(split)] + list(ALL_ACTIONS)
     rng = np.random.default_rng(seed)
-    # Sequential goals need at least 4 objects (playground_text_spec.md).
+    # Sequential goals need at least 4 objects (docs/environment.md).
     envs = [PlaygroundText(EnvConfig(n_objects=n, sequential_goals=n >= 4)) for n in range(2, 7)]
     prompts = 0
     while prompts < n_prompts:
