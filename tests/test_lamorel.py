@@ -95,7 +95,7 @@ def test_launch_builds_the_lamorel_launcher_command(tmp_path):
     script = rl_script_path()
     assert script.is_absolute() and script.name == "lamorel_rl_script.py" and script.is_file()
     cmd = lamorel_command(cfg, "lamorel_cpu", config_dir(), overrides, script, python="python")
-    assert cmd[:3] == ["python", "-m", "lamorel_launcher.launch"]
+    assert cmd[:3] == ["python", "-m", "sac_glam.lamorel_watch"]
     path = cmd[cmd.index("--config-path") + 1]
     assert Path(path).is_absolute() and (Path(path) / "lamorel_cpu.yaml").is_file()
     assert cmd[cmd.index("--config-name") + 1] == "lamorel_cpu"
