@@ -293,11 +293,12 @@ def check_lamorel_setup(cfg: Config) -> None:
 
 
 def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
-    from sac_glam.backends.lamorel import process_layout
     from sac_glam.lamorel_watch import FAILURES_MARKER
     from sac_glam.train import run_dir_of
 
-    check_lamorel_setup(cfg)
+    check_lamorel_setup(cfg)  # first: it says how to install lamorel, which the next import needs
+    from sac_glam.backends.lamorel import process_layout
+
     config_path = Path(args.config_path).resolve() if args.config_path else config_dir()
     cmd = lamorel_command(cfg, args.config_name, config_path, args.overrides, rl_script_path())
     run_dir = run_dir_of(cfg).resolve()
