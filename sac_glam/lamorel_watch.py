@@ -5,7 +5,7 @@ launcher (a hydra app). The agent knows each process's fate: when one exits non-
 stops the others and raises ``ChildFailedError`` whose ``failures`` map each failed global rank to its
 pid, exit code and signal. ``lamorel-launch`` runs that launcher as ``python -m sac_glam.lamorel_watch``,
 which catches the error and writes the failures to ``$SAC_GLAM_FAILURES_FILE`` (the run directory's
-``.lamorel_failures.json``). A process that only lost its connection to a dead peer (gloo's
+``.lamorel_failures.node0.json``, one per machine rank). A process that only lost its connection to a dead peer (gloo's
 "Connection closed by peer") exits with :data:`EXIT_PEER_LOST` (``experiments/lamorel_rl_script.py``),
 so the process that died first is the failure without that code.
 
@@ -28,8 +28,9 @@ from typing import Any
 
 #: A Lamorel process lost its connection to another one (which died or stopped answering).
 EXIT_PEER_LOST = 76
-#: Written in the run directory by the wrapped launcher: the failed ranks, as JSON.
-FAILURES_MARKER = ".lamorel_failures.json"
+#: Written in the run directory by the wrapped launcher: the failed ranks, as JSON. One file per
+#: machine rank: on a multi-node run every node's launcher shares the run directory.
+FAILURES_MARKER = ".lamorel_failures.node{machine_rank}.json"
 #: The environment variable naming where the wrapped launcher writes the failures.
 FAILURES_ENV = "SAC_GLAM_FAILURES_FILE"
 
@@ -97,9 +98,14 @@ def write_failures(path: str | Path, records: list[dict[str, Any]]) -> None:
         tmp.replace(path)
 
 
-def take_failures(run_dir: str | Path) -> list[dict[str, Any]] | None:
-    """The records the wrapped launcher left in ``run_dir``, consumed; or None."""
-    path = Path(run_dir) / FAILURES_MARKER
+def failures_file(run_dir: str | Path, machine_rank: int = 0) -> Path:
+    """Where this node's wrapped launcher writes its failures."""
+    return Path(run_dir) / FAILURES_MARKER.format(machine_rank=machine_rank)
+
+
+def take_failures(run_dir: str | Path, machine_rank: int = 0) -> list[dict[str, Any]] | None:
+    """The records this node's wrapped launcher left in ``run_dir``, consumed; or None."""
+    path = failures_file(run_dir, machine_rank)
     try:
         records = json.loads(path.read_text())
         path.unlink()

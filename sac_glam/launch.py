@@ -144,18 +144,21 @@ def _ignore_preempt_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def run_launcher(cmd: Sequence[str], run_dir: str | Path, poll_s: float = 0.2, n_rl: int = 1) -> int:
+def run_launcher(
+    cmd: Sequence[str], run_dir: str | Path, poll_s: float = 0.2, n_rl: int = 1, machine_rank: int = 0
+) -> int:
     """Run Lamorel's launcher ``cmd`` in its own session and wait; return :func:`launcher_exit_code`,
     or the code of a failed process (a user error's, or :func:`sac_glam.lamorel_watch.describe`'s).
 
     SIGTERM/SIGUSR1 received meanwhile are forwarded to RL rank 0 alone (once its pid file says it
     handles them; until then they are kept), SIGINT to the launcher (accelerate then stops every process).
-    ``n_rl`` (the RL processes; the other ranks are LLM servers) names the ranks in a failure's line.
+    ``n_rl`` (the RL processes; the other ranks are LLM servers) names the ranks in a failure's line;
+    ``machine_rank`` is this node's (``lamorel_args.accelerate_args.machine_rank``).
     """
-    from sac_glam.lamorel_watch import FAILURES_ENV, FAILURES_MARKER, describe, take_failures
+    from sac_glam.lamorel_watch import FAILURES_ENV, describe, failures_file, take_failures
 
     run_dir = Path(run_dir)
-    env = {**os.environ, FAILURES_ENV: str(run_dir / FAILURES_MARKER)}
+    env = {**os.environ, FAILURES_ENV: str(failures_file(run_dir, machine_rank))}
     received: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
@@ -205,7 +208,7 @@ def run_launcher(cmd: Sequence[str], run_dir: str | Path, poll_s: float = 0.2, n
               f"(Lamorel's launcher exited with {returncode}); run the same command to resume", flush=True)  # fmt: skip
         return code
     failure = take_user_error(run_dir)
-    records = take_failures(run_dir)
+    records = take_failures(run_dir, machine_rank)
     if failure is not None:  # accelerate reported a failed worker above; this is why it failed
         message, code = failure
         print(f"lamorel-launch: {_error_kind(code)}: {message}", file=sys.stderr, flush=True)
@@ -293,7 +296,7 @@ def check_lamorel_setup(cfg: Config) -> None:
 
 
 def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
-    from sac_glam.lamorel_watch import FAILURES_MARKER
+    from sac_glam.lamorel_watch import failures_file
     from sac_glam.train import run_dir_of
 
     check_lamorel_setup(cfg)  # first: it says how to install lamorel, which the next import needs
@@ -303,15 +306,12 @@ def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
     cmd = lamorel_command(cfg, args.config_name, config_path, args.overrides, rl_script_path())
     run_dir = run_dir_of(cfg).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)  # hydra's log files go there
-    for stale in (
-        PREEMPTED_MARKER,
-        RL_PID_FILE,
-        USER_ERROR_MARKER,
-        FAILURES_MARKER,
-    ):  # left by a run killed outright
-        (run_dir / stale).unlink(missing_ok=True)
+    machine_rank = int(cfg.lamorel_args.get("accelerate_args", {}).get("machine_rank", 0))
+    mine = failures_file(run_dir, machine_rank)
+    for stale in (run_dir / PREEMPTED_MARKER, run_dir / RL_PID_FILE, run_dir / USER_ERROR_MARKER, mine):
+        stale.unlink(missing_ok=True)  # left by a run killed outright
     print("starting Lamorel:", " ".join(cmd), flush=True)
-    return run_launcher(cmd, run_dir, n_rl=process_layout(cfg)[0])
+    return run_launcher(cmd, run_dir, n_rl=process_layout(cfg)[0], machine_rank=machine_rank)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -856,16 +856,17 @@ def test_lost_peer_recognises_gloo_and_nothing_else():
 
 
 def test_run_launcher_prints_the_dead_process_last_and_exits_76(tmp_path, capsys):
-    from sac_glam.lamorel_watch import FAILURES_MARKER
+    from sac_glam.lamorel_watch import failures_file
     from sac_glam.launch import run_launcher
 
     # A stand-in launcher that writes what the wrapped agent writes, where lamorel-launch says.
     fake = ("import json, os, pathlib, sys; pathlib.Path(os.environ['SAC_GLAM_FAILURES_FILE']).write_text(json.dumps(" + repr([_failure(0, 76), _failure(1, -9)])
             + ")); sys.exit(1)")  # fmt: skip
-    assert run_launcher([sys.executable, "-c", fake], tmp_path, poll_s=0.05, n_rl=1) == 76
+    # Machine rank 1 of a multi-node run: its own file (every node shares the run directory).
+    assert run_launcher([sys.executable, "-c", fake], tmp_path, poll_s=0.05, n_rl=1, machine_rank=1) == 76
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("lamorel-launch: LLM server 0 (rank 1, pid 101 on node1) was killed by SIGKILL")
-    assert not (tmp_path / FAILURES_MARKER).exists()
+    assert not failures_file(tmp_path, 1).exists() and failures_file(tmp_path, 1).name.endswith("node1.json")
     # A launcher that succeeds is not reported on, whatever a stale file says.
     assert run_launcher([sys.executable, "-c", "pass"], tmp_path, poll_s=0.05) == 0
 
