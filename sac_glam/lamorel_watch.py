@@ -5,8 +5,8 @@ launcher (a hydra app). The agent knows each process's fate: when one exits non-
 stops the others and raises ``ChildFailedError`` whose ``failures`` map each failed global rank to its
 pid, exit code and signal. ``lamorel-launch`` runs that launcher as ``python -m sac_glam.lamorel_watch``,
 which catches the error and writes the failures to ``$SAC_GLAM_FAILURES_FILE`` (the run directory's
-``.lamorel_failures.node0.json``, one per machine rank). A process that only lost its connection to a dead peer (gloo's
-"Connection closed by peer") exits with :data:`EXIT_PEER_LOST` (``experiments/lamorel_rl_script.py``),
+``.lamorel_failures.node0.json``, one per machine rank). A process that only lost its connection to a
+dead peer (gloo's "Connection closed by peer") exits with :data:`EXIT_PEER_LOST` (``experiments/lamorel_rl_script.py``),
 so the process that died first is the failure without that code.
 
 Exit codes (docs/checkpoints.md, "A dead process"): :data:`EXIT_PEER_LOST` (76) when a process was
