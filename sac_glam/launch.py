@@ -203,12 +203,12 @@ def run_launcher(
     from sac_glam.train import EXIT_PREEMPTED
 
     code = launcher_exit_code(returncode, run_dir)
+    records = take_failures(run_dir, machine_rank)  # consumed in every case (a preemption writes one too)
     if code == EXIT_PREEMPTED:
         print(f"lamorel-launch: RL rank 0 saved a checkpoint and stopped: exit {code} "
               f"(Lamorel's launcher exited with {returncode}); run the same command to resume", flush=True)  # fmt: skip
         return code
     failure = take_user_error(run_dir)
-    records = take_failures(run_dir, machine_rank)
     if failure is not None:  # accelerate reported a failed worker above; this is why it failed
         message, code = failure
         print(f"lamorel-launch: {_error_kind(code)}: {message}", file=sys.stderr, flush=True)
