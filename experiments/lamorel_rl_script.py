@@ -11,6 +11,10 @@ Preemption: every process ignores SIGTERM/SIGUSR1, except RL rank 0 once ``train
 handlers; rank 0 then writes ``{run_dir}/.lamorel_rl0.pid``, to which ``lamorel-launch`` forwards
 those signals. On one, ``train()`` checkpoints and raises ``Preempted``; rank 0 writes
 ``{run_dir}/.preempted``, closes the servers (which then exit cleanly) and exits with 75.
+
+A dead peer: a process whose collective fails because another process is gone (gloo's "Connection
+closed by peer") prints one line and exits with 76, so that ``lamorel-launch`` can tell the process
+that died from the ones that only lost it (``sac_glam/lamorel_watch.py``).
 """
 
 from __future__ import annotations
@@ -100,6 +104,13 @@ def main(config: DictConfig) -> None:
         write_user_error(run_dir, str(stop), int(stop.code or 1))
         raise
     except Exception as err:
+        from sac_glam.lamorel_watch import EXIT_PEER_LOST, lost_peer
+
+        lost = lost_peer(err)
+        if lost is not None:  # another process died: lamorel-launch names it from the agent's report
+            print(f"lamorel_rl_script (rank {os.environ.get('RANK', '?')}): lost the connection to another "
+                  f"Lamorel process ({lost}): exit {EXIT_PEER_LOST}", file=sys.stderr, flush=True)  # fmt: skip
+            sys.exit(EXIT_PEER_LOST)
         # An error the user can fix (a checkpoint of another config, a full disk) is one line per
         # process, as in lamorel-launch; anything else keeps its traceback.
         failure = user_error(err, run_dir)

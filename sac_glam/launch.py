@@ -9,13 +9,15 @@ script (``experiments/lamorel_rl_script.py``) filled in, so that
 
     lamorel-launch --config-name lamorel_cpu train.total_steps=640
 
-runs ``python -m lamorel_launcher.launch --config-path /abs/lamorel_configs --config-name lamorel_cpu
-++rl_script_args.path=/abs/experiments/lamorel_rl_script.py ++train.total_steps=640 ...``.
+runs ``python -m sac_glam.lamorel_watch --config-path /abs/lamorel_configs --config-name lamorel_cpu
+++rl_script_args.path=/abs/experiments/lamorel_rl_script.py ++train.total_steps=640 ...``
+(Lamorel's ``lamorel_launcher.launch``, recording which process failed: ``sac_glam/lamorel_watch.py``).
 
 Errors a user can fix (a config key, a model that cannot be loaded, a run directory that cannot be
 written, a full disk, a checkpoint of another config) print one line naming the key or path and exit
 with 2 (configuration), 1 (the machine) or the training loop's own code (74: a checkpoint could not
-be written); Ctrl-C exits with 130.
+be written); Ctrl-C exits with 130. A Lamorel process killed (an out-of-memory kill, a node fault) ends
+the run with one line naming it and exit 76: the same command resumes (docs/checkpoints.md).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def rl_script_path() -> Path:
 
 def lamorel_command(cfg: Config, config_name: str, config_path: str | Path, overrides: Sequence[str],
                     script: str | Path, python: str = sys.executable) -> list[str]:  # fmt: skip
-    """The ``python -m lamorel_launcher.launch`` command for a lamorel config.
+    """The command that runs Lamorel's launcher (through :mod:`sac_glam.lamorel_watch`) for a lamorel config.
 
     Overrides get hydra's ``++`` (set or add): our dataclass defaults make many keys valid that the
     YAML does not list, and hydra's struct mode would reject a plain ``key=value`` for those. The run
@@ -66,7 +68,7 @@ def lamorel_command(cfg: Config, config_name: str, config_path: str | Path, over
     plain = [o.lstrip("+") for o in overrides]
     run_dir = Path(run_dir_of(cfg)).resolve()
     return [
-        python, "-m", "lamorel_launcher.launch",
+        python, "-m", "sac_glam.lamorel_watch",
         "--config-path", str(Path(config_path).resolve()), "--config-name", config_name,
         f"++rl_script_args.path={Path(script).resolve()}",
         *[f"++{o}" for o in plain if not o.startswith("train.run_dir=")],
@@ -142,13 +144,21 @@ def _ignore_preempt_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def run_launcher(cmd: Sequence[str], run_dir: str | Path, poll_s: float = 0.2) -> int:
-    """Run Lamorel's launcher ``cmd`` in its own session and wait; return :func:`launcher_exit_code`.
+def run_launcher(
+    cmd: Sequence[str], run_dir: str | Path, poll_s: float = 0.2, n_rl: int = 1, machine_rank: int = 0
+) -> int:
+    """Run Lamorel's launcher ``cmd`` in its own session and wait; return :func:`launcher_exit_code`,
+    or the code of a failed process (a user error's, or :func:`sac_glam.lamorel_watch.describe`'s).
 
     SIGTERM/SIGUSR1 received meanwhile are forwarded to RL rank 0 alone (once its pid file says it
     handles them; until then they are kept), SIGINT to the launcher (accelerate then stops every process).
+    ``n_rl`` (the RL processes; the other ranks are LLM servers) names the ranks in a failure's line;
+    ``machine_rank`` is this node's (``lamorel_args.accelerate_args.machine_rank``).
     """
+    from sac_glam.lamorel_watch import FAILURES_ENV, describe, failures_file, take_failures
+
     run_dir = Path(run_dir)
+    env = {**os.environ, FAILURES_ENV: str(failures_file(run_dir, machine_rank))}
     received: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
@@ -158,7 +168,9 @@ def run_launcher(cmd: Sequence[str], run_dir: str | Path, poll_s: float = 0.2) -
     previous = {sig: signal.signal(sig, on_signal) for sig in watched}
     proc = None
     try:
-        proc = subprocess.Popen(list(cmd), start_new_session=True, preexec_fn=_ignore_preempt_signals)
+        proc = subprocess.Popen(
+            list(cmd), start_new_session=True, preexec_fn=_ignore_preempt_signals, env=env
+        )
         pending: list[int] = []
         while True:
             try:
@@ -191,6 +203,7 @@ def run_launcher(cmd: Sequence[str], run_dir: str | Path, poll_s: float = 0.2) -
     from sac_glam.train import EXIT_PREEMPTED
 
     code = launcher_exit_code(returncode, run_dir)
+    records = take_failures(run_dir, machine_rank)  # consumed in every case (a preemption writes one too)
     if code == EXIT_PREEMPTED:
         print(f"lamorel-launch: RL rank 0 saved a checkpoint and stopped: exit {code} "
               f"(Lamorel's launcher exited with {returncode}); run the same command to resume", flush=True)  # fmt: skip
@@ -199,6 +212,9 @@ def run_launcher(cmd: Sequence[str], run_dir: str | Path, poll_s: float = 0.2) -
     if failure is not None:  # accelerate reported a failed worker above; this is why it failed
         message, code = failure
         print(f"lamorel-launch: {_error_kind(code)}: {message}", file=sys.stderr, flush=True)
+    elif records is not None and code != 0:  # a process died or crashed: which one, and how to resume
+        message, code = describe(records, n_rl, run_dir)
+        print(f"lamorel-launch: {message}", file=sys.stderr, flush=True)
     return code
 
 
@@ -280,17 +296,22 @@ def check_lamorel_setup(cfg: Config) -> None:
 
 
 def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
+    from sac_glam.lamorel_watch import failures_file
     from sac_glam.train import run_dir_of
 
-    check_lamorel_setup(cfg)
+    check_lamorel_setup(cfg)  # first: it says how to install lamorel, which the next import needs
+    from sac_glam.backends.lamorel import process_layout
+
     config_path = Path(args.config_path).resolve() if args.config_path else config_dir()
     cmd = lamorel_command(cfg, args.config_name, config_path, args.overrides, rl_script_path())
     run_dir = run_dir_of(cfg).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)  # hydra's log files go there
-    for stale in (PREEMPTED_MARKER, RL_PID_FILE, USER_ERROR_MARKER):  # left by a run killed outright
-        (run_dir / stale).unlink(missing_ok=True)
+    machine_rank = int(cfg.lamorel_args.get("accelerate_args", {}).get("machine_rank", 0))
+    mine = failures_file(run_dir, machine_rank)
+    for stale in (run_dir / PREEMPTED_MARKER, run_dir / RL_PID_FILE, run_dir / USER_ERROR_MARKER, mine):
+        stale.unlink(missing_ok=True)  # left by a run killed outright
     print("starting Lamorel:", " ".join(cmd), flush=True)
-    return run_launcher(cmd, run_dir)
+    return run_launcher(cmd, run_dir, n_rl=process_layout(cfg)[0], machine_rank=machine_rank)
 
 
 def parser() -> argparse.ArgumentParser:

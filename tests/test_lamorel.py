@@ -95,7 +95,7 @@ def test_launch_builds_the_lamorel_launcher_command(tmp_path):
     script = rl_script_path()
     assert script.is_absolute() and script.name == "lamorel_rl_script.py" and script.is_file()
     cmd = lamorel_command(cfg, "lamorel_cpu", config_dir(), overrides, script, python="python")
-    assert cmd[:3] == ["python", "-m", "lamorel_launcher.launch"]
+    assert cmd[:3] == ["python", "-m", "sac_glam.lamorel_watch"]
     path = cmd[cmd.index("--config-path") + 1]
     assert Path(path).is_absolute() and (Path(path) / "lamorel_cpu.yaml").is_file()
     assert cmd[cmd.index("--config-name") + 1] == "lamorel_cpu"
@@ -790,3 +790,150 @@ def test_lamorel_launch_sigusr1_checkpoints_exits_75_and_resumes(tmp_path):
     assert match and int(match.group(1)) > 0, second.stdout[-3000:]
     assert "done: 2016 steps" in second.stdout
     print(f"preempted with exit 75, resumed at step {match.group(1)}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# A dead process (docs/checkpoints.md, "A dead process")
+# ---------------------------------------------------------------------------------------------------
+
+
+def _failure(rank: int, exitcode: int) -> dict[str, Any]:
+    return {"rank": rank, "pid": 100 + rank, "exitcode": exitcode,
+            "signal": signal.Signals(-exitcode).name if exitcode < 0 else None, "host": "node1"}  # fmt: skip
+
+
+def test_failure_records_come_from_the_elastic_agents_report():
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    from sac_glam.lamorel_watch import failure_records
+
+    failures = {3: ProcessFailure(1, 4242, -signal.SIGKILL, "<N/A>"), 0: ProcessFailure(0, 4241, 76, "<N/A>")}
+    assert failure_records(failures, host="node1") == [
+        {"rank": 0, "pid": 4241, "exitcode": 76, "signal": None, "host": "node1"},
+        {"rank": 3, "pid": 4242, "exitcode": -9, "signal": "SIGKILL", "host": "node1"},
+    ]
+
+
+def test_describe_names_the_dead_process_not_the_ones_that_lost_it():
+    from sac_glam.lamorel_watch import EXIT_PEER_LOST, describe
+
+    # 2 RL processes + 2 servers: rank 3 is LLM server 1; rank 0 only lost it (exit 76).
+    message, code = describe([_failure(0, 76), _failure(3, -signal.SIGKILL)], 2, "/r")
+    assert code == EXIT_PEER_LOST == 76
+    assert message.startswith(
+        "LLM server 1 (rank 3, pid 103 on node1) was killed by SIGKILL (usually the out-of-memory"
+    )
+    assert "RL process 0" not in message and message.endswith("resume from the last checkpoint in /r")
+    # A process that crashed with its own error is not "resumable": exit 1, and the fix comes first.
+    message, code = describe([_failure(1, 1), _failure(0, 76)], 1, "/r")
+    assert code == 1 and message.startswith("LLM server 0 (rank 1, pid 101 on node1) exited with code 1")
+    assert "fix the error, then run the same command" in message
+    # Only lost connections: the dead process was on another node.
+    message, code = describe([_failure(0, 76), _failure(1, 76)], 4, "/r")
+    assert code == 76 and message.startswith("a Lamorel process on another node died or stopped answering")
+    assert "RL process 0 (rank 0), RL process 1 (rank 1)" in message
+
+
+def test_lost_peer_recognises_gloo_and_nothing_else():
+    from sac_glam.lamorel_watch import lost_peer
+
+    gloo = RuntimeError(
+        "[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:2966. More.\nx"
+    )
+    assert (
+        lost_peer(gloo)
+        == "[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:2966. More."
+    )
+    # Raised while handling it (the servers' close in run_process's finally fails too).
+    try:
+        try:
+            raise gloo
+        except RuntimeError:
+            raise ValueError("close failed")  # noqa: B904
+    except ValueError as err:
+        assert lost_peer(err) is not None
+    assert lost_peer(ValueError("a bug")) is None
+
+
+def test_run_launcher_prints_the_dead_process_last_and_exits_76(tmp_path, capsys):
+    from sac_glam.lamorel_watch import failures_file
+    from sac_glam.launch import run_launcher
+
+    # A stand-in launcher that writes what the wrapped agent writes, where lamorel-launch says.
+    fake = ("import json, os, pathlib, sys; pathlib.Path(os.environ['SAC_GLAM_FAILURES_FILE']).write_text(json.dumps(" + repr([_failure(0, 76), _failure(1, -9)])
+            + ")); sys.exit(1)")  # fmt: skip
+    # Machine rank 1 of a multi-node run: its own file (every node shares the run directory).
+    assert run_launcher([sys.executable, "-c", fake], tmp_path, poll_s=0.05, n_rl=1, machine_rank=1) == 76
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("lamorel-launch: LLM server 0 (rank 1, pid 101 on node1) was killed by SIGKILL")
+    assert not failures_file(tmp_path, 1).exists() and failures_file(tmp_path, 1).name.endswith("node1.json")
+    # A launcher that succeeds is not reported on, whatever a stale file says.
+    assert run_launcher([sys.executable, "-c", "pass"], tmp_path, poll_s=0.05) == 0
+
+
+def _pids_with_env(text: str, var: str) -> list[int]:
+    """Processes whose command line mentions ``text`` and whose environment holds ``var``."""
+    found = []
+    for pid in _processes_mentioning(text):
+        try:
+            if var.encode() in (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0"):
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.lamorel
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="lists processes through /proc")
+def test_a_killed_llm_server_is_named_exits_76_and_the_same_command_resumes(tmp_path):
+    pytest.importorskip("lamorel")
+    pytest.importorskip("lamorel_launcher")
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "sac_glam.launch", "--config-name", "lamorel_cpu",
+           "train.total_steps=512", "train.checkpoint_every=2", "train.log_every=32", "train.threads=1",
+           "sac.learning_starts=64", "train.eval_episodes=4",
+           "train.progress=false", "train.tensorboard=false", "model.tiny.d_model=32", "model.tiny.d_ff=64",
+           "critic.width=32", f"train.run_dir={run_dir}"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while (
+            _grad_steps(run_dir / "metrics.jsonl") < 4 and proc.poll() is None and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        assert proc.poll() is None, log.read_text()[-3000:]
+        [server] = _pids_with_env(str(run_dir), "RANK=1")  # rank 1 = LLM server 0 (1 RL process)
+        os.kill(server, signal.SIGKILL)  # what the out-of-memory killer sends
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        lingering = _processes_mentioning(str(run_dir))
+        for pid in lingering:
+            os.kill(pid, signal.SIGKILL)
+    text = log.read_text()
+    assert code == 76, text[-3000:]
+    assert not lingering, lingering
+    last = text.strip().splitlines()[-1]
+    assert (
+        last.startswith(f"lamorel-launch: LLM server 0 (rank 1, pid {server} on ")
+        and "killed by SIGKILL" in last
+    )
+    assert last.endswith(f"run the same command to resume from the last checkpoint in {run_dir}"), last
+    assert "Traceback" not in text, text[-3000:]  # the survivors' gloo error is one line, not a trace
+    killed_at = _grad_steps(run_dir / "metrics.jsonl")
+
+    # The same command resumes from the last checkpoint (step > 0) and finishes the budget.
+    second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-3000:]
+    match = re.search(rf"resuming {re.escape(str(run_dir))} at step (\d+)", second.stdout)
+    assert match and int(match.group(1)) > 0, second.stdout[-3000:]
+    assert "done: 512 steps" in second.stdout
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    before_end = [s for s in steps if s < 512]
+    assert before_end == sorted(set(before_end)), steps  # nothing logged twice across the resume
+    print(f"server killed at {killed_at} gradient steps: exit 76, resumed at step {match.group(1)}")

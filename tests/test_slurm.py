@@ -179,3 +179,52 @@ def test_cpu_template_completes_and_requeues_after_usr1(cluster: None, tmp_path:
         for job in jobs:
             if job_info(job).get("JobState") in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING"):
                 subprocess.run(["scancel", job], check=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The requeue bound after a dead Lamorel process (exit 76): the templates themselves, with stand-ins for
+# lamorel-launch, scontrol and srun on PATH (no SLURM needed).
+# ---------------------------------------------------------------------------------------------------
+
+FAKES = {
+    "lamorel-launch": 'echo "lamorel-launch $*"; exit "$FAKE_RC"\n',
+    "scontrol": 'if [[ "$1" == show ]]; then echo localhost; else echo "$*" >>"$SCONTROL_LOG"; fi\n',
+    "srun": 'while [[ "$1" == --* ]]; do shift; done; exec "$@"\n',
+}
+
+
+@pytest.mark.parametrize("template", ["cpu", "v100_single_node", "v100_multi_node"])
+def test_templates_requeue_a_dead_process_a_bounded_number_of_times(template: str, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in FAKES.items():
+        (bin_dir / name).write_text("#!/usr/bin/env bash\n" + body)
+        (bin_dir / name).chmod(0o755)
+    log = tmp_path / "scontrol.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAC_GLAM_", "SLURM_"))}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", SCONTROL_LOG=str(log), SLURM_JOB_ID="42",
+               SLURM_SUBMIT_DIR=str(tmp_path), SAC_GLAM_VENV=str(tmp_path / "no-venv"),
+               SAC_GLAM_RESULTS=str(tmp_path / "results"), SLURM_JOB_NODELIST="localhost", SLURM_NODEID="0",
+               SLURM_JOB_NUM_NODES="1", SLURM_CPUS_PER_TASK="4", SAC_GLAM_MAX_REQUEUES="2")  # fmt: skip
+    run_dir = tmp_path / "results" / "adhoc" / "cfg" / "seed0"
+
+    def run(rc: int) -> tuple[bool, str]:
+        """Run the template with lamorel-launch exiting ``rc``: (requeued?, stderr)."""
+        before = log.read_text().count("requeue") if log.exists() else 0
+        proc = subprocess.run(["bash", str(REPO / "slurm" / f"{template}.sbatch"), "cfg"], env={**env, "FAKE_RC": str(rc)},
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert proc.returncode == rc, proc.stdout + proc.stderr
+        after = log.read_text().count("requeue 42") if log.exists() else 0
+        return after > before, proc.stderr
+
+    assert [run(76)[0] for _ in range(2)] == [True, True]  # the bound: 2 in a row
+    requeued, err = run(76)
+    assert not requeued and "2 requeues without a new checkpoint (SAC_GLAM_MAX_REQUEUES=2)" in err, err
+    # A new checkpoint since the last requeue is progress: the count starts again.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "checkpoint.pt").write_bytes(b"x")
+    assert run(76)[0]
+    os.utime(run_dir / "checkpoint.pt", (time.time() + 10, time.time() + 10))
+    assert run(76)[0] and run(76)[0] and not run(76)[0]
+    # Other failures are not requeued: a crash (1), a full disk (74), a refusal (2), 75 without SIGUSR1.
+    assert not any(run(rc)[0] for rc in (1, 74, 2, 75))
