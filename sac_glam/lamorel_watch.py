@@ -45,7 +45,8 @@ _LOST_PEER_TEXTS = (
 )
 
 
-def _causes(err: BaseException) -> Iterator[BaseException]:
+def exception_chain(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and the exceptions it was raised from or while handling, outermost first."""
     seen: set[int] = set()
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
@@ -62,7 +63,7 @@ def lost_peer(err: BaseException) -> str | None:
         import torch.distributed as dist
 
         dist_error = dist.DistError
-    for cause in _causes(err):
+    for cause in exception_chain(err):
         text = str(cause)
         if (dist_error is not None and isinstance(cause, dist_error)) or any(
             t in text.lower() for t in _LOST_PEER_TEXTS

@@ -32,11 +32,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from sac_glam.config import DEFAULT_CONFIG, Config, ConfigError, available_configs, config_dir, load_config
 from sac_glam.helptext import plain
+from sac_glam.lamorel_watch import exception_chain
 
 RL_SCRIPT = Path("experiments") / "lamorel_rl_script.py"
 
@@ -229,16 +230,6 @@ def _error_kind(code: int) -> str:
     return "config error" if code == EXIT_CONFIG else "error"
 
 
-def _causes(err: BaseException) -> Iterator[BaseException]:
-    """``err`` and the exceptions it was raised from or while handling, outermost first."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
 def user_error(err: BaseException, run_dir: Path | None = None) -> tuple[str, int] | None:
     """The one-line message and exit code of an error the user can fix, or None for any other error
     (a bug, whose traceback is then shown as usual).
@@ -251,7 +242,7 @@ def user_error(err: BaseException, run_dir: Path | None = None) -> tuple[str, in
     models = sys.modules.get("sac_glam.llm.models")
     if isinstance(err, ConfigError) or (models is not None and isinstance(err, models.ModelLoadError)):
         return " ".join(str(err).split()), EXIT_CONFIG
-    for cause in _causes(err):
+    for cause in exception_chain(err):
         if isinstance(cause, OSError) and cause.errno in MACHINE_ERRNOS:
             where = cause.filename or (f"writing to {run_dir} (train.run_dir)" if run_dir else "a file")
             return f"{where}: {cause.strerror or os.strerror(cause.errno)}", EXIT_MACHINE
