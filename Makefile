@@ -9,8 +9,8 @@ test:
 	bash scripts/test.sh -q
 
 lint: setup
-	$(VENV)/ruff check sac_glam tests experiments plots
-	$(VENV)/ruff format --check sac_glam tests experiments plots
+	$(VENV)/ruff check sac_glam tests experiments plots scripts
+	$(VENV)/ruff format --check sac_glam tests experiments plots scripts
 	$(VENV)/mypy sac_glam
 	$(MAKE) --no-print-directory docs
 
@@ -20,8 +20,8 @@ docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/mkdocs build --strict
 
 format: setup
-	$(VENV)/ruff check --fix sac_glam tests experiments plots
-	$(VENV)/ruff format sac_glam tests experiments plots
+	$(VENV)/ruff check --fix sac_glam tests experiments plots scripts
+	$(VENV)/ruff format sac_glam tests experiments plots scripts
 
 run:
 	bash scripts/run.sh
