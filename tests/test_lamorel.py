@@ -741,28 +741,42 @@ def _grad_steps(metrics: Path) -> float:
     return max((json.loads(line).get("train/grad_steps", 0.0) for line in lines if line.strip()), default=0.0)
 
 
-@pytest.mark.lamorel
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="lists processes through /proc")
-def test_lamorel_launch_sigusr1_checkpoints_exits_75_and_resumes(tmp_path):
-    pytest.importorskip("lamorel")
-    pytest.importorskip("lamorel_launcher")
+def _start_tiny_lamorel_run(
+    tmp_path: Path, overrides: list[str]
+) -> tuple[list[str], dict[str, str], Path, Path, Any]:
+    """``lamorel-launch`` of the tiny CPU Lamorel config in the background: (cmd, env, run_dir, log, proc)."""
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "sac_glam.launch", "--config-name", "lamorel_cpu",
-           "train.total_steps=2000", "train.checkpoint_every=0", "train.log_every=64", "train.threads=1",
+    cmd = [sys.executable, "-m", "sac_glam.launch", "--config-name", "lamorel_cpu", *overrides, "train.threads=1",
            "train.progress=false", "train.tensorboard=false", "model.tiny.d_model=32", "model.tiny.d_ff=64",
            "critic.width=32", f"train.run_dir={run_dir}"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "first.log"
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return cmd, env, run_dir, log, proc
+
+
+def _wait_for_grad_steps(proc: Any, run_dir: Path, log: Path, n: int, poll_s: float) -> None:
+    """Wait (at most 300 s) until the run has logged ``n`` gradient steps; it must still be running."""
+    deadline = time.monotonic() + 300
+    while _grad_steps(run_dir / "metrics.jsonl") < n and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(poll_s)
+    assert proc.poll() is None, log.read_text()[-3000:]
+    assert _grad_steps(run_dir / "metrics.jsonl") >= n, (
+        f"training did not reach {n} gradient steps within 300 s"
+    )
+
+
+@pytest.mark.lamorel
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="lists processes through /proc")
+def test_lamorel_launch_sigusr1_checkpoints_exits_75_and_resumes(tmp_path):
+    pytest.importorskip("lamorel")
+    pytest.importorskip("lamorel_launcher")
+    cmd, env, run_dir, log, proc = _start_tiny_lamorel_run(
+        tmp_path, ["train.total_steps=2000", "train.checkpoint_every=0", "train.log_every=64"]
+    )
     try:
-        deadline = time.monotonic() + 300
-        while (
-            _grad_steps(run_dir / "metrics.jsonl") < 1 and proc.poll() is None and time.monotonic() < deadline
-        ):
-            time.sleep(0.5)
-        assert proc.poll() is None, log.read_text()[-3000:]
-        assert _grad_steps(run_dir / "metrics.jsonl") >= 1, "training did not start within 300 s"
+        _wait_for_grad_steps(proc, run_dir, log, 1, poll_s=0.5)
         proc.send_signal(signal.SIGUSR1)
         code = proc.wait(timeout=300)
     finally:
@@ -888,23 +902,12 @@ def _pids_with_env(text: str, var: str) -> list[int]:
 def test_a_killed_llm_server_is_named_exits_76_and_the_same_command_resumes(tmp_path):
     pytest.importorskip("lamorel")
     pytest.importorskip("lamorel_launcher")
-    run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "sac_glam.launch", "--config-name", "lamorel_cpu",
-           "train.total_steps=512", "train.checkpoint_every=2", "train.log_every=32", "train.threads=1",
-           "sac.learning_starts=64", "train.eval_episodes=4",
-           "train.progress=false", "train.tensorboard=false", "model.tiny.d_model=32", "model.tiny.d_ff=64",
-           "critic.width=32", f"train.run_dir={run_dir}"]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    log = tmp_path / "first.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    cmd, env, run_dir, log, proc = _start_tiny_lamorel_run(tmp_path, [
+        "train.total_steps=512", "train.checkpoint_every=2", "train.log_every=32", "sac.learning_starts=64",
+        "train.eval_episodes=4",
+    ])  # fmt: skip
     try:
-        deadline = time.monotonic() + 300
-        while (
-            _grad_steps(run_dir / "metrics.jsonl") < 4 and proc.poll() is None and time.monotonic() < deadline
-        ):
-            time.sleep(0.2)
-        assert proc.poll() is None, log.read_text()[-3000:]
+        _wait_for_grad_steps(proc, run_dir, log, 4, poll_s=0.2)
         [server] = _pids_with_env(str(run_dir), "RANK=1")  # rank 1 = LLM server 0 (1 RL process)
         os.kill(server, signal.SIGKILL)  # what the out-of-memory killer sends
         code = proc.wait(timeout=300)
