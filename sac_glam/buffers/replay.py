@@ -19,301 +19,31 @@ Layout (why it looks like this):
   the age of the oldest transition, because n-step targets of old transitions are off-policy (Section
   2.2, Appendix F); counting only environment transitions would let HER copies (most of the buffer,
   Figure 7) silently enlarge it. Eviction removes the oldest episodes first with all their HER copies.
+
+Where the code lives: this module holds the buffer's logic (adding, evicting, n-step targets, state);
+:mod:`sac_glam.buffers.transitions` the types it takes and returns (:class:`Episode`,
+:class:`SACBatch`, re-exported here); :mod:`sac_glam.buffers.tables` the storage tables it is built on.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Generic, NamedTuple, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 
-from sac_glam.buffers.her import GroupKey, SamplingStrategy, hindsight_relabels, make_strategy
+from sac_glam.buffers.her import SamplingStrategy, hindsight_relabels, make_strategy
+from sac_glam.buffers.tables import ColumnFifo, InternTable, TransitionIndex
+from sac_glam.buffers.transitions import Episode, SACBatch
 from sac_glam.config import BufferConfig
 from sac_glam.envs.goals import parse_goal
 from sac_glam.prompts import render_prompt
 
+__all__ = ["Episode", "ReplayBuffer", "SACBatch", "default_goal_type"]
+
 _STATE_FORMAT = 1
-
-
-@dataclass
-class Episode:
-    """One finished episode, as the training loop collects it (observations hold no goal).
-
-    ``T`` transitions: ``(o_t, a_t, r_t, o_{t+1})`` for ``t < T``. When both ``terminated`` and
-    ``truncated`` are set (success on the last allowed step), termination wins: success is terminal.
-    """
-
-    goal: str
-    """The goal pursued."""
-    observations: list[str]
-    """T+1 scene texts o_0..o_T; o_T is the observation after the last step."""
-    actions: list[list[str]]
-    """T+1 admissible action lists, one per observation."""
-    action_ids: np.ndarray
-    """(T,) int64: index into ``actions[t]`` of the action taken at t."""
-    rewards: np.ndarray
-    """(T,) float32."""
-    terminated: bool
-    """Ended by success: never bootstrap past the end."""
-    truncated: bool
-    """Hit the step limit: bootstrap from o_T (a truncation is not a terminal state)."""
-    hindsight: dict[str, int] = field(default_factory=dict)
-    """Social partner: goal text -> transition index t at which it was first achieved."""
-
-    def __len__(self) -> int:
-        return len(self.action_ids)
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first inconsistent field."""
-        n = len(self.action_ids)
-        if n == 0:
-            raise ValueError("episode has no transitions (action_ids is empty)")
-        if np.ndim(self.action_ids) != 1 or np.shape(self.rewards) != (n,):
-            raise ValueError(
-                f"episode arrays disagree: action_ids shape {np.shape(self.action_ids)}, "
-                f"rewards shape {np.shape(self.rewards)}; both must be (T,)"
-            )
-        if len(self.observations) != n + 1 or len(self.actions) != n + 1:
-            raise ValueError(
-                f"episode with T={n} transitions needs T+1={n + 1} observations and action lists "
-                f"(o_0..o_T), got {len(self.observations)} observations and {len(self.actions)} action lists"
-            )
-        sizes = np.array([len(a) for a in self.actions[:n]])
-        ids = np.asarray(self.action_ids)
-        bad = np.flatnonzero((ids < 0) | (ids >= sizes))
-        if bad.size:
-            t = int(bad[0])
-            raise ValueError(f"action_ids[{t}]={ids[t]} is not an index of actions[{t}] ({sizes[t]} actions)")
-        if not (self.terminated or self.truncated):
-            raise ValueError("episode neither terminated nor truncated: store episodes only when they end")
-
-
-class SACBatch(NamedTuple):
-    """A batch of B n-step transitions for the SAC critic target (eq. 3) and actor loss."""
-
-    prompts: list[str]
-    """(B,) prompts at s_t, rendered with the (relabelled) goal."""
-    actions: list[list[str]]
-    """(B,) admissible actions at s_t."""
-    action_ids: torch.Tensor
-    """(B,) int64: index into ``actions[b]`` of the action taken."""
-    returns: torch.Tensor
-    """(B,) float32: sum_{i<k} gamma^i r_{t+i}, k = min(n, T_end - t)."""
-    next_prompts: list[str]
-    """(B,) prompts at s_{t+k}. Where ``discounts`` is 0 this is still a valid prompt (o_{t+k}) whose
-    value is multiplied by 0, so the target needs no special case."""
-    next_actions: list[list[str]]
-    """(B,) admissible actions at s_{t+k}."""
-    discounts: torch.Tensor
-    """(B,) float32: gamma^k if the target bootstraps, 0 if the episode (or HER copy) terminated in the window."""
-    is_her: torch.Tensor
-    """(B,) bool: the transition comes from a HER copy."""
-    goal_types: list[str]
-    """(B,) goal type of the (relabelled) goal."""
-
-    def to(self, device: torch.device | str) -> SACBatch:
-        """The batch with its tensors on ``device`` (the updater's model device); texts unchanged."""
-        fields: list[Any] = [f.to(device) if isinstance(f, torch.Tensor) else f for f in self]
-        return SACBatch(*fields)
-
-
-class _ColumnFifo:
-    """Rows appended at the back and removed from the front; one numpy array per column.
-
-    Live rows are ``array[head:tail]``; the live row ``i`` has the global id ``base + i``, which never
-    changes, so other tables can refer to rows by global id. Appending compacts (moves the live rows to
-    the front) or grows the arrays; keeping the arrays at least twice the live size makes both amortised
-    O(1). Example: 10 rows appended then 4 popped -> head=4, tail=10, base=4; global id 7 is live row 3.
-    """
-
-    def __init__(self, dtypes: Mapping[str, type | np.dtype[Any]]) -> None:
-        self._dtypes = {k: np.dtype(v) for k, v in dtypes.items()}
-        self._cols = {k: np.empty(16, dtype=d) for k, d in self._dtypes.items()}
-        self._head = 0
-        self._tail = 0
-        self.base = 0
-
-    def __len__(self) -> int:
-        return self._tail - self._head
-
-    def col(self, name: str) -> np.ndarray:
-        """The live rows of a column (a view, valid until the next append)."""
-        return self._cols[name][self._head : self._tail]
-
-    def append(self, **values: Any) -> int:
-        """Append rows (equal-length arrays or scalars for one row); returns the first new global id."""
-        arrays = {k: np.atleast_1d(np.asarray(v, dtype=self._dtypes[k])) for k, v in values.items()}
-        if arrays.keys() != self._dtypes.keys():
-            raise KeyError(f"columns {sorted(arrays)} != {sorted(self._dtypes)}")
-        n = len(next(iter(arrays.values())))
-        live = len(self)
-        cap = len(next(iter(self._cols.values())))
-        if self._tail + n > cap:
-            new_cap = cap if 2 * (live + n) <= cap else max(16, 4 * (live + n))
-            for k, arr in self._cols.items():
-                new = arr if new_cap == cap else np.empty(new_cap, dtype=arr.dtype)
-                new[:live] = arr[self._head : self._tail]  # overlapping copy is safe: memmove semantics
-                self._cols[k] = new
-            self._head, self._tail = 0, live
-        for k, a in arrays.items():
-            self._cols[k][self._tail : self._tail + n] = a
-        first = self.base + live
-        self._tail += n
-        return first
-
-    def pop_front(self, n: int) -> dict[str, np.ndarray]:
-        """Remove the ``n`` oldest rows; returns them (views valid until the next append)."""
-        if n > len(self):
-            raise IndexError(f"cannot pop {n} rows from {len(self)}")
-        out = {k: a[self._head : self._head + n] for k, a in self._cols.items()}
-        self._head += n
-        self.base += n
-        return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"base": self.base, "cols": {k: self.col(k).copy() for k in self._dtypes}}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._cols = {k: np.empty(16, dtype=d) for k, d in self._dtypes.items()}
-        self._head = self._tail = 0
-        self.base = 0
-        cols = state["cols"]
-        if len(cols[next(iter(self._dtypes))]):
-            self.append(**{k: cols[k] for k in self._dtypes})
-        self.base = int(state["base"])
-
-
-K = TypeVar("K", bound=Hashable)
-
-
-class _InternTable(Generic[K]):
-    """Value <-> int id, reference counted: a value is stored once and freed when no row uses it.
-
-    Freed ids are reused (last freed first), so ids stay small and the table deterministic.
-    """
-
-    def __init__(self) -> None:
-        self._values: list[K | None] = []
-        self._refs: list[int] = []
-        self._free: list[int] = []
-        self._ids: dict[K, int] = {}
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def __getitem__(self, i: int) -> K:
-        value = self._values[i]
-        assert value is not None, f"interned id {i} was freed"
-        return value
-
-    def add(self, value: K) -> int:
-        """The id of ``value`` (stored if new), with one more reference."""
-        i = self._ids.get(value)
-        if i is None:
-            if self._free:
-                i = self._free.pop()
-                self._values[i] = value
-                self._refs[i] = 0
-            else:
-                i = len(self._values)
-                self._values.append(value)
-                self._refs.append(0)
-            self._ids[value] = i
-        self._refs[i] += 1
-        return i
-
-    def add_many(self, values: Iterable[K]) -> np.ndarray:
-        return np.array([self.add(v) for v in values], dtype=np.int32)
-
-    def release(self, ids: np.ndarray) -> None:
-        """Drop one reference per entry of ``ids``; values left without references are freed."""
-        uniq, counts = np.unique(ids, return_counts=True)
-        for i, c in zip(uniq.tolist(), counts.tolist(), strict=True):
-            self._refs[i] -= c
-            if self._refs[i] == 0:
-                del self._ids[self[i]]
-                self._values[i] = None
-                self._free.append(i)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"values": list(self._values), "refs": list(self._refs), "free": list(self._free)}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._values = list(state["values"])
-        self._refs = [int(r) for r in state["refs"]]
-        self._free = [int(i) for i in state["free"]]
-        self._ids = {v: i for i, v in enumerate(self._values) if v is not None}
-
-
-class _TransitionIndex:
-    """Flat FIFO indices of stored transitions, one per group (is_her, goal type); rows are (source id, t).
-
-    Transitions are appended source by source and evicted oldest episode first, so within every group
-    the evicted rows are exactly the group's oldest: eviction is a ``pop_front`` per group.
-    Implements :class:`sac_glam.buffers.her.TransitionGroups`.
-    """
-
-    def __init__(self) -> None:
-        self.groups: dict[GroupKey, _ColumnFifo] = {}
-
-    @staticmethod
-    def _new() -> _ColumnFifo:
-        return _ColumnFifo({"src": np.int64, "t": np.int32})
-
-    def append(self, key: GroupKey, src: int, n: int) -> None:
-        """Transitions t = 0..n-1 of source ``src``."""
-        if key not in self.groups:
-            self.groups[key] = self._new()
-        self.groups[key].append(src=np.full(n, src), t=np.arange(n))
-
-    def pop_front(self, key: GroupKey, n: int) -> None:
-        self.groups[key].pop_front(n)
-
-    def sizes(self) -> dict[GroupKey, int]:
-        # Sorted keys: the mapping from a uniform integer to a transition must not depend on the
-        # order in which groups were first created, or a reloaded buffer would draw different batches.
-        return {k: len(self.groups[k]) for k in sorted(self.groups) if len(self.groups[k])}
-
-    def draw(
-        self, keys: Iterable[GroupKey], count: int, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``count`` draws, uniform with replacement over the union of the groups ``keys``.
-
-        A draw is an integer j in [0, total); ``searchsorted`` on the cumulative sizes finds its group.
-        Example: sizes (3, 5) -> cum (3, 8); j = 4 -> group 1 (the first cum > 4), local row 4 - 3 = 1.
-        """
-        keys = sorted(k for k in set(keys) if k in self.groups and len(self.groups[k]))
-        src_B = np.empty(count, dtype=np.int64)
-        t_B = np.empty(count, dtype=np.int32)
-        if count == 0:
-            return src_B, t_B
-        sizes = np.array([len(self.groups[k]) for k in keys], dtype=np.int64)
-        if sizes.sum() == 0:
-            raise ValueError("cannot sample: no stored transition in the requested groups")
-        cum = np.cumsum(sizes)
-        j_B = rng.integers(0, cum[-1], size=count)
-        g_B = np.searchsorted(cum, j_B, side="right")
-        local_B = j_B - (cum[g_B] - sizes[g_B])
-        for gi, k in enumerate(keys):
-            sel = g_B == gi
-            if sel.any():
-                src_B[sel] = self.groups[k].col("src")[local_B[sel]]
-                t_B[sel] = self.groups[k].col("t")[local_B[sel]]
-        return src_B, t_B
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"groups": [(k, f.state_dict()) for k, f in self.groups.items()]}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.groups = {}
-        for (her, gtype), s in state["groups"]:
-            fifo = self._new()
-            fifo.load_state_dict(s)
-            self.groups[(bool(her), str(gtype))] = fifo
 
 
 def default_goal_type(goal: str) -> str:
@@ -359,11 +89,11 @@ class ReplayBuffer:
         self._goal_type_of = goal_type_of
         # Per step of every stored episode, T+1 rows (o_0..o_T); row T pads action_id (-1) and reward (0)
         # so that an observation and its action list share a row.
-        self._steps = _ColumnFifo(
+        self._steps = ColumnFifo(
             {"obs": np.int32, "acts": np.int32, "action_id": np.int64, "reward": np.float32}
         )
         # Per episode: first step row (global id), T, and its sources (env + HER copies, consecutive ids).
-        self._episodes = _ColumnFifo(
+        self._episodes = ColumnFifo(
             {
                 "start": np.int64,
                 "T": np.int32,
@@ -374,7 +104,7 @@ class ReplayBuffer:
         )
         # Per source: episode id, goal id, end = number of transitions covered (T, or t*+1 for a HER
         # copy), terminal = no bootstrap after the last covered transition, group.
-        self._sources = _ColumnFifo(
+        self._sources = ColumnFifo(
             {
                 "episode": np.int64,
                 "goal": np.int32,
@@ -384,10 +114,10 @@ class ReplayBuffer:
                 "gtype": np.int16,
             }
         )
-        self._index = _TransitionIndex()
-        self._observations: _InternTable[str] = _InternTable()
-        self._action_lists: _InternTable[tuple[str, ...]] = _InternTable()
-        self._goals: _InternTable[str] = _InternTable()
+        self._index = TransitionIndex()
+        self._observations: InternTable[str] = InternTable()
+        self._action_lists: InternTable[tuple[str, ...]] = InternTable()
+        self._goals: InternTable[str] = InternTable()
         self._types: list[str] = []  # goal type id -> name (a handful, never freed)
         self._n_her = 0
 
