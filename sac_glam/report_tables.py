@@ -1,0 +1,159 @@
+"""The markdown of ``sac-glam report`` (``table.md``): a :class:`~sac_glam.report_stats.Report` as tables.
+
+Formatting only: each cell (``0.59 ± 0.03 (n=2)``, ``4,096 ± 1,024 (2/3)``, ``0.61 [0.52, 0.70]``), the
+success, interval and cost tables, and the notes under them. The numbers come computed in the
+:class:`~sac_glam.report_stats.Report` (``sac_glam/report_stats.py``); this module only reads them
+(it computes no statistic), which is why it is separate: changing how a table looks cannot change a
+number. :meth:`~sac_glam.report_stats.Report.to_markdown` calls :func:`markdown`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sac_glam.intervals import Interval
+from sac_glam.report_stats import EVAL_KEYS, MIN_RUNS_SIGNIFICANT, LabelReport, Reach, Report, Stat
+
+
+def _steps(x: float) -> str:
+    return f"{round(x):,}"
+
+
+def _success_cell(lab: LabelReport, budget: int, split: str) -> str:
+    """``0.59 ± 0.03 (n=2)``; ``—`` when the split was not evaluated; ``no run this long (0/2)`` when no
+    run got that far (unlike the thresholds' ``not reached``, this is about the runs' length)."""
+    if split not in lab.splits:
+        return "—"
+    st = lab.at_budget[budget][split]
+    if st.n == 0:
+        return f"no run this long (0/{len(lab.seeds)})"
+    of = f" of {len(lab.seeds)}" if st.n < len(lab.seeds) else ""
+    return f"{st.mean:.2f} ± {st.std:.2f} (n={st.n}{of})"
+
+
+def _reach_cell(r: Reach) -> str:
+    """``4,096 ± 1,024 (2/3)``: mean ± std over the k seeds that reached it, k/n; ``not reached (0/3)``."""
+    if r.k == 0:
+        return f"not reached (0/{r.n})"
+    st = r.reached
+    return f"{_steps(st.mean)} ± {_steps(st.std)} ({r.k}/{r.n})"
+
+
+def _wall_cell(st: Stat) -> str:
+    if st.n == 0:
+        return "—"
+    scale, unit = (3600.0, "h") if st.mean > 3 * 3600 else (60.0, "min") if st.mean > 3 * 60 else (1.0, "s")
+    return f"{st.mean / scale:.1f} ± {st.std / scale:.1f} {unit}"
+
+
+def _final_cell(lab: LabelReport, budget: int) -> str:
+    steps = sorted(lab.final_step.values())
+    span = _steps(steps[0]) if steps[0] == steps[-1] else f"{_steps(steps[0])}–{_steps(steps[-1])}"
+    done = len(lab.seeds) - len(lab.unfinished)
+    return f"{span} ({done}/{len(lab.seeds)} ≥ {_steps(budget)})"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return [_row(header), "|" + "|".join(["---"] * len(header)) + "|", *(_row(r) for r in rows)]
+
+
+def _interval_cell(iv: Interval | None) -> str:
+    return "— (n < 2)" if iv is None else f"{iv.point:.2f} [{iv.low:.2f}, {iv.high:.2f}]"
+
+
+def _interval_tables(rep: Report, splits: Sequence[str]) -> list[str]:
+    """The IQM table (every budget) and the probability-of-improvement table (the largest budget)."""
+    big = max(rep.budgets)
+    header = ["label"] + [f"{s} goals @ {_steps(b)}" for b in rep.budgets for s in splits]
+    rows = [[lab.label] + [_interval_cell(rep.iqm[b][s].get(lab.label)) for b in rep.budgets for s in splits]
+            for lab in rep.labels]  # fmt: skip
+    lines = [f"Interquartile mean (IQM) over seeds [95% stratified bootstrap CI, rliable, {rep.reps:,} "
+             "replicates]; with 3 seeds the IQM is the mean:", "", *_table(header, rows), ""]  # fmt: skip
+    pairs = [(a.label, b.label) for i, a in enumerate(rep.labels) for b in rep.labels[i + 1 :]]
+    if not pairs:
+        return lines
+    n_runs = {lab.label: {s: st.n for s, st in lab.at_budget[big].items()} for lab in rep.labels}
+    rows = []
+    for x, y in pairs:
+        cells = []
+        for s in splits:
+            iv = rep.improvement.get(s, {}).get((x, y))
+            cell = _interval_cell(iv)
+            if iv is not None and iv.excludes(0.5):
+                few = min(n_runs[x].get(s, 0), n_runs[y].get(s, 0)) < MIN_RUNS_SIGNIFICANT
+                cell += (
+                    f" (excludes 0.5; < {MIN_RUNS_SIGNIFICANT} runs: not called)"
+                    if few
+                    else " **significant**"
+                )
+            cells.append(cell)
+        rows.append([f"{x} > {y}", *cells])
+    lines += [f"Probability of improvement P(X > Y) at {_steps(big)} steps [95% CI]: the chance that a run of X "
+              "beats a run of Y (ties count 1/2; P(Y > X) = 1 - P(X > Y)); **significant**: the interval "
+              f"excludes 0.5 with at least {MIN_RUNS_SIGNIFICANT} runs per label (with fewer, the bootstrap "
+              "cannot reach beyond the observed runs):", "", *_table(["X > Y", *(f"{s} goals" for s in splits)], rows), ""]  # fmt: skip
+    return lines
+
+
+def markdown(rep: Report) -> str:
+    """The whole ``table.md``: success at the budgets, the intervals, the cost table and their notes."""
+    splits = [s for s in EVAL_KEYS if any(s in lab.splits for lab in rep.labels)]
+    budget_header = ["label", "seeds"] + [f"{s} goals @ {_steps(b)}" for b in rep.budgets for s in splits]
+    budget_rows = [[lab.label, str(len(lab.seeds))] + [_success_cell(lab, b, s) for b in rep.budgets for s in splits]
+                   for lab in rep.labels]  # fmt: skip
+    ma = f"training episodes (MA-{rep.window})"
+    cost_header = (["label"] + [f"eval train ≥ {t:g}" for t in rep.thresholds]
+                   + [f"{ma} ≥ {t:g}" for t in rep.thresholds] + ["wall time", "env steps/s", "final step"])  # fmt: skip
+    big = max(rep.budgets)
+    cost_rows = [
+        [lab.label]
+        + [_reach_cell(lab.to_eval[t]) for t in rep.thresholds]
+        + [_reach_cell(lab.to_rollout[t]) for t in rep.thresholds]
+        + [
+            _wall_cell(lab.wall_s),
+            f"{lab.steps_per_s.mean:.0f} ± {lab.steps_per_s.std:.0f}" if lab.steps_per_s.n else "—",
+            _final_cell(lab, big),
+        ]
+        for lab in rep.labels
+    ]
+    lines = [
+        f"**{rep.title}** (`{rep.exp_dir}`)",
+        "",
+        "Evaluation success rate at fixed step budgets, mean ± std over seeds (population std); "
+        "n = seeds whose run reached the budget:",
+        "",
+        *_table(budget_header, budget_rows),
+        "",
+        *_interval_tables(rep, splits),
+        "Environment steps to reach a train success rate, mean ± std over the seeds that reached it "
+        "(k/n seeds); run cost:",
+        "",
+        *_table(cost_header, cost_rows),
+        "",
+        "- success @ B: per run, the last evaluation at or before B, an evaluation logged under n_envs steps "
+        "after B counting as at B; runs that stopped before B are left out.",
+    ]
+    if "test" not in splits:
+        lines.append("- held-out test goals were not evaluated (no `eval/test/success_rate` logged).")
+    elif any("test" not in lab.splits for lab in rep.labels):
+        lines.append("- —: this label logged no `eval/test/success_rate`.")
+    lines += [
+        "- eval train: first evaluation with `eval/train/success_rate` ≥ threshold (sparse: every eval_every steps).",
+        f"- {ma}: first log record whose `rollout/success_rate` (success of the last 256 training episodes), "
+        f"averaged over the last {rep.window} records, is ≥ threshold.",
+        "- wall time: `time/wall_s` of the last progress record (training and periodic evaluations); "
+        "env steps/s: its step / wall time.",
+    ]  # fmt: skip
+    for lab in rep.labels:
+        for s in lab.unfinished:
+            lines.append(
+                f"- **unfinished**: {lab.label} seed{s} stopped at step {_steps(lab.final_step[s])} "
+                f"< {_steps(big)}."
+            )
+    if rep.command:
+        lines += ["", f"Made by `{rep.command}`."]
+    return "\n".join(lines) + "\n"
