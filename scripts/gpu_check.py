@@ -130,19 +130,6 @@ class TimedBackend:
         self.inner.close()
 
 
-def scenes(n: int, seed: int = 0) -> tuple[list[str], list[list[str]]]:
-    from sac_glam.config import EnvConfig
-    from sac_glam.envs.playground_text import PlaygroundText
-
-    env = PlaygroundText(EnvConfig(n_objects=6))
-    prompts, actions = [], []
-    for i in range(n):
-        env.reset(seed=seed + i)
-        prompts.append(env.prompt)
-        actions.append(list(env.admissible_actions))
-    return prompts, actions
-
-
 def one_pair_decisions(lm: Any, prompt: str, action: str) -> tuple[list[int], torch.Tensor]:
     """(action ids, decision logits (L+1, V)) of ONE pair: unpadded, no cache, no masks."""
     from sac_glam.llm.models import base_model
@@ -189,6 +176,7 @@ def brute_force(lm: Any, prompt: str, actions: list[str]) -> tuple[torch.Tensor,
 def check_scorer(model_dir: Path, device: Device, variant: str) -> dict[str, float]:
     """|batched - one pair| <= atol + rtol |one pair| for summed log-probs and constrained log pi, over
     4 scenes x 8 actions and scoring minibatches of 512 and 5 rows."""
+    from sac_glam.benchmarks.scoring import scene_states
     from sac_glam.config import ModelConfig
     from sac_glam.llm.models import load_model, supports_bf16
     from sac_glam.llm.scoring import forward_actions
@@ -201,7 +189,7 @@ def check_scorer(model_dir: Path, device: Device, variant: str) -> dict[str, flo
     compute_bf16 = variant == "bf16" or (variant == "4bit" and supports_bf16(torch.device(device.name)))
     atol, rtol = BF16_TOL if compute_bf16 else FP32_TOL
     autocast = torch.autocast(device.name, dtype=torch.bfloat16, enabled=variant == "bf16")
-    prompts, actions = scenes(4)
+    prompts, actions = scene_states(4)
     worst = {"abs": 0.0, "ratio": 0.0, "max_abs_ref": 0.0}  # ratio: |delta| / (atol + rtol |ref|)
     with torch.no_grad(), autocast:
         refs = [brute_force(lm, p, a) for p, a in zip(prompts, actions, strict=True)]
@@ -298,6 +286,7 @@ def check_update(
 
 def check_training(model_dir: Path, shapes: Shapes, device: Device, run_dir: Path) -> dict[str, float]:
     """SAC-GLAM+HER for ``train_steps`` transitions, then a resume to ``train_steps + 8 vector steps``."""
+    from sac_glam.benchmarks.scoring import scene_states
     from sac_glam.checkpoint import load_checkpoint
     from sac_glam.config import load_config
     from sac_glam.factory import make_backend
@@ -328,7 +317,7 @@ def check_training(model_dir: Path, shapes: Shapes, device: Device, run_dir: Pat
     # Resume: a fresh model from the directory + the checkpoint acts exactly as the trained one...
     fresh = make_backend(first)
     fresh.load_state_dict(ckpt["backend"])
-    prompts, actions = scenes(8)
+    prompts, actions = scene_states(8)
     a, b = backend.act(prompts, actions).log_pi_BA, fresh.act(prompts, actions).log_pi_BA
     expect(
         torch.allclose(a, b, atol=1e-6, rtol=0),

@@ -15,10 +15,10 @@ import torch
 from llm_fixtures import brute_force_constrained, brute_force_token_logprobs
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from sac_glam.benchmarks.scoring import scene_states
 from sac_glam.checkpoint import load_checkpoint
-from sac_glam.config import EnvConfig, ModelConfig, load_config
+from sac_glam.config import ModelConfig, load_config
 from sac_glam.envs.goals import ALL_ACTIONS
-from sac_glam.envs.playground_text import PlaygroundText
 from sac_glam.llm import make_model as mm
 from sac_glam.llm.models import LoadedModel, load_model
 from sac_glam.llm.scoring import forward_actions
@@ -31,17 +31,6 @@ PUBLISHED_PARAMS = {"flan-t5-base": 247_577_856, "t5-small": 60_506_624, "gpt2":
 def model_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     return {arch: mm.make_model(arch, root / arch, tiny=True) for arch in ("t5-small", "gpt2")}
-
-
-def _env_states(n: int = 6, seed: int = 0) -> tuple[list[str], list[list[str]]]:
-    """Prompts and admissible actions of N = 6 scenes (paper setting): 8 actions of uneven lengths."""
-    env = PlaygroundText(EnvConfig(n_objects=6))
-    prompts, actions = [], []
-    for i in range(n):
-        env.reset(seed=seed + i)
-        prompts.append(env.prompt)
-        actions.append(list(env.admissible_actions))
-    return prompts, actions
 
 
 @pytest.mark.parametrize("arch", mm.ARCHS)
@@ -75,7 +64,7 @@ def test_tokenizer_loads_with_the_family_conventions(model_dirs, arch):
     assert len(set(map(tuple, ids))) == len(ids), "two actions tokenise identically"
     assert all(tok.decode(i) == a for a, i in zip(ALL_ACTIONS, ids, strict=True))
     assert tok.unk_token_id not in {t for i in ids for t in i}
-    prompt = _env_states(1)[0][0]
+    prompt = scene_states(1)[0][0]
     encoded = tok(prompt)["input_ids"]
     if arch == "t5-small":
         assert (tok.pad_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2)
@@ -108,7 +97,7 @@ def test_model_dir_loads_through_from_pretrained_with_lora_and_4bit(model_dirs, 
 @pytest.mark.parametrize("minibatch_size", [1, 3, 512])
 def test_scores_equal_one_pair_brute_force(model_dirs, arch, minibatch_size):
     lm = _loaded(model_dirs[arch], lora=True, load_in_4bit=True)
-    prompts, actions = _env_states(3)
+    prompts, actions = scene_states(3)
     with torch.no_grad():
         fwd = forward_actions(lm.model, lm.tokenizer, prompts, actions, minibatch_size=minibatch_size)
         con = forward_actions(lm.model, lm.tokenizer, prompts, actions, minibatch_size=minibatch_size,
@@ -168,7 +157,7 @@ def test_sac_glam_her_paper_config_updates_checkpoints_and_resumes(model_dirs, t
     for part, tensors in backend.state_dict()["agent"].items():
         for key, value in tensors.items():
             assert torch.equal(value, fresh.state_dict()["agent"][part][key]), (part, key)
-    prompts, actions = _env_states(2)
+    prompts, actions = scene_states(2)
     a, b = backend.act(prompts, actions), fresh.act(prompts, actions)
     assert torch.equal(a.log_pi_BA, b.log_pi_BA)
 

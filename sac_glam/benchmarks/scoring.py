@@ -39,6 +39,22 @@ def playground_states(n_prompts: int, n_actions: int, seed: int = 0) -> tuple[li
     return list(obs.prompts), actions
 
 
+def scene_states(n: int, seed: int = 0) -> tuple[list[str], list[list[str]]]:
+    """Prompts and admissible actions of ``n`` scenes of N = 6 objects (the paper's setting): one
+    environment reset with seeds ``seed .. seed + n - 1``, 8 actions of uneven lengths each. The states
+    the scorer's exactness checks use (``tests/test_paper_shapes.py``, ``scripts/gpu_check.py``)."""
+    from sac_glam.config import EnvConfig
+    from sac_glam.envs.playground_text import PlaygroundText
+
+    env = PlaygroundText(EnvConfig(n_objects=6))
+    prompts, actions = [], []
+    for i in range(n):
+        env.reset(seed=seed + i)
+        prompts.append(env.prompt)
+        actions.append(list(env.admissible_actions))
+    return prompts, actions
+
+
 def _padded_rows_logp(lm: LoadedModel, prompts: list[str], actions: list[list[str]]) -> torch.Tensor:
     """(b): every row carries its own copy of the prompt, one padded batch, log_softmax + gather."""
     net, tok = base_model(lm.model), lm.tokenizer
