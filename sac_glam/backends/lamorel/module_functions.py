@@ -200,6 +200,26 @@ class AgentModuleFunction(BaseModuleFunction):
             raise RuntimeError(f"module function {self.key!r} has no agent: AgentInitializer binds it")
         return self._bound[0]
 
+    def forward(
+        self,
+        forward_outputs: Any,
+        minibatch: dict[str, Any],
+        tokenized_contexts: list[Any],
+        actions: list[list[str]] | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
+        """What Lamorel calls: the minibatch as checked :class:`LamorelRows` (:meth:`rows`), then this
+        function's :meth:`outputs` on them, moved to the CPU. ``actions`` is the call's ``actions=``
+        keyword (None when not given)."""
+        rows = self.rows(forward_outputs, minibatch, tokenized_contexts)
+        return self.outputs(rows, tokenized_contexts, actions).cpu()
+
+    def outputs(
+        self, rows: LamorelRows, tokenized_contexts: list[Any], actions: list[list[str]] | None
+    ) -> Tensor:
+        """One output per row; each module function defines it."""
+        raise NotImplementedError
+
     def rows(
         self, forward_outputs: Any, minibatch: dict[str, Any], tokenized_contexts: list[Any]
     ) -> LamorelRows:
@@ -293,18 +313,12 @@ class LogPiFunction(AgentModuleFunction):
 
     key = LOG_PI_FN
 
-    def forward(
-        self,
-        forward_outputs: Any,
-        minibatch: dict[str, Any],
-        tokenized_contexts: list[Any],
-        actions: list[list[str]] | None = None,
-        **kwargs: Any,
+    def outputs(
+        self, rows: LamorelRows, tokenized_contexts: list[Any], actions: list[list[str]] | None
     ) -> Tensor:
-        rows = self.rows(forward_outputs, minibatch, tokenized_contexts)
         n_actions = self.row_actions(actions, tokenized_contexts, rows)
         agent = self.agent
-        return rows_log_pi(rows, n_actions, agent.normalization, agent.tokenizer).cpu()
+        return rows_log_pi(rows, n_actions, agent.normalization, agent.tokenizer)
 
 
 class QFunction(AgentModuleFunction):
@@ -317,15 +331,9 @@ class QFunction(AgentModuleFunction):
 
     key = Q_FN
 
-    def forward(
-        self,
-        forward_outputs: Any,
-        minibatch: dict[str, Any],
-        tokenized_contexts: list[Any],
-        actions: list[list[str]] | None = None,
-        **kwargs: Any,
+    def outputs(
+        self, rows: LamorelRows, tokenized_contexts: list[Any], actions: list[list[str]] | None
     ) -> Tensor:
-        rows = self.rows(forward_outputs, minibatch, tokenized_contexts)
         agent = self.agent
         if isinstance(agent.q, PromptInputQ):
             self.row_actions(actions, tokenized_contexts, rows)
@@ -336,7 +344,7 @@ class QFunction(AgentModuleFunction):
         q_KR1: Tensor = agent._q_values(
             agent.q, self._row_forward(rows), per_row, detach=not agent.critic_cfg.backprop_llm
         )
-        return q_KR1[..., 0].T.cpu()
+        return q_KR1[..., 0].T
 
 
 class ValueFunction(AgentModuleFunction):
@@ -345,12 +353,11 @@ class ValueFunction(AgentModuleFunction):
 
     key = VALUE_FN
 
-    def forward(
-        self, forward_outputs: Any, minibatch: dict[str, Any], tokenized_contexts: list[Any], **kwargs: Any
+    def outputs(
+        self, rows: LamorelRows, tokenized_contexts: list[Any], actions: list[list[str]] | None
     ) -> Tensor:
-        rows = self.rows(forward_outputs, minibatch, tokenized_contexts)
         v_R: Tensor = self.agent._value(self._row_forward(rows))
-        return v_R.cpu()
+        return v_R
 
 
 def make_module_functions() -> dict[str, AgentModuleFunction]:
