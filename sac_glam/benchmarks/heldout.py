@@ -1,0 +1,299 @@
+"""``sac-glam bench heldout RUN_DIR...``: where, and why, a run fails on held-out (test) goals.
+
+Loads each run's final checkpoint (or a checkpoint file copied out of a run, e.g.
+``RUN_DIR/snapshots/step10016.pt``) and plays ``--episodes`` seeded episodes of ``--split`` with the
+training loop's evaluation protocol (``evaluate`` in sac_glam/train.py: the same environments, seeds and
+action sampling). With the default ``--seed`` (the run's ``train.seed + 10000``, the loop's evaluation
+seed) and ``--policy pi``, the overall success is the run's logged ``eval/{split}/success_rate`` at the
+checkpoint's step. It reports:
+
+- **success by goal category**: ``grasp``; ``grow/plant`` (the goal names a plant type or ``plant``),
+  ``grow/animal`` (an animal type or ``animal``), ``grow/generic`` (``living_thing`` or ``any {colour}
+  thing``: a plant or an animal will do); sequential goals by their goal type;
+- **the cause of each failure**, read from the episode's actions replayed through the environment's
+  ``transition`` (one cause per failed episode, the first that applies, in the order of :data:`CAUSES`;
+  a sequential goal is judged on its first unachieved part, from the step that achieved the part before);
+- **the supply choice** at the state that decides a Grow goal: on hand-built scenes {living thing the
+  goal names, water, food} (one per grow goal of the split and kind of target), holding the living thing,
+  the mass pi puts on ``Go to {water}`` and on ``Go to {food}``, and how often argmax min_k Q prefers the
+  water (SAC). Plants grow only with water; animals with either (``docs/environment.md``).
+
+``docs/heldout.md`` reads these numbers for the CPU default's runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+
+from sac_glam.envs.goals import ALL_OBJECTS, CATEGORY_TYPES, Goal, Obj, goals
+from sac_glam.envs.playground_text import (
+    PlaygroundText,
+    Scene,
+    State,
+    advance_progress,
+    part_masks,
+    transition,
+)
+from sac_glam.helptext import plain
+
+PROG = "sac-glam bench heldout"
+SplitName = Literal["train", "test"]
+SUCCESS = "success"
+#: Failure causes, in the order they are tested (the first that applies is the episode's cause).
+CAUSES: dict[str, str] = {
+    "wrong_supply": "brought a goal object and a supply that cannot grow it together (food to a plant)",
+    "grew_wrong": "grew an object the goal does not name",
+    "no_combine": "grasped the goal object or a supply that grows it, never brought the pair together",
+    "grasped_wrong": "grasped only objects that serve neither the goal nor its supply",
+    "reached_no_grasp": "stood on an object the Grasp goal names, never grasped it",
+    "no_grasp": "never grasped anything: went from object to object until the step limit",
+}
+OUTCOMES: tuple[str, ...] = (SUCCESS, *CAUSES)
+GROW_KINDS: dict[str, str] = {t: c for c in ("plant", "animal") for t in (*CATEGORY_TYPES[c], c)}
+
+
+def goal_category(goal: Goal) -> str:
+    """``grasp``, ``grow/plant``, ``grow/animal`` or ``grow/generic``; a sequential goal's goal type."""
+    if goal.second is not None:
+        return goal.goal_type
+    part = goal.first
+    return "grasp" if part.verb == "grasp" else f"grow/{GROW_KINDS.get(part.name, 'generic')}"
+
+
+class Verdict(NamedTuple):
+    """An episode's outcome, and the scene index of the object behind a failure (None when none is)."""
+
+    cause: str
+    """:data:`SUCCESS` or a :data:`CAUSES` key."""
+    obj: int | None = None
+    """The supply that could not grow the goal object, the first object wrongly grown or grasped, or
+    (``no_combine``) the first useful object grasped."""
+
+
+def classify(goal: Goal, scene: Scene, codes: list[int]) -> Verdict:
+    """The :class:`Verdict` of an episode given by its action ``codes`` from the start state."""
+    masks = part_masks(goal, scene)
+    state, progress = State(), 0
+    trail: list[tuple[State, int, tuple[str, int] | None]] = []  # steps since the last achieved part
+    for code in codes:
+        after, event = transition(scene, state, code)
+        achieved = advance_progress(masks, progress, event)
+        trail = [] if achieved > progress else [*trail, (state, code, event)]
+        state, progress = after, achieved
+    if progress == len(masks):
+        return Verdict(SUCCESS)
+    verb, targets = masks[progress]
+    n = len(scene)
+    grasped = [e[1] for _, _, e in trail if e is not None and e[0] == "grasp"]
+    if verb == "grasp":  # every grasp in the trail is of an object the goal does not name
+        if grasped:
+            return Verdict("grasped_wrong", grasped[0])
+        return Verdict("reached_no_grasp" if any(c < n and c in targets for _, c, _ in trail) else "no_grasp")
+    for (on, held, _), code, _ in trail:  # a Go to while holding something: a try at growing
+        if held is None or code >= n or code == on:
+            continue
+        for living, other in ((code, held), (held, code)):
+            supply = scene.objects[other].category == "supply"
+            if living in targets and supply and other not in scene.growers[living]:
+                return Verdict("wrong_supply", other)
+    grown = [e[1] for _, _, e in trail if e is not None and e[0] == "grow"]
+    if grown:  # a goal object's grow would have been a success
+        return Verdict("grew_wrong", grown[0])
+    useful = set(targets).union(*(scene.growers[t] for t in targets))
+    held_useful = [i for i in grasped if i in useful]
+    if held_useful:
+        return Verdict("no_combine", held_useful[0])
+    return Verdict("grasped_wrong", grasped[0]) if grasped else Verdict("no_grasp")
+
+
+@dataclass
+class Episode:
+    goal: Goal
+    scene: Scene
+    codes: list[int] = field(default_factory=list)
+    success: bool = False
+    """As the environment reported it (``classify`` must agree)."""
+
+
+def rollout(
+    policy: Any, env_cfg: Any, split: SplitName, episodes: int, seed: int, greedy: bool
+) -> list[Episode]:
+    """``evaluate``'s episodes (same vector env, seeds, quota per env and sampling), with their actions."""
+    from sac_glam.envs.vector import PlaygroundTextVecEnv
+    from sac_glam.train import sample_actions
+
+    envs = PlaygroundTextVecEnv(env_cfg, split=split, seed=seed)
+    quota = -(-episodes // envs.n_envs)
+    done = np.zeros(envs.n_envs, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    obs = envs.reset()
+    current = [Episode(env.goal, env.scene) for env in envs.envs]
+    out: list[Episode] = []
+    while (done < quota).any():
+        ids = sample_actions(policy.act(obs.prompts, obs.actions), rng, greedy=greedy)
+        for ep, env, a in zip(current, envs.envs, ids.tolist(), strict=True):
+            ep.codes.append(env.admissible_codes[a])
+        step = envs.step(ids)
+        for i, end in enumerate(step.ends):
+            if end is None:
+                continue
+            if done[i] < quota:
+                done[i] += 1
+                current[i].success = end.success
+                out.append(current[i])
+            current[i] = Episode(envs.envs[i].goal, envs.envs[i].scene)
+        obs = step.obs
+    return out
+
+
+def tabulate(episodes: list[Episode]) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """(category (and ``all``) -> outcome -> episodes, cause -> category of its object -> episodes).
+
+    Every episode has exactly one outcome; e.g. ``grew_wrong -> {"animal": 9}``: nine episodes grew an
+    animal the goal does not name.
+    """
+    table: dict[str, dict[str, int]] = {}
+    objects: dict[str, dict[str, int]] = {}
+    for ep in episodes:
+        verdict = classify(ep.goal, ep.scene, ep.codes)
+        if (verdict.cause == SUCCESS) != ep.success:
+            raise RuntimeError(
+                f"{PROG}: replaying {ep.goal.text!r} gives {verdict.cause}, the env said {ep.success}"
+            )
+        for key in (goal_category(ep.goal), "all"):
+            row = table.setdefault(key, dict.fromkeys(OUTCOMES, 0))
+            row[verdict.cause] += 1
+        if verdict.obj is not None:
+            what = objects.setdefault(verdict.cause, {})
+            kind = ep.scene.objects[verdict.obj].category
+            what[kind] = what.get(kind, 0) + 1
+    return dict(sorted(table.items(), key=lambda kv: (kv[0] == "all", kv[0]))), objects
+
+
+def supply_choice(
+    policy: Any, q_agent: Any, env_cfg: Any, split: SplitName, seed: int
+) -> dict[str, dict[str, float]]:
+    """Holding the living thing a grow goal names, in a scene {it, water, food}: pi on water vs food.
+
+    ``plant`` rows are the decisive state of a Grow-a-plant goal (only the water grows it); ``animal``
+    rows are the control (both grow it). ``q_water`` is the fraction of states where min_k Q(water) >
+    min_k Q(food) (None without a critic).
+    """
+    rng = np.random.default_rng(seed)
+    env = PlaygroundText(env_cfg, split)
+    prompts: list[str] = []
+    actions: list[list[str]] = []
+    rows: list[tuple[str, int, int]] = []  # (kind, index of Go to water, index of Go to food)
+    for goal in goals(split, sequential=False):
+        part = goal.first
+        for kind in ("plant", "animal") if part.verb == "grow" else ():
+            names = [o for o in ALL_OBJECTS if o.category == kind and part.matches(o)]
+            if not names:
+                continue
+            living = names[int(rng.integers(len(names)))]
+            water, food = (Obj(str(rng.choice(["red", "blue", "green"])), t) for t in ("water", "food"))
+            scene = [str(o) for o in (living, water, food)]
+            env.reset(options={"goal": goal.text, "scene": [scene[i] for i in rng.permutation(3)]})
+            env.step(f"Go to {living}")
+            env.step("Grasp")
+            acts = env.admissible_actions
+            prompts.append(env.prompt)
+            actions.append(acts)
+            rows.append((kind, acts.index(f"Go to {water}"), acts.index(f"Go to {food}")))
+    if not rows:
+        return {}
+    pi_BA = policy.act(prompts, actions).log_pi_BA.exp()
+    q_BA = None
+    if q_agent is not None:
+        with torch.no_grad():
+            q_BA = q_agent.evaluate(prompts, actions, q=True).q_KBA.min(0).values
+    out: dict[str, dict[str, Any]] = {}
+    for kind in ("plant", "animal"):
+        idx = [b for b, r in enumerate(rows) if r[0] == kind]
+        if not idx:
+            continue
+        w = torch.tensor([rows[b][1] for b in idx])
+        f = torch.tensor([rows[b][2] for b in idx])
+        b_B = torch.tensor(idx)
+        out[kind] = {"states": len(idx), "pi_water": float(pi_BA[b_B, w].mean()),
+                     "pi_food": float(pi_BA[b_B, f].mean()),
+                     "q_water": None if q_BA is None else float((q_BA[b_B, w] > q_BA[b_B, f]).float().mean())}  # fmt: skip
+    return out
+
+
+def diagnose(
+    path: Path, split: SplitName, episodes: int, seed: int | None, policy_name: str
+) -> dict[str, Any]:
+    """One run's (or checkpoint file's) numbers, as ``--json`` writes them."""
+    from sac_glam.benchmarks.actor_critic import _QPolicy, load_run
+
+    cfg, ckpt, backend = load_run(path, PROG, algos=("sac", "ppo"))
+    sac = cfg.train.algo == "sac"
+    if policy_name == "argmax_q" and not sac:
+        raise SystemExit(f"{PROG}: --policy argmax_q needs a SAC run (a critic); {path} is {cfg.train.algo}")
+    seed = cfg.train.seed + 10_000 if seed is None else seed
+    policy = _QPolicy(backend.agent) if policy_name == "argmax_q" else backend
+    eps = rollout(policy, cfg.env, split, episodes, seed, greedy=policy_name != "pi")
+    table, objects = tabulate(eps)
+    return {"run": str(path), "step": int(ckpt["loop"]["steps"]), "split": split, "policy": policy_name,
+            "seed": seed, "episodes": len(eps), "success": table["all"][SUCCESS] / len(eps),
+            "outcomes": table, "objects": objects, "supply": supply_choice(backend, backend.agent if sac else None, cfg.env, split, seed)}  # fmt: skip
+
+
+def print_result(r: dict[str, Any]) -> None:
+    print(f"\n{r['run']}  step {r['step']}  split {r['split']}  policy {r['policy']}  seed {r['seed']}: "
+          f"success {r['success']:.2f} over {r['episodes']} episodes")  # fmt: skip
+    print(f"{'category':<16} {'n':>4} " + " ".join(f"{k:>{max(len(k), 5)}}" for k in OUTCOMES))
+    for cat, row in r["outcomes"].items():
+        n = sum(row.values())
+        print(f"{cat:<16} {n:>4} " + " ".join(f"{row[k] / n:>{max(len(k), 5)}.2f}" for k in OUTCOMES))
+    for cause, what in r["objects"].items():
+        print(
+            f"{cause} objects: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(what.items(), key=lambda kv: -kv[1]))
+        )
+    for kind, s in r["supply"].items():
+        q = "" if s["q_water"] is None else f"; argmax Q picks water in {s['q_water']:.2f}"
+        print(f"holding {'an' if kind == 'animal' else 'a'} {kind:<6} ({s['states']:>2} states): pi(water) {s['pi_water']:.2f}, "
+              f"pi(food) {s['pi_food']:.2f}{q}")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=PROG, description=plain(__doc__),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories, or checkpoint files inside one")
+    parser.add_argument(
+        "--split", default="test", choices=["test", "train"], help="goal split of the episodes"
+    )
+    parser.add_argument(
+        "--episodes", type=int, default=128, help="episodes (rounded up to a multiple of env.n_envs)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="episode seed (default: the run's evaluation seed)"
+    )
+    parser.add_argument("--policy", default="pi", choices=["pi", "argmax_pi", "argmax_q"],
+                        help="pi sampled (as the loop evaluates), its argmax, or argmax min_k Q (SAC)")  # fmt: skip
+    parser.add_argument("--json", type=Path, default=None, help="also write the results (a list) here")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        raise SystemExit(f"{PROG}: --episodes must be >= 1, got {args.episodes}")
+    torch.set_num_threads(args.threads)
+    print("causes: " + "; ".join(f"{k}: {v}" for k, v in CAUSES.items()))
+    results = []
+    for run in args.runs:
+        results.append(diagnose(run, args.split, args.episodes, args.seed, args.policy))
+        print_result(results[-1])
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
