@@ -5,7 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from sac_glam.benchmarks.heldout import CAUSES, SUCCESS, classify, diagnose, goal_category, main
+from sac_glam.benchmarks.heldout import (
+    CAUSES,
+    SUCCESS,
+    classify,
+    diagnose,
+    goal_category,
+    has_decoy,
+    main,
+    transitions,
+)
 from sac_glam.config import load_config
 from sac_glam.envs.goals import goals, parse_goal
 from sac_glam.envs.playground_text import OBJECT_BY_NAME, PlaygroundText, make_scene, sample_scene
@@ -66,6 +75,13 @@ def test_classify_agrees_with_the_environment_on_random_trajectories():
     assert {SUCCESS, "grew_wrong", "no_combine", "no_grasp", "grasped_wrong"} <= seen
 
 
+def test_a_decoy_is_a_living_thing_the_grow_goal_does_not_name():
+    goal = parse_goal("Grow red tree")
+    assert has_decoy(goal, _scene("red tree", "green water", "blue cat"))
+    assert has_decoy(goal, _scene("red tree", "green water", "blue tree"))
+    assert not has_decoy(goal, _scene("red tree", "green water", "blue chair"))
+
+
 def test_goal_categories():
     assert goal_category(parse_goal("Grow red tree")) == "grow/plant"
     assert goal_category(parse_goal("Grow any plant")) == "grow/plant"
@@ -104,6 +120,9 @@ def test_bench_partitions_the_episodes_and_matches_the_loops_evaluation(tiny_run
         assert rows["all"][outcome] == sum(row[outcome] for row in categories.values())
     for cause in ("wrong_supply", "grew_wrong", "no_combine", "grasped_wrong"):  # these name an object
         assert sum(r["objects"].get(cause, {}).values()) == rows["all"][cause]
+    for cat, cell in r["decoys"].items():  # split by decoy or not: the category's episodes and successes
+        assert sum(n for n, _ in cell.values()) == sum(rows[cat].values())
+        assert sum(k for _, k in cell.values()) == rows[cat][SUCCESS]
     # The same episodes, seeds and sampling as the loop's evaluation: the same success rate.
     cfg, _, backend = load_run(tiny_run, "test")
     cfg.train.eval_episodes = 12
@@ -111,6 +130,13 @@ def test_bench_partitions_the_episodes_and_matches_the_loops_evaluation(tiny_run
     plant = r["supply"]["plant"]
     assert plant["states"] > 0 and 0.0 < plant["pi_water"] + plant["pi_food"] <= 1.0
     assert 0.0 <= plant["q_water"] <= 1.0
+
+
+def test_transitions_pair_the_same_episodes(tiny_run):
+    a = diagnose(tiny_run, "test", 8, None, "pi")
+    moved = transitions(a, diagnose(tiny_run, "test", 8, None, "pi"))  # same checkpoint: the diagonal
+    assert moved == {k: {j: a["outcomes"]["all"][k] * (j == k) for j in row} for k, row in moved.items()}
+    assert transitions(a, diagnose(tiny_run, "test", 8, 1, "pi")) is None  # other seed, other episodes
 
 
 def test_cli_writes_json_and_refuses_a_directory_without_a_run(tiny_run, tmp_path, capsys):

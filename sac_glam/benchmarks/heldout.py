@@ -135,7 +135,7 @@ def rollout(
     rng = np.random.default_rng(seed)
     obs = envs.reset()
     current = [Episode(env.goal, env.scene) for env in envs.envs]
-    out: list[Episode] = []
+    out: list[tuple[int, int, Episode]] = []  # (env, its episode number, episode)
     while (done < quota).any():
         ids = sample_actions(policy.act(obs.prompts, obs.actions), rng, greedy=greedy)
         for ep, env, a in zip(current, envs.envs, ids.tolist(), strict=True):
@@ -147,34 +147,51 @@ def rollout(
             if done[i] < quota:
                 done[i] += 1
                 current[i].success = end.success
-                out.append(current[i])
+                out.append((i, int(done[i]), current[i]))
             current[i] = Episode(envs.envs[i].goal, envs.envs[i].scene)
         obs = step.obs
-    return out
+    # Env by env: env i plays the same (goal, scene) sequence whatever the policy, the end order varies.
+    return [ep for *_, ep in sorted(out, key=lambda r: r[:2])]
 
 
-def tabulate(episodes: list[Episode]) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
-    """(category (and ``all``) -> outcome -> episodes, cause -> category of its object -> episodes).
+def has_decoy(goal: Goal, scene: Scene) -> bool:
+    """Whether a Grow goal's scene holds a living thing the goal does not name (it could be grown instead)."""
+    _, targets = part_masks(goal, scene)[0]
+    return any(o.living and i not in targets for i, o in enumerate(scene.objects))
 
-    Every episode has exactly one outcome; e.g. ``grew_wrong -> {"animal": 9}``: nine episodes grew an
-    animal the goal does not name.
+
+def tabulate(episodes: list[Episode]) -> dict[str, Any]:
+    """The counts ``--json`` writes, each a partition of the episodes it covers:
+
+    ``outcomes``: category (and ``all``) -> outcome -> episodes; ``objects``: cause -> category of its
+    :attr:`Verdict.obj` -> episodes (``grew_wrong -> {"animal": 9}``: nine episodes grew an animal the goal
+    does not name); ``decoys``: simple Grow category -> ``decoy`` / ``no_decoy`` (:func:`has_decoy`) ->
+    [episodes, successes].
     """
     table: dict[str, dict[str, int]] = {}
     objects: dict[str, dict[str, int]] = {}
+    decoys: dict[str, dict[str, list[int]]] = {}
     for ep in episodes:
         verdict = classify(ep.goal, ep.scene, ep.codes)
         if (verdict.cause == SUCCESS) != ep.success:
             raise RuntimeError(
                 f"{PROG}: replaying {ep.goal.text!r} gives {verdict.cause}, the env said {ep.success}"
             )
-        for key in (goal_category(ep.goal), "all"):
+        category = goal_category(ep.goal)
+        for key in (category, "all"):
             row = table.setdefault(key, dict.fromkeys(OUTCOMES, 0))
             row[verdict.cause] += 1
         if verdict.obj is not None:
             what = objects.setdefault(verdict.cause, {})
             kind = ep.scene.objects[verdict.obj].category
             what[kind] = what.get(kind, 0) + 1
-    return dict(sorted(table.items(), key=lambda kv: (kv[0] == "all", kv[0]))), objects
+        if category.startswith("grow/"):
+            cell = decoys.setdefault(category, {"decoy": [0, 0], "no_decoy": [0, 0]})
+            n_success = cell["decoy" if has_decoy(ep.goal, ep.scene) else "no_decoy"]
+            n_success[0] += 1
+            n_success[1] += int(ep.success)
+    order = dict(sorted(table.items(), key=lambda kv: (kv[0] == "all", kv[0])))
+    return {"outcomes": order, "objects": objects, "decoys": dict(sorted(decoys.items()))}
 
 
 def supply_choice(
@@ -241,10 +258,29 @@ def diagnose(
     seed = cfg.train.seed + 10_000 if seed is None else seed
     policy = _QPolicy(backend.agent) if policy_name == "argmax_q" else backend
     eps = rollout(policy, cfg.env, split, episodes, seed, greedy=policy_name != "pi")
-    table, objects = tabulate(eps)
+    counts = tabulate(eps)
+    # One row per episode, for pairing the same episodes across checkpoints (see transitions()).
+    rows = [[ep.goal.text, list(ep.scene.names), classify(ep.goal, ep.scene, ep.codes).cause] for ep in eps]
     return {"run": str(path), "step": int(ckpt["loop"]["steps"]), "split": split, "policy": policy_name,
-            "seed": seed, "episodes": len(eps), "success": table["all"][SUCCESS] / len(eps),
-            "outcomes": table, "objects": objects, "supply": supply_choice(backend, backend.agent if sac else None, cfg.env, split, seed)}  # fmt: skip
+            "seed": seed, "episodes": len(eps), "success": counts["outcomes"]["all"][SUCCESS] / len(eps),
+            **counts, "supply": supply_choice(backend, backend.agent if sac else None, cfg.env, split, seed),
+            "per_episode": rows}  # fmt: skip
+
+
+def transitions(first: dict[str, Any], last: dict[str, Any]) -> dict[str, dict[str, int]] | None:
+    """Outcome at ``first`` -> outcome at ``last`` -> episodes, when both played the same episodes.
+
+    The evaluation environments draw goals and scenes from their own generators at reset only, so two
+    checkpoints evaluated with the same seed, split and episode count meet the same (goal, scene)
+    sequence; None when they did not (another run's seed, say).
+    """
+    a, b = first["per_episode"], last["per_episode"]
+    if [r[:2] for r in a] != [r[:2] for r in b]:
+        return None
+    out: dict[str, dict[str, int]] = {}
+    for (*_, was), (*_, now) in zip(a, b, strict=True):
+        out.setdefault(was, dict.fromkeys(OUTCOMES, 0))[now] += 1
+    return {k: out[k] for k in OUTCOMES if k in out}
 
 
 def print_result(r: dict[str, Any]) -> None:
@@ -259,6 +295,9 @@ def print_result(r: dict[str, Any]) -> None:
             f"{cause} objects: "
             + ", ".join(f"{k} {v}" for k, v in sorted(what.items(), key=lambda kv: -kv[1]))
         )
+    for cat, cell in r["decoys"].items():
+        print(f"{cat}: success " + ", ".join(f"{s / n if n else float('nan'):.2f} {k.replace('_', ' ')} (n {n})"
+                                              for k, (n, s) in cell.items()))  # fmt: skip
     for kind, s in r["supply"].items():
         q = "" if s["q_water"] is None else f"; argmax Q picks water in {s['q_water']:.2f}"
         print(f"holding {'an' if kind == 'animal' else 'a'} {kind:<6} ({s['states']:>2} states): pi(water) {s['pi_water']:.2f}, "
@@ -291,6 +330,14 @@ def main(argv: list[str] | None = None) -> None:
     for run in args.runs:
         results.append(diagnose(run, args.split, args.episodes, args.seed, args.policy))
         print_result(results[-1])
+    moved = transitions(results[0], results[-1]) if len(results) > 1 else None
+    if moved is not None:
+        print(
+            f"\nthe same episodes, outcome at step {results[0]['step']} (rows) -> at step {results[-1]['step']}:"
+        )
+        print(f"{'':<16} " + " ".join(f"{k:>{max(len(k), 5)}}" for k in OUTCOMES))
+        for was, row in moved.items():
+            print(f"{was:<16} " + " ".join(f"{row[k]:>{max(len(k), 5)}}" for k in OUTCOMES))
     if args.json is not None:
         args.json.write_text(json.dumps(results, indent=2))
 
