@@ -4,7 +4,9 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
+from sac_glam.backends.base import ActOutput
 from sac_glam.benchmarks.heldout import (
     CAUSES,
     SUCCESS,
@@ -13,10 +15,13 @@ from sac_glam.benchmarks.heldout import (
     goal_category,
     has_decoy,
     main,
+    reworded_success,
+    rollout,
+    train_wording,
     transitions,
 )
 from sac_glam.config import load_config
-from sac_glam.envs.goals import goals, parse_goal
+from sac_glam.envs.goals import goals, is_test_text, parse_goal
 from sac_glam.envs.playground_text import OBJECT_BY_NAME, PlaygroundText, make_scene, sample_scene
 from sac_glam.train import evaluate, train
 
@@ -82,6 +87,48 @@ def test_a_decoy_is_a_living_thing_the_grow_goal_does_not_name():
     assert not has_decoy(goal, _scene("red tree", "green water", "blue chair"))
 
 
+def test_train_wording_names_the_same_objects_or_nothing():
+    tree = parse_goal("Grow red tree")
+    assert train_wording(tree, _scene("red tree", "green water", "blue cat")) == "Grow any red thing"
+    assert train_wording(tree, _scene("red tree", "green water", "red cat")) is None  # red cat grows too
+    assert train_wording(tree, _scene("red tree", "green water", "red chair")) == "Grow any red thing"
+    door = parse_goal("Grasp blue door")
+    assert train_wording(door, _scene("blue door", "red chair", "green cat")) == "Grasp any blue thing"
+    assert train_wording(door, _scene("blue door", "blue water", "green cat")) is None
+    assert train_wording(parse_goal("Grow any tree"), _scene("green tree", "red water", "green chair")) == (
+        "Grow any green thing"
+    )
+    assert (
+        train_wording(parse_goal("Grow any red thing"), _scene("red tree", "green water", "blue cat")) is None
+    )
+
+
+class _Uniform:
+    """A policy stand-in: uniform over the admissible actions; records what it read."""
+
+    def __init__(self):
+        self.prompts = []
+
+    def act(self, prompts, actions):
+        self.prompts += prompts
+        mask_BA = torch.tensor([[j < len(a) for j in range(5)] for a in actions])
+        log_pi_BA = torch.log(mask_BA / mask_BA.sum(-1, keepdim=True)).masked_fill(~mask_BA, 0.0)
+        return ActOutput(log_pi_BA, mask_BA, None)
+
+
+def test_reworded_rollout_shows_the_train_wording_on_the_same_episodes():
+    env_cfg = load_config("sac_glam_her_cpu", ["env.n_envs=4"]).env
+    plain, policy = rollout(_Uniform(), env_cfg, "test", 16, 3, greedy=False), _Uniform()
+    reworded = rollout(policy, env_cfg, "test", 16, 3, greedy=False, reword=True)
+    assert [(e.goal, e.scene) for e in plain] == [(e.goal, e.scene) for e in reworded]
+    changed = [e for e in reworded if e.shown != e.goal.text]
+    assert changed and all(not is_test_text(e.shown) for e in changed)
+    read = {line.removeprefix("Goal: ") for p in policy.prompts for line in p.splitlines()[:1]}
+    assert {e.shown for e in changed} <= read
+    cells = reworded_success(plain, reworded)
+    assert sum(n for n, _, _ in cells.values()) == len(changed)
+
+
 def test_goal_categories():
     assert goal_category(parse_goal("Grow red tree")) == "grow/plant"
     assert goal_category(parse_goal("Grow any plant")) == "grow/plant"
@@ -123,6 +170,8 @@ def test_bench_partitions_the_episodes_and_matches_the_loops_evaluation(tiny_run
     for cat, cell in r["decoys"].items():  # split by decoy or not: the category's episodes and successes
         assert sum(n for n, _ in cell.values()) == sum(rows[cat].values())
         assert sum(k for _, k in cell.values()) == rows[cat][SUCCESS]
+    for cat, (n, own, _) in r["reworded"].items():
+        assert n <= sum(rows[cat].values()) and own <= rows[cat][SUCCESS]
     # The same episodes, seeds and sampling as the loop's evaluation: the same success rate.
     cfg, _, backend = load_run(tiny_run, "test")
     cfg.train.eval_episodes = 12

@@ -32,7 +32,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from sac_glam.envs.goals import ALL_OBJECTS, CATEGORY_TYPES, Goal, Obj, goals
+from sac_glam.envs.goals import ALL_OBJECTS, CATEGORY_TYPES, THING, Goal, Obj, SimpleGoal, goals
 from sac_glam.envs.playground_text import (
     PlaygroundText,
     Scene,
@@ -120,24 +120,53 @@ class Episode:
     codes: list[int] = field(default_factory=list)
     success: bool = False
     """As the environment reported it (``classify`` must agree)."""
+    shown: str = ""
+    """The goal text the policy read (``goal.text`` unless reworded)."""
+
+
+def train_wording(goal: Goal, scene: Scene) -> str | None:
+    """``{Verb} any {colour} thing``, a train goal, when it names exactly the objects ``goal`` names here.
+
+    E.g. ``Grow red tree`` in {red tree, green water, blue cat} becomes ``Grow any red thing``: the same
+    objects achieve both, so the environment's success judges the reworded goal too. None for
+    sequential goals, for train goals, and where the colour would also name another object.
+    """
+    if goal.second is not None or goal.first.name == THING:
+        return None
+    [(_, targets)] = part_masks(goal, scene)
+    colours = {scene.objects[i].colour for i in targets}
+    if len(colours) != 1:
+        return None
+    generic = SimpleGoal(goal.first.verb, colours.pop(), THING)
+    named = {i for i, o in enumerate(scene.objects) if generic.matches(o)}
+    return generic.text if named == set(targets) else None
 
 
 def rollout(
-    policy: Any, env_cfg: Any, split: SplitName, episodes: int, seed: int, greedy: bool
+    policy: Any, env_cfg: Any, split: SplitName, episodes: int, seed: int, greedy: bool, reword: bool = False
 ) -> list[Episode]:
-    """``evaluate``'s episodes (same vector env, seeds, quota per env and sampling), with their actions."""
+    """``evaluate``'s episodes (same vector env, seeds, quota per env and sampling), with their actions.
+
+    ``reword``: the policy reads :func:`train_wording`'s text instead of the goal where there is one.
+    """
     from sac_glam.envs.vector import PlaygroundTextVecEnv
+    from sac_glam.prompts import render_prompt
     from sac_glam.train import sample_actions
+
+    def start(env: PlaygroundText) -> Episode:
+        shown = train_wording(env.goal, env.scene) if reword else None
+        return Episode(env.goal, env.scene, shown=shown or env.goal.text)
 
     envs = PlaygroundTextVecEnv(env_cfg, split=split, seed=seed)
     quota = -(-episodes // envs.n_envs)
     done = np.zeros(envs.n_envs, dtype=np.int64)
     rng = np.random.default_rng(seed)
     obs = envs.reset()
-    current = [Episode(env.goal, env.scene) for env in envs.envs]
+    current = [start(env) for env in envs.envs]
     out: list[tuple[int, int, Episode]] = []  # (env, its episode number, episode)
     while (done < quota).any():
-        ids = sample_actions(policy.act(obs.prompts, obs.actions), rng, greedy=greedy)
+        prompts = [render_prompt(o, ep.shown) for o, ep in zip(obs.observations, current, strict=True)]
+        ids = sample_actions(policy.act(prompts, obs.actions), rng, greedy=greedy)
         for ep, env, a in zip(current, envs.envs, ids.tolist(), strict=True):
             ep.codes.append(env.admissible_codes[a])
         step = envs.step(ids)
@@ -148,10 +177,27 @@ def rollout(
                 done[i] += 1
                 current[i].success = end.success
                 out.append((i, int(done[i]), current[i]))
-            current[i] = Episode(envs.envs[i].goal, envs.envs[i].scene)
+            current[i] = start(envs.envs[i])
         obs = step.obs
     # Env by env: env i plays the same (goal, scene) sequence whatever the policy, the end order varies.
     return [ep for *_, ep in sorted(out, key=lambda r: r[:2])]
+
+
+def reworded_success(plain_eps: list[Episode], reworded: list[Episode]) -> dict[str, list[int]]:
+    """category -> [episodes reworded, successes with the goal's own text, successes reworded].
+
+    Both lists hold the same episodes (the same seed): only what the policy read differs.
+    """
+    out: dict[str, list[int]] = {}
+    for a, b in zip(plain_eps, reworded, strict=True):
+        if a.goal != b.goal or a.scene != b.scene:
+            raise RuntimeError(f"{PROG}: the reworded rollout met other episodes than the plain one")
+        if b.shown != b.goal.text:
+            cell = out.setdefault(goal_category(a.goal), [0, 0, 0])
+            cell[0] += 1
+            cell[1] += int(a.success)
+            cell[2] += int(b.success)
+    return dict(sorted(out.items()))
 
 
 def has_decoy(goal: Goal, scene: Scene) -> bool:
@@ -257,8 +303,13 @@ def diagnose(
         raise SystemExit(f"{PROG}: --policy argmax_q needs a SAC run (a critic); {path} is {cfg.train.algo}")
     seed = cfg.train.seed + 10_000 if seed is None else seed
     policy = _QPolicy(backend.agent) if policy_name == "argmax_q" else backend
-    eps = rollout(policy, cfg.env, split, episodes, seed, greedy=policy_name != "pi")
+    greedy = policy_name != "pi"
+    eps = rollout(policy, cfg.env, split, episodes, seed, greedy)
     counts = tabulate(eps)
+    if split == "test":  # the same episodes, read in train wording where that names the same objects
+        counts["reworded"] = reworded_success(
+            eps, rollout(policy, cfg.env, split, episodes, seed, greedy, True)
+        )
     # One row per episode, for pairing the same episodes across checkpoints (see transitions()).
     rows = [[ep.goal.text, list(ep.scene.names), classify(ep.goal, ep.scene, ep.codes).cause] for ep in eps]
     return {"run": str(path), "step": int(ckpt["loop"]["steps"]), "split": split, "policy": policy_name,
@@ -298,6 +349,9 @@ def print_result(r: dict[str, Any]) -> None:
     for cat, cell in r["decoys"].items():
         print(f"{cat}: success " + ", ".join(f"{s / n if n else float('nan'):.2f} {k.replace('_', ' ')} (n {n})"
                                               for k, (n, s) in cell.items()))  # fmt: skip
+    for cat, (n, own, train) in r.get("reworded", {}).items():
+        print(f"{cat}: {n} episodes where '{{Verb}} any {{colour}} thing' names the same objects: success "
+              f"{own / n:.2f} with the goal's text, {train / n:.2f} with that train wording")  # fmt: skip
     for kind, s in r["supply"].items():
         q = "" if s["q_water"] is None else f"; argmax Q picks water in {s['q_water']:.2f}"
         print(f"holding {'an' if kind == 'animal' else 'a'} {kind:<6} ({s['states']:>2} states): pi(water) {s['pi_water']:.2f}, "
