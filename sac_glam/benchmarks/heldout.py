@@ -240,20 +240,23 @@ def tabulate(episodes: list[Episode]) -> dict[str, Any]:
     return {"outcomes": order, "objects": objects, "decoys": dict(sorted(decoys.items()))}
 
 
-def supply_choice(
-    policy: Any, q_agent: Any, env_cfg: Any, split: SplitName, seed: int
-) -> dict[str, dict[str, float]]:
-    """Holding the living thing a grow goal names, in a scene {it, water, food}: pi on water vs food.
+PROBE_ACTIONS: tuple[str, ...] = ("water", "food", "release", "grasp")
 
-    ``plant`` rows are the decisive state of a Grow-a-plant goal (only the water grows it); ``animal``
-    rows are the control (both grow it). ``q_water`` is the fraction of states where min_k Q(water) >
-    min_k Q(food) (None without a critic).
+
+def supply_choice(policy: Any, q_agent: Any, env_cfg: Any, split: SplitName, seed: int) -> dict[str, Any]:
+    """Holding the living thing a grow goal names, in a scene {it, water, food}: what pi and Q choose.
+
+    The four admissible actions there are ``Go to`` the water, ``Go to`` the food, ``Release`` and
+    ``Grasp`` (a no-op with full hands). ``plant`` rows are the decisive state of a Grow-a-plant goal
+    (only the water grows it); ``animal`` rows are the control (either supply grows it). Per kind:
+    ``pi``, the mean mass on each action; ``argmax_q``, the share of states where min_k Q is highest
+    for it (absent without a critic).
     """
     rng = np.random.default_rng(seed)
     env = PlaygroundText(env_cfg, split)
     prompts: list[str] = []
     actions: list[list[str]] = []
-    rows: list[tuple[str, int, int]] = []  # (kind, index of Go to water, index of Go to food)
+    rows: list[tuple[str, list[int]]] = []  # (kind, indices of PROBE_ACTIONS in the admissible list)
     for goal in goals(split, sequential=False):
         part = goal.first
         for kind in ("plant", "animal") if part.verb == "grow" else ():
@@ -269,25 +272,30 @@ def supply_choice(
             acts = env.admissible_actions
             prompts.append(env.prompt)
             actions.append(acts)
-            rows.append((kind, acts.index(f"Go to {water}"), acts.index(f"Go to {food}")))
+            rows.append(
+                (kind, [acts.index(a) for a in (f"Go to {water}", f"Go to {food}", "Release", "Grasp")])
+            )
     if not rows:
         return {}
     pi_BA = policy.act(prompts, actions).log_pi_BA.exp()
     q_BA = None
     if q_agent is not None:
         with torch.no_grad():
-            q_BA = q_agent.evaluate(prompts, actions, q=True).q_KBA.min(0).values
-    out: dict[str, dict[str, Any]] = {}
+            out_q = q_agent.evaluate(prompts, actions, q=True)
+        q_BA = out_q.q_KBA.min(0).values.masked_fill(~out_q.mask_BA, -torch.inf)
+    out: dict[str, Any] = {}
     for kind in ("plant", "animal"):
         idx = [b for b, r in enumerate(rows) if r[0] == kind]
         if not idx:
             continue
-        w = torch.tensor([rows[b][1] for b in idx])
-        f = torch.tensor([rows[b][2] for b in idx])
-        b_B = torch.tensor(idx)
-        out[kind] = {"states": len(idx), "pi_water": float(pi_BA[b_B, w].mean()),
-                     "pi_food": float(pi_BA[b_B, f].mean()),
-                     "q_water": None if q_BA is None else float((q_BA[b_B, w] > q_BA[b_B, f]).float().mean())}  # fmt: skip
+        cols_B4 = torch.tensor([rows[b][1] for b in idx])
+        b_B1 = torch.tensor(idx).view(-1, 1)
+        pi_B4 = pi_BA[b_B1, cols_B4]
+        out[kind] = {"states": len(idx), "pi": dict(zip(PROBE_ACTIONS, pi_B4.mean(0).tolist(), strict=True))}
+        if q_BA is not None:  # the four are all the admissible actions: argmax over them is Q's choice
+            best_B = q_BA[b_B1, cols_B4].argmax(-1)
+            shares = torch.bincount(best_B, minlength=4).float() / len(idx)
+            out[kind]["argmax_q"] = dict(zip(PROBE_ACTIONS, shares.tolist(), strict=True))
     return out
 
 
@@ -353,9 +361,11 @@ def print_result(r: dict[str, Any]) -> None:
         print(f"{cat}: {n} episodes where '{{Verb}} any {{colour}} thing' names the same objects: success "
               f"{own / n:.2f} with the goal's text, {train / n:.2f} with that train wording")  # fmt: skip
     for kind, s in r["supply"].items():
-        q = "" if s["q_water"] is None else f"; argmax Q picks water in {s['q_water']:.2f}"
-        print(f"holding {'an' if kind == 'animal' else 'a'} {kind:<6} ({s['states']:>2} states): pi(water) {s['pi_water']:.2f}, "
-              f"pi(food) {s['pi_food']:.2f}{q}")  # fmt: skip
+        for who in ("pi", "argmax_q"):
+            if who in s:
+                shares = ", ".join(f"{a} {s[who][a]:.2f}" for a in PROBE_ACTIONS)
+                print(f"holding {'an' if kind == 'animal' else 'a'} {kind} named by a Grow goal "
+                      f"({s['states']} states), {who}: {shares}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
