@@ -241,12 +241,15 @@ def tabulate(episodes: list[Episode]) -> dict[str, Any]:
 
 
 PROBE_ACTIONS: tuple[str, ...] = ("water", "food", "release", "grasp")
+#: Probe states per (goal, kind of living thing): up to this many of the objects the goal names.
+PROBE_PER_GOAL = 5
 
 
 def supply_choice(policy: Any, q_agent: Any, env_cfg: Any, split: SplitName, seed: int) -> dict[str, Any]:
     """Holding the living thing a grow goal names, in a scene {it, water, food}: what pi and Q choose.
 
-    The four admissible actions there are ``Go to`` the water, ``Go to`` the food, ``Release`` and
+    One state per (grow goal of the split, kind, object of that kind the goal names; at most
+    :data:`PROBE_PER_GOAL` of them), with random supply colours and scene order. The four admissible actions there are ``Go to`` the water, ``Go to`` the food, ``Release`` and
     ``Grasp`` (a no-op with full hands). ``plant`` rows are the decisive state of a Grow-a-plant goal
     (only the water grows it); ``animal`` rows are the control (either supply grows it). Per kind:
     ``pi``, the mean mass on each action; ``argmax_q``, the share of states where min_k Q is highest
@@ -261,20 +264,18 @@ def supply_choice(policy: Any, q_agent: Any, env_cfg: Any, split: SplitName, see
         part = goal.first
         for kind in ("plant", "animal") if part.verb == "grow" else ():
             names = [o for o in ALL_OBJECTS if o.category == kind and part.matches(o)]
-            if not names:
-                continue
-            living = names[int(rng.integers(len(names)))]
-            water, food = (Obj(str(rng.choice(["red", "blue", "green"])), t) for t in ("water", "food"))
-            scene = [str(o) for o in (living, water, food)]
-            env.reset(options={"goal": goal.text, "scene": [scene[i] for i in rng.permutation(3)]})
-            env.step(f"Go to {living}")
-            env.step("Grasp")
-            acts = env.admissible_actions
-            prompts.append(env.prompt)
-            actions.append(acts)
-            rows.append(
-                (kind, [acts.index(a) for a in (f"Go to {water}", f"Go to {food}", "Release", "Grasp")])
-            )
+            for k in rng.permutation(len(names))[:PROBE_PER_GOAL]:  # train goals name few plants: several
+                living = names[int(k)]
+                water, food = (Obj(str(rng.choice(["red", "blue", "green"])), t) for t in ("water", "food"))
+                scene = [str(o) for o in (living, water, food)]
+                env.reset(options={"goal": goal.text, "scene": [scene[i] for i in rng.permutation(3)]})
+                env.step(f"Go to {living}")
+                env.step("Grasp")
+                acts = env.admissible_actions
+                prompts.append(env.prompt)
+                actions.append(acts)
+                wanted = (f"Go to {water}", f"Go to {food}", "Release", "Grasp")
+                rows.append((kind, [acts.index(a) for a in wanted]))
     if not rows:
         return {}
     pi_BA = policy.act(prompts, actions).log_pi_BA.exp()
