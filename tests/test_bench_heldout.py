@@ -59,14 +59,18 @@ def test_growing_the_wrong_object_and_grasp_goal_failures():
     assert classify(grasp, scene, [1, 0, 3]).cause == SUCCESS
 
 
-def test_classify_agrees_with_the_environment_on_random_trajectories():
-    env = PlaygroundText(load_config("sac_glam_her_cpu").env, "test")
+@pytest.mark.parametrize("split,sequential,n_objects", [("test", False, 3), ("train", True, 5)])
+def test_classify_agrees_with_the_environment_on_random_trajectories(split, sequential, n_objects):
+    env_cfg = load_config(
+        "sac_glam_her_cpu", [f"env.n_objects={n_objects}", f"env.sequential_goals={sequential}"]
+    )
+    env = PlaygroundText(env_cfg.env, split)
     rng = np.random.default_rng(0)
-    pool = goals("test", sequential=False)
+    pool = goals(split, sequential=sequential)
     seen = set()
     for _ in range(400):
         goal = pool[int(rng.integers(len(pool)))]
-        objects = sample_scene(goal, 3, rng)
+        objects = sample_scene(goal, n_objects, rng)
         env.reset(options={"goal": goal.text, "scene": [str(o) for o in objects]})
         codes, success = [], False
         while not env.done:
