@@ -1,22 +1,19 @@
 """``sac-glam bench heldout RUN_DIR...``: where, and why, a run fails on held-out (test) goals.
 
-Loads each run's final checkpoint (or a checkpoint file copied out of a run, e.g.
-``RUN_DIR/snapshots/step10016.pt``) and plays ``--episodes`` seeded episodes of ``--split`` with the
-training loop's evaluation protocol (``evaluate`` in sac_glam/train.py: the same environments, seeds and
-action sampling). With the default ``--seed`` (the run's ``train.seed + 10000``, the loop's evaluation
-seed) and ``--policy pi``, the overall success is the run's logged ``eval/{split}/success_rate`` at the
-checkpoint's step. It reports:
+Loads each run's newest checkpoint (or a checkpoint file copied out of a run, such as
+``RUN_DIR/snapshots/step12288.pt``) and plays ``--episodes`` episodes of ``--split`` under the training
+loop's evaluation protocol (``evaluate`` in sac_glam/train.py: same environments, seeds, sampling). With
+the default ``--seed`` (the loop's, ``train.seed + 10000``) and ``--policy pi``, the success is the run's
+logged ``eval/{split}/success_rate`` at that step. It reports:
 
-- **success by goal category**: ``grasp``; ``grow/plant`` (the goal names a plant type or ``plant``),
-  ``grow/animal`` (an animal type or ``animal``), ``grow/generic`` (``living_thing`` or ``any {colour}
-  thing``: a plant or an animal will do); sequential goals by their goal type;
-- **the cause of each failure**, read from the episode's actions replayed through the environment's
-  ``transition`` (one cause per failed episode, the first that applies, in the order of :data:`CAUSES`;
-  a sequential goal is judged on its first unachieved part, from the step that achieved the part before);
-- **the supply choice** at the state that decides a Grow goal: on hand-built scenes {living thing the
-  goal names, water, food} (one per grow goal of the split and kind of target), holding the living thing,
-  the mass pi puts on ``Go to {water}`` and on ``Go to {food}``, and how often argmax min_k Q prefers the
-  water (SAC). Plants grow only with water; animals with either (``docs/environment.md``).
+- success by goal category (:func:`goal_category`) and the cause of each failure (:func:`classify`, from
+  the actions replayed through the environment's ``transition``), with the kind of object involved and
+  the Grow success with and without a living decoy;
+- on the test split, the same episodes with the policy reading ``{Verb} any {colour} thing`` (a train
+  goal) wherever it names the same objects (:func:`train_wording`);
+- the decisive state of a Grow goal (:func:`supply_choice`): holding the living thing it names, next to
+  water and food, what pi and argmax Q choose. Plants grow only with water (``docs/environment.md``);
+- with several checkpoints of one run, outcome transitions on the same episodes (:func:`transitions`).
 
 ``docs/heldout.md`` reads these numbers for the CPU default's runs.
 """
