@@ -183,6 +183,8 @@ def test_bench_partitions_the_episodes_and_matches_the_loops_evaluation(tiny_run
     plant = r["supply"]["plant"]  # the four actions are all there is, holding the plant
     assert plant["states"] > 0 and sum(plant["pi"].values()) == pytest.approx(1.0, abs=1e-5)
     assert sum(plant["argmax_q"].values()) == pytest.approx(1.0)
+    wrong = r["wrong_plant"]  # one state per train goal that some plant does not satisfy
+    assert wrong["states"] > 100 and 0.0 < wrong["pi"] < 1.0 and 0.0 <= wrong["argmax_q"] <= 1.0
 
 
 def test_transitions_pair_the_same_episodes(tiny_run):

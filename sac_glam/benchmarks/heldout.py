@@ -11,8 +11,9 @@ logged ``eval/{split}/success_rate`` at that step. It reports:
   the Grow success with and without a living decoy;
 - on the test split, the same episodes with the policy reading ``{Verb} any {colour} thing`` (a train
   goal) wherever it names the same objects (:func:`train_wording`);
-- the decisive state of a Grow goal (:func:`supply_choice`): holding the living thing it names, next to
-  water and food, what pi and argmax Q choose. Plants grow only with water (``docs/environment.md``);
+- the decisive state of a Grow goal (``heldout_probes.supply_choice``): holding the living thing it names,
+  next to water and food, what pi and argmax Q choose. Plants grow only with water
+  (``docs/environment.md``). As a control, ``Release`` holding a plant a train goal does not name;
 - with several checkpoints of one run, outcome transitions on the same episodes (:func:`transitions`).
 
 ``docs/heldout.md`` reads these numbers for the CPU default's runs.
@@ -29,7 +30,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from sac_glam.envs.goals import ALL_OBJECTS, CATEGORY_TYPES, THING, Goal, Obj, SimpleGoal, goals
+from sac_glam.envs.goals import CATEGORY_TYPES, THING, Goal, SimpleGoal
 from sac_glam.envs.playground_text import (
     PlaygroundText,
     Scene,
@@ -237,77 +238,19 @@ def tabulate(episodes: list[Episode]) -> dict[str, Any]:
     return {"outcomes": order, "objects": objects, "decoys": dict(sorted(decoys.items()))}
 
 
-PROBE_ACTIONS: tuple[str, ...] = ("water", "food", "release", "grasp")
-#: Probe states per (goal, kind of living thing): up to this many of the objects the goal names.
-PROBE_PER_GOAL = 5
-
-
-def supply_choice(policy: Any, q_agent: Any, env_cfg: Any, split: SplitName, seed: int) -> dict[str, Any]:
-    """Holding the living thing a grow goal names, in a scene {it, water, food}: what pi and Q choose.
-
-    One state per (grow goal of the split, kind, object of that kind the goal names; at most
-    :data:`PROBE_PER_GOAL` of them), with random supply colours and scene order. The four admissible actions there are ``Go to`` the water, ``Go to`` the food, ``Release`` and
-    ``Grasp`` (a no-op with full hands). ``plant`` rows are the decisive state of a Grow-a-plant goal
-    (only the water grows it); ``animal`` rows are the control (either supply grows it). Per kind:
-    ``pi``, the mean mass on each action; ``argmax_q``, the share of states where min_k Q is highest
-    for it (absent without a critic).
-    """
-    rng = np.random.default_rng(seed)
-    env = PlaygroundText(env_cfg, split)
-    prompts: list[str] = []
-    actions: list[list[str]] = []
-    rows: list[tuple[str, list[int]]] = []  # (kind, indices of PROBE_ACTIONS in the admissible list)
-    for goal in goals(split, sequential=False):
-        part = goal.first
-        for kind in ("plant", "animal") if part.verb == "grow" else ():
-            names = [o for o in ALL_OBJECTS if o.category == kind and part.matches(o)]
-            for k in rng.permutation(len(names))[:PROBE_PER_GOAL]:  # train goals name few plants: several
-                living = names[int(k)]
-                water, food = (Obj(str(rng.choice(["red", "blue", "green"])), t) for t in ("water", "food"))
-                scene = [str(o) for o in (living, water, food)]
-                env.reset(options={"goal": goal.text, "scene": [scene[i] for i in rng.permutation(3)]})
-                env.step(f"Go to {living}")
-                env.step("Grasp")
-                acts = env.admissible_actions
-                prompts.append(env.prompt)
-                actions.append(acts)
-                wanted = (f"Go to {water}", f"Go to {food}", "Release", "Grasp")
-                rows.append((kind, [acts.index(a) for a in wanted]))
-    if not rows:
-        return {}
-    pi_BA = policy.act(prompts, actions).log_pi_BA.exp()
-    q_BA = None
-    if q_agent is not None:
-        with torch.no_grad():
-            out_q = q_agent.evaluate(prompts, actions, q=True)
-        q_BA = out_q.q_KBA.min(0).values.masked_fill(~out_q.mask_BA, -torch.inf)
-    out: dict[str, Any] = {}
-    for kind in ("plant", "animal"):
-        idx = [b for b, r in enumerate(rows) if r[0] == kind]
-        if not idx:
-            continue
-        cols_B4 = torch.tensor([rows[b][1] for b in idx])
-        b_B1 = torch.tensor(idx).view(-1, 1)
-        pi_B4 = pi_BA[b_B1, cols_B4]
-        out[kind] = {"states": len(idx), "pi": dict(zip(PROBE_ACTIONS, pi_B4.mean(0).tolist(), strict=True))}
-        if q_BA is not None:  # the four are all the admissible actions: argmax over them is Q's choice
-            best_B = q_BA[b_B1, cols_B4].argmax(-1)
-            shares = torch.bincount(best_B, minlength=4).float() / len(idx)
-            out[kind]["argmax_q"] = dict(zip(PROBE_ACTIONS, shares.tolist(), strict=True))
-    return out
-
-
 def diagnose(
     path: Path, split: SplitName, episodes: int, seed: int | None, policy_name: str
 ) -> dict[str, Any]:
     """One run's (or checkpoint file's) numbers, as ``--json`` writes them."""
     from sac_glam.benchmarks.actor_critic import _QPolicy, load_run
+    from sac_glam.benchmarks.heldout_probes import release_wrong_plant, supply_choice
 
     cfg, ckpt, backend = load_run(path, PROG, algos=("sac", "ppo"))
     sac = cfg.train.algo == "sac"
     if policy_name == "argmax_q" and not sac:
         raise SystemExit(f"{PROG}: --policy argmax_q needs a SAC run (a critic); {path} is {cfg.train.algo}")
     seed = cfg.train.seed + 10_000 if seed is None else seed
+    q_agent = backend.agent if sac else None
     policy = _QPolicy(backend.agent) if policy_name == "argmax_q" else backend
     greedy = policy_name != "pi"
     eps = rollout(policy, cfg.env, split, episodes, seed, greedy)
@@ -320,8 +263,8 @@ def diagnose(
     rows = [[ep.goal.text, list(ep.scene.names), classify(ep.goal, ep.scene, ep.codes).cause] for ep in eps]
     return {"run": str(path), "step": int(ckpt["loop"]["steps"]), "split": split, "policy": policy_name,
             "seed": seed, "episodes": len(eps), "success": counts["outcomes"]["all"][SUCCESS] / len(eps),
-            **counts, "supply": supply_choice(backend, backend.agent if sac else None, cfg.env, split, seed),
-            "per_episode": rows}  # fmt: skip
+            **counts, "supply": supply_choice(backend, q_agent, cfg.env, split, seed),
+            "wrong_plant": release_wrong_plant(backend, q_agent, cfg.env, seed), "per_episode": rows}  # fmt: skip
 
 
 def transitions(first: dict[str, Any], last: dict[str, Any]) -> dict[str, dict[str, int]] | None:
@@ -361,9 +304,14 @@ def print_result(r: dict[str, Any]) -> None:
     for kind, s in r["supply"].items():
         for who in ("pi", "argmax_q"):
             if who in s:
-                shares = ", ".join(f"{a} {s[who][a]:.2f}" for a in PROBE_ACTIONS)
+                shares = ", ".join(f"{a} {v:.2f}" for a, v in s[who].items())
                 print(f"holding {'an' if kind == 'animal' else 'a'} {kind} named by a Grow goal "
                       f"({s['states']} states), {who}: {shares}")  # fmt: skip
+
+    w = r["wrong_plant"]
+    q = "" if w["argmax_q"] is None else f", argmax Q picks Release in {w['argmax_q']:.2f}"
+    print(f"control: holding a plant a train goal does not name ({w['states']} states): "
+          f"pi(Release) {w['pi']:.2f}{q}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
