@@ -194,6 +194,20 @@ def test_transitions_pair_the_same_episodes(tiny_run):
     assert transitions(a, diagnose(tiny_run, "test", 8, 1, "pi")) is None  # other seed, other episodes
 
 
+def test_bench_reads_a_ppo_run_without_q_columns(tmp_path):
+    ppo = ["env.n_envs=4", "env.max_steps=6", "model.tiny.d_model=32", "model.tiny.n_layers=1",
+           "model.tiny.d_ff=64", "train.eval_every=0", "train.eval_episodes=8", "train.progress=false",
+           "train.tensorboard=false", "train.threads=1", "ppo.n_steps=16", "ppo.epochs=1", "ppo.batch_size=16",
+           "ppo.chunk_size=8", "train.total_steps=16", f"train.run_dir={tmp_path}"]  # fmt: skip
+    train(load_config("ppo_glam_cpu", ppo))
+    r = diagnose(tmp_path, "test", 8, None, "pi")
+    assert (
+        r["episodes"] == 8 and "argmax_q" not in r["supply"]["plant"] and r["wrong_plant"]["argmax_q"] is None
+    )
+    with pytest.raises(SystemExit, match="needs a SAC run"):
+        diagnose(tmp_path, "test", 8, None, "argmax_q")
+
+
 def test_cli_writes_json_and_refuses_a_directory_without_a_run(tiny_run, tmp_path, capsys):
     out = tmp_path / "r.json"
     main([str(tiny_run), "--episodes", "4", "--split", "train", "--policy", "argmax_q", "--json", str(out)])
