@@ -113,6 +113,8 @@ def classify(goal: Goal, scene: Scene, codes: list[int]) -> Verdict:
 
 @dataclass
 class Episode:
+    """One played episode: its goal and scene, and the action codes taken from the start state."""
+
     goal: Goal
     scene: Scene
     codes: list[int] = field(default_factory=list)
