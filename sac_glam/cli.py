@@ -22,6 +22,7 @@ BENCHMARKS = {
     "paper": "sac_glam.benchmarks.paper",
     "learning": "sac_glam.benchmarks.learning",
     "actor-critic": "sac_glam.benchmarks.actor_critic",
+    "heldout": "sac_glam.benchmarks.heldout",
 }
 
 # These parse their own arguments (``sac-glam experiment -h``, ...).

@@ -41,22 +41,44 @@ class _QPolicy:
         return ActOutput(log_pi_BA, out.mask_BA, None)
 
 
-def diagnose(run_dir: Path, episodes: int, n_states: int, seed: int) -> dict[str, float]:
-    from sac_glam.checkpoint import load_checkpoint
-    from sac_glam.envs.playground_text import PlaygroundText
-    from sac_glam.factory import make_backend
-    from sac_glam.probe import expert_states
-    from sac_glam.train import evaluate
+def load_run(path: Path, prog: str, algos: tuple[str, ...] = ("sac",)) -> tuple[Config, dict[str, Any], Any]:
+    """(config, checkpoint, local backend in eval mode) of a run directory's newest readable checkpoint.
 
+    ``path`` may also be a checkpoint file (a copy such as ``RUN_DIR/snapshots/step10016.pt``): the
+    config is read from ``config.yaml`` beside it or one directory up. Errors are one line naming ``prog``.
+    """
+    from sac_glam.checkpoint import FORMAT, decode, load_checkpoint
+    from sac_glam.factory import make_backend
+
+    run_dir = path if path.is_dir() else path.parent
+    if not (run_dir / "config.yaml").is_file() and (run_dir.parent / "config.yaml").is_file():
+        run_dir = run_dir.parent
+    if not (run_dir / "config.yaml").is_file():
+        raise SystemExit(f"{prog}: {path} is not a run directory (no config.yaml)")
     cfg: Config = from_raw(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    if cfg.train.algo != "sac" or cfg.train.backend != "local":
-        raise SystemExit(f"sac-glam bench actor-critic: {run_dir} is not a local-backend SAC run")
-    ckpt = load_checkpoint(run_dir)
+    if cfg.train.algo not in algos or cfg.train.backend != "local":
+        raise SystemExit(f"{prog}: {path} is not a local-backend {' or '.join(a.upper() for a in algos)} run")
+    if path.is_dir():
+        ckpt = load_checkpoint(path)
+    else:  # weights_only: a copied checkpoint is data, like the run's own (sac_glam/checkpoint.py)
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = (
+            decode({k: v for k, v in raw.items() if k != "format"}) if raw.get("format") == FORMAT else None
+        )
     if ckpt is None:
-        raise SystemExit(f"sac-glam bench actor-critic: no readable checkpoint in {run_dir}")
+        raise SystemExit(f"{prog}: no readable checkpoint in {path}")
     backend: Any = make_backend(cfg)
     backend.load_state_dict(ckpt["backend"])
     backend.agent.eval()
+    return cfg, ckpt, backend
+
+
+def diagnose(run_dir: Path, episodes: int, n_states: int, seed: int) -> dict[str, float]:
+    from sac_glam.envs.playground_text import PlaygroundText
+    from sac_glam.probe import expert_states
+    from sac_glam.train import evaluate
+
+    cfg, ckpt, backend = load_run(run_dir, "sac-glam bench actor-critic")
     cfg.train.eval_episodes = episodes
     out: dict[str, float] = {"step": float(ckpt["loop"]["steps"]), "alpha": backend.updater.alpha.value}
     policies: list[tuple[str, Any, bool]] = [("pi", backend, False), ("argmax_pi", backend, True),
