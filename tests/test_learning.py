@@ -25,10 +25,11 @@ from sac_glam.benchmarks.learning import run_seeds
 SEEDS = [0, 1]
 EXTRA = os.environ.get("LEARNING_TEST_OVERRIDES", "").split()
 
-# SAC-GLAM+HER, per seed (docs/robustness.md, "The learning tests"). Over the 5 measured seeds the final
-# evaluation success of pi ranged 0.48-0.91 (untrained: 0.09-0.31), and the critic acting greedily
-# (argmax min_k Q, same checkpoint) succeeded in 0.88-0.97 of 64 episodes.
-SAC_MIN_SUCCESS = 0.40
+# SAC-GLAM+HER, per seed (docs/robustness.md, "The learning tests"). With the test's configuration (the
+# preset's model, target entropy 0.2 log|A|), pi's final evaluation success over the measured seeds and
+# thread counts ranged 0.72-0.92 (untrained: 0.09-0.31), and the critic acting greedily (argmax min_k Q,
+# same checkpoint) succeeded in 0.89-0.95 of 64 episodes. The issue's 0.9 on every seed is not met.
+SAC_MIN_SUCCESS = 0.60
 SAC_MIN_CRITIC_SUCCESS = 0.75
 #: PPO-GLAM: the worst gain of evaluation success over the untrained policy (docs/robustness.md).
 PPO_MIN_GAIN = 0.2
@@ -43,8 +44,9 @@ def _curves(test: str, tmp_path: Path) -> dict[int, list[float]]:
 
 @pytest.mark.slow
 def test_sac_her_learns_the_smallest_environment(tmp_path: Path) -> None:
-    """Every seed's critic ranks actions well enough to act on, and its policy leaves the untrained one's
-    ~0.25 for at least "go to an object, then grasp" (the issue's 0.9 on every seed is not met yet)."""
+    """Every seed's critic ranks actions well enough to act on, and its policy follows it well past the
+    untrained one's ~0.25 and the 0.5 of "go to either object, then grasp" (the issue's 0.9 on every seed is
+    not met yet: docs/robustness.md)."""
     curves = _curves("sac_her", tmp_path)
     critic = {s: diagnose(tmp_path / f"seed{s}", episodes=64, n_states=50, seed=12345) for s in SEEDS}
     summary = {s: (curves[s], round(critic[s]["success/argmax_q"], 3)) for s in SEEDS}

@@ -26,20 +26,27 @@ import numpy as np
 
 from sac_glam.helptext import plain
 
-#: The smallest environment (Grasp goals, N = 2 objects) and a model sized for CI.
+#: The smallest environment (Grasp goals, N = 2 objects), evaluated on 64 seeded train-goal episodes.
 SMALLEST = [
     "env.n_objects=2", "env.goal_types=[grasp]", "env.max_steps=4", "env.n_envs=16",
-    "model.tiny.d_model=32", "model.tiny.n_layers=2", "model.tiny.n_heads=4", "model.tiny.d_ff=64", "critic.width=64",
     "train.eval_episodes=64", "train.eval_splits=[train]", "train.log_every=512", "train.progress=false",
     "train.tensorboard=false", "train.checkpoint_every=0",
 ]  # fmt: skip
 
+#: A model smaller than the presets', for PPO's CI run.
+SMALL_MODEL = ["model.tiny.d_model=32", "model.tiny.n_layers=2", "model.tiny.n_heads=4", "model.tiny.d_ff=64",
+               "critic.width=64"]  # fmt: skip
+
 #: test name -> (config, overrides on top of SMALLEST); the run's seed, threads and run_dir come on top.
+#: SAC-GLAM+HER keeps its preset's model (d_model 64, critic width 256): with the d_model-32 model above,
+#: pi sat at 0.48-0.91 over seeds 0-4 while its critic acted at 0.88-0.97 (docs/robustness.md). Its target
+#: entropy is 0.2 log|A| instead of the preset's 0.5, which holds pi near 0.8 on its preferred action and so
+#: caps sampled success near 0.86 even for an actor that has caught up with its critic.
 LEARNING_TESTS: dict[str, tuple[str, list[str]]] = {
-    "sac_her": ("sac_glam_her_cpu", ["sac.learning_starts=256", "train.total_steps=12288",
-                                     "train.eval_every=12288"]),
-    "ppo": ("ppo_glam_cpu", ["ppo.n_steps=512", "ppo.batch_size=128", "ppo.epochs=8", "ppo.lr=1.0e-3",
-                             "train.total_steps=6144", "train.eval_every=6144"]),
+    "sac_her": ("sac_glam_her_cpu", ["sac.learning_starts=256", "sac.target_entropy=0.2",
+                                     "train.total_steps=12288", "train.eval_every=12288"]),
+    "ppo": ("ppo_glam_cpu", [*SMALL_MODEL, "ppo.n_steps=512", "ppo.batch_size=128", "ppo.epochs=8",
+                             "ppo.lr=1.0e-3", "train.total_steps=6144", "train.eval_every=6144"]),
 }  # fmt: skip
 
 EVAL_KEY = "eval/train/success_rate"
