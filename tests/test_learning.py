@@ -27,9 +27,9 @@ EXTRA = os.environ.get("LEARNING_TEST_OVERRIDES", "").split()
 
 # SAC-GLAM+HER, per seed (docs/robustness.md, "The learning tests"). With the test's configuration (the
 # preset's model, target entropy 0.2 log|A|), pi's final evaluation success over the measured seeds and
-# thread counts ranged 0.72-0.92 (untrained: 0.09-0.31), and the critic acting greedily (argmax min_k Q,
-# same checkpoint) succeeded in 0.89-0.95 of 64 episodes. The 0.9 on every seed is not met.
-SAC_MIN_SUCCESS = 0.60
+# thread counts ranged 0.69-0.92 (untrained: 0.09-0.31), and the critic acting greedily (argmax min_k Q,
+# same checkpoint) succeeded in 0.84-0.95 of 64 episodes. The 0.9 on every seed is not met.
+SAC_MIN_SUCCESS = 0.55
 SAC_MIN_CRITIC_SUCCESS = 0.75
 #: PPO-GLAM: the worst gain of evaluation success over the untrained policy (docs/robustness.md).
 PPO_MIN_GAIN = 0.2
