@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import torch
+from lamorel_procs import grad_steps, pids_with_env, processes_mentioning
 
 from sac_glam.buffers.replay import SACBatch
 from sac_glam.buffers.rollout import PPOBatch
@@ -721,26 +722,6 @@ def test_lamorel_module_functions_match_the_local_agent(servers, tmp_path, pad_f
 # ---------------------------------------------------------------------------------------------------
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit() and proc.name != str(os.getpid()):
-            try:
-                if text in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(proc.name))
-            except OSError:
-                pass
-    return pids
-
-
-def _grad_steps(metrics: Path) -> float:
-    try:
-        lines = metrics.read_text().splitlines()
-    except OSError:
-        return 0.0
-    return max((json.loads(line).get("train/grad_steps", 0.0) for line in lines if line.strip()), default=0.0)
-
-
 def _start_tiny_lamorel_run(
     tmp_path: Path, overrides: list[str]
 ) -> tuple[list[str], dict[str, str], Path, Path, Any]:
@@ -759,10 +740,10 @@ def _start_tiny_lamorel_run(
 def _wait_for_grad_steps(proc: Any, run_dir: Path, log: Path, n: int, poll_s: float) -> None:
     """Wait (at most 300 s) until the run has logged ``n`` gradient steps; it must still be running."""
     deadline = time.monotonic() + 300
-    while _grad_steps(run_dir / "metrics.jsonl") < n and proc.poll() is None and time.monotonic() < deadline:
+    while grad_steps(run_dir / "metrics.jsonl") < n and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(poll_s)
     assert proc.poll() is None, log.read_text()[-3000:]
-    assert _grad_steps(run_dir / "metrics.jsonl") >= n, (
+    assert grad_steps(run_dir / "metrics.jsonl") >= n, (
         f"training did not reach {n} gradient steps within 300 s"
     )
 
@@ -785,9 +766,9 @@ def test_lamorel_launch_sigusr1_checkpoints_exits_75_and_resumes(tmp_path):
             proc.wait()
         # Every Lamorel process carries the run directory on its command line.
         deadline = time.monotonic() + 30
-        while _processes_mentioning(str(run_dir)) and time.monotonic() < deadline:
+        while processes_mentioning(str(run_dir)) and time.monotonic() < deadline:
             time.sleep(0.5)
-        lingering = _processes_mentioning(str(run_dir))
+        lingering = processes_mentioning(str(run_dir))
         for pid in lingering:
             os.kill(pid, signal.SIGKILL)
     text = log.read_text()
@@ -885,18 +866,6 @@ def test_run_launcher_prints_the_dead_process_last_and_exits_76(tmp_path, capsys
     assert run_launcher([sys.executable, "-c", "pass"], tmp_path, poll_s=0.05) == 0
 
 
-def _pids_with_env(text: str, var: str) -> list[int]:
-    """Processes whose command line mentions ``text`` and whose environment holds ``var``."""
-    found = []
-    for pid in _processes_mentioning(text):
-        try:
-            if var.encode() in (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0"):
-                found.append(pid)
-        except OSError:
-            pass
-    return found
-
-
 @pytest.mark.lamorel
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="lists processes through /proc")
 def test_a_killed_llm_server_is_named_exits_76_and_the_same_command_resumes(tmp_path):
@@ -908,14 +877,14 @@ def test_a_killed_llm_server_is_named_exits_76_and_the_same_command_resumes(tmp_
     ])  # fmt: skip
     try:
         _wait_for_grad_steps(proc, run_dir, log, 4, poll_s=0.2)
-        [server] = _pids_with_env(str(run_dir), "RANK=1")  # rank 1 = LLM server 0 (1 RL process)
+        [server] = pids_with_env(str(run_dir), "RANK=1")  # rank 1 = LLM server 0 (1 RL process)
         os.kill(server, signal.SIGKILL)  # what the out-of-memory killer sends
         code = proc.wait(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        lingering = _processes_mentioning(str(run_dir))
+        lingering = processes_mentioning(str(run_dir))
         for pid in lingering:
             os.kill(pid, signal.SIGKILL)
     text = log.read_text()
@@ -928,7 +897,7 @@ def test_a_killed_llm_server_is_named_exits_76_and_the_same_command_resumes(tmp_
     )
     assert last.endswith(f"run the same command to resume from the last checkpoint in {run_dir}"), last
     assert "Traceback" not in text, text[-3000:]  # the survivors' gloo error is one line, not a trace
-    killed_at = _grad_steps(run_dir / "metrics.jsonl")
+    killed_at = grad_steps(run_dir / "metrics.jsonl")
 
     # The same command resumes from the last checkpoint (step > 0) and finishes the budget.
     second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
