@@ -19,11 +19,14 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+from lamorel_procs import grad_steps, kill_lingering, pids_with_env, processes_mentioning
 
 from sac_glam import experiments
 
@@ -179,6 +182,80 @@ def test_cpu_template_completes_and_requeues_after_usr1(cluster: None, tmp_path:
         for job in jobs:
             if job_info(job).get("JobState") in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING"):
                 subprocess.run(["scancel", job], check=False)
+
+
+def _lamorel_venv() -> Path:
+    """A venv with sac-glam and lamorel for the job: ``$SAC_GLAM_LAMOREL_VENV``, or the one running the tests."""
+    named = os.environ.get("SAC_GLAM_LAMOREL_VENV")
+    venv = Path(named) if named else Path(sys.prefix)
+    probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import lamorel, lamorel_launcher, sac_glam"],
+                           capture_output=True)  # fmt: skip
+    if probe.returncode != 0 or not (venv / "bin" / "lamorel-launch").exists():
+        pytest.skip(f"no lamorel in {venv} (set SAC_GLAM_LAMOREL_VENV to a venv with sac-glam and lamorel)")
+    return venv
+
+
+def test_cpu_template_requeues_a_job_whose_llm_server_died(cluster: None, tmp_path: Path) -> None:
+    """A real Lamorel server killed inside a real SLURM job (exit 76): requeued and resumed with the default
+    bound; not requeued with ``SAC_GLAM_MAX_REQUEUES=0``. Needs lamorel (CI has none: skips)."""
+    venv = _lamorel_venv()
+    deadline = time.monotonic() + 600
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAC_GLAM_", "SLURM_"))}
+    env.update(SAC_GLAM_VENV=str(venv), SAC_GLAM_RESULTS=str(tmp_path / "results"), HF_HUB_OFFLINE="1")
+    steps = 512
+    jobs: dict[str, tuple[str, Path, Path]] = {}  # label -> (job id, run dir, log)
+    try:
+        for label, bound in (("requeued", "3"), ("stopped", "0")):
+            log = tmp_path / f"{label}.out"
+            job = subprocess.run(
+                ["sbatch", "--parsable", "--array=0", "--cpus-per-task=1", f"--output={log}", "slurm/cpu.sbatch",
+                 "lamorel_cpu", *TINY, "sac.learning_starts=64", f"train.total_steps={steps}"],
+                cwd=REPO, env={**env, "SAC_GLAM_LABEL": label, "SAC_GLAM_MAX_REQUEUES": bound}, check=True,
+                capture_output=True, text=True,
+            ).stdout.strip().split(";")[0]  # fmt: skip
+            jobs[label] = (job, tmp_path / "results" / "adhoc" / label / "seed0", log)
+
+        killed: dict[str, int] = {}
+        for label, (_, run_dir, _) in jobs.items():
+            # Kill the LLM server (rank 1 with 1 RL process) once the run has a checkpoint to resume from.
+            wait_for(lambda run_dir=run_dir: (run_dir / "checkpoint.pt").exists()
+                     and grad_steps(run_dir / "metrics.jsonl") >= 4, f"{label}'s checkpoint", deadline, 0.2)  # fmt: skip
+            [server] = pids_with_env(str(run_dir), "RANK=1")
+            os.kill(server, signal.SIGKILL)  # what the out-of-memory killer sends
+            killed[label] = server
+
+        job, run_dir, log = jobs["requeued"]
+        wait_for(lambda: job_info(job).get("Restarts") == "1" and job_info(job).get("JobState") == "PENDING",
+                 "the job to be requeued", deadline, 0.5)  # fmt: skip
+        wait_for(lambda: not completing(job), "its first instance to end", deadline, 0.5)
+        time.sleep(2.0)
+        subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True)
+        final = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
+        for label, (job, _, _) in jobs.items():
+            wait_for(lambda job=job: job_info(job).get("JobState") in final, f"{label} to finish", deadline)
+
+        job, run_dir, log = jobs["requeued"]
+        info, text = job_info(job), log.read_text()
+        assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", (info, text[-3000:])
+        assert f"LLM server 0 (rank 1, pid {killed['requeued']} on " in text, text[-3000:]
+        assert "lamorel-launch exited with 76" in text
+        assert "requeueing job" in text and "(1 of SAC_GLAM_MAX_REQUEUES=3 without a new checkpoint)" in text
+        resumed = re.search(r"resuming \S+ at step (\d+)", text)
+        assert resumed and 0 < int(resumed.group(1)) < steps, text[-3000:]
+        before_end = [s for s in steps_of(run_dir) if s < steps]
+        assert before_end == sorted(set(before_end)) and steps_of(run_dir)[-1] == steps
+
+        job, run_dir, log = jobs["stopped"]
+        info, text = job_info(job), log.read_text()
+        assert info["JobState"] == "FAILED" and info["Restarts"] == "0" and info["ExitCode"] == "76:0", info
+        assert f"LLM server 0 (rank 1, pid {killed['stopped']} on " in text, text[-3000:]
+        assert "(SAC_GLAM_MAX_REQUEUES=0); not requeueing" in text, text[-3000:]
+        assert not processes_mentioning(str(run_dir))  # nothing of the run outlives the job
+    finally:
+        for job, run_dir, _ in jobs.values():
+            if job_info(job).get("JobState") in ("PENDING", "RUNNING", "REQUEUED", "COMPLETING"):
+                subprocess.run(["scancel", job], check=False)
+            kill_lingering(str(run_dir), wait_s=10)
 
 
 # ---------------------------------------------------------------------------------------------------
