@@ -32,14 +32,8 @@ import torch
 
 from sac_glam.config import EnvConfig
 from sac_glam.envs.goals import CATEGORY_TYPES, THING, Goal, SimpleGoal
-from sac_glam.envs.playground_text import (
-    PlaygroundText,
-    Scene,
-    State,
-    advance_progress,
-    part_masks,
-    transition,
-)
+from sac_glam.envs.playground_text import PlaygroundText
+from sac_glam.envs.rules import Scene, State, advance_progress, part_masks, transition
 from sac_glam.envs.vector import EpisodeEnd, PlaygroundTextVecEnv, VecObs
 from sac_glam.evaluation import EpisodeHook, Policy, play_episodes
 from sac_glam.helptext import plain
