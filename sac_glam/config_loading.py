@@ -34,13 +34,25 @@ def config_dir() -> Path:
     here = Path(__file__).resolve().parent
     candidates = [Path(env)] if env else []
     candidates += [here / "lamorel_configs", here.parent / "lamorel_configs", Path.cwd() / "lamorel_configs"]
-    for path in candidates:
-        if path.is_dir():
-            return path.resolve()
-    raise ConfigError(
-        f"no config directory found; looked in {', '.join(map(str, candidates))}: set SAC_GLAM_CONFIG_DIR "
-        "to a lamorel_configs/ directory (a clone's, or a copy), or pass --config-path"
+    return first_existing(
+        candidates,
+        "config directory",
+        "set SAC_GLAM_CONFIG_DIR to a lamorel_configs/ directory (a clone's, or a copy), or pass --config-path",
+        directory=True,
     )
+
+
+def first_existing(candidates: Sequence[Path], what: str, fix: str, *, directory: bool = False) -> Path:
+    """The first of ``candidates`` that is a file (a directory with ``directory``), made absolute.
+
+    None is: one :class:`ConfigError` line naming ``what`` was looked for, every place looked, and
+    ``fix`` (what to do), e.g. ``no Lamorel RL script found; looked for /a/x.py, /b/x.py: run ...``.
+    """
+    for path in candidates:
+        if path.is_dir() if directory else path.is_file():
+            return path.resolve()
+    where = ", ".join(map(str, candidates))
+    raise ConfigError(f"no {what} found; looked {'in' if directory else 'for'} {where}: {fix}")
 
 
 def available_configs(directory: Path | None = None) -> list[str]:

@@ -147,7 +147,7 @@ def _validate_parts(cfg: Config) -> None:
     """What the environment and the model would refuse only once a run had started building them:
     checked here so that a bad value is a one-line config error before anything is loaded."""
     from sac_glam.envs.goals import ALL_OBJECTS
-    from sac_glam.envs.playground_text import sampling_goals
+    from sac_glam.envs.rules import sampling_goals
 
     tiny = cfg.model.tiny
     for attr in ("d_model", "n_layers", "n_heads", "d_ff"):

@@ -35,7 +35,15 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from sac_glam.config import DEFAULT_CONFIG, Config, ConfigError, available_configs, config_dir, load_config
+from sac_glam.config import (
+    DEFAULT_CONFIG,
+    Config,
+    ConfigError,
+    available_configs,
+    config_dir,
+    first_existing,
+    load_config,
+)
 from sac_glam.helptext import plain
 from sac_glam.lamorel_watch import exception_chain
 
@@ -44,14 +52,11 @@ RL_SCRIPT = Path("experiments") / "lamorel_rl_script.py"
 
 def rl_script_path() -> Path:
     """``experiments/lamorel_rl_script.py`` of the source tree (or of the working directory), absolute."""
-    candidates = [Path(__file__).resolve().parents[1] / RL_SCRIPT, Path.cwd() / RL_SCRIPT]
-    for path in candidates:
-        if path.is_file():
-            return path.resolve()
-    raise ConfigError(
-        f"no Lamorel RL script found; looked for {', '.join(map(str, candidates))}: train.backend=lamorel "
-        "runs experiments/lamorel_rl_script.py of a clone of the repository, so run lamorel-launch from "
-        "the clone's root (a wheel install carries the configs, not the script)"
+    return first_existing(
+        [Path(__file__).resolve().parents[1] / RL_SCRIPT, Path.cwd() / RL_SCRIPT],
+        "Lamorel RL script",
+        "train.backend=lamorel runs experiments/lamorel_rl_script.py of a clone of the repository, so run "
+        "lamorel-launch from the clone's root (a wheel install carries the configs, not the script)",
     )
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sac_glam.backends.base import ActOutput, Backend
+from sac_glam.backends.base import Backend
 from sac_glam.checkpoint import (
     CheckpointWriteError,
     RunDirError,
@@ -36,8 +36,8 @@ from sac_glam.checkpoint import (
     set_rng_state,
 )
 from sac_glam.config import Config, config_diff, save_config, to_dict
-from sac_glam.envs.goals import GOAL_TYPES
 from sac_glam.envs.vector import PlaygroundTextVecEnv, VecObs
+from sac_glam.evaluation import evaluate, sample_actions, success_by_type
 from sac_glam.learners import Learner
 from sac_glam.logging import MetricsLogger, ProgressBar, wandb_init_args
 
@@ -131,55 +131,6 @@ class TrainResult:
     """Success rate of the last ``log_window`` training episodes."""
     eval: dict[str, float]
     plot: Path | None
-
-
-def sample_actions(act: ActOutput, rng: np.random.Generator, greedy: bool = False) -> np.ndarray:
-    """One action index per state from pi (inverse-CDF sampling; padded actions have pi = 0)."""
-    pi_BA = (act.log_pi_BA.exp() * act.mask_BA).double().cpu().numpy()
-    if greedy:
-        return pi_BA.argmax(-1)
-    u_B1 = rng.random((pi_BA.shape[0], 1)) * pi_BA.sum(-1, keepdims=True)
-    idx = (np.cumsum(pi_BA, -1) < u_B1).sum(-1)
-    # Float round-off could point past the last real action: clamp to the admissible range.
-    return np.minimum(idx, act.mask_BA.sum(-1).cpu().numpy() - 1).astype(np.int64)
-
-
-def success_by_type(records: list[tuple[str, float, int]]) -> dict[str, float]:
-    """Mean success overall and per goal type of (goal_type, success, length) records."""
-    out: dict[str, float] = {}
-    if not records:
-        return out
-    out["success_rate"] = float(np.mean([r[1] for r in records]))
-    out["episode_length"] = float(np.mean([r[2] for r in records]))
-    for goal_type in GOAL_TYPES:
-        s = [r[1] for r in records if r[0] == goal_type]
-        if s:
-            out[f"success_rate/{goal_type}"] = float(np.mean(s))
-    return out
-
-
-def evaluate(backend: Backend, cfg: Config, split: str, seed: int) -> dict[str, float]:
-    """Success of the current policy on ``train.eval_episodes`` episodes of a goal split.
-
-    Each environment plays a fixed quota of episodes, so short (successful) episodes are not
-    over-represented; the environments are re-seeded identically at every evaluation, so that two
-    evaluations differ only by the policy.
-    """
-    envs = PlaygroundTextVecEnv(cfg.env, split=split, seed=seed)  # type: ignore[arg-type]
-    quota = -(-cfg.train.eval_episodes // envs.n_envs)
-    done = np.zeros(envs.n_envs, dtype=np.int64)
-    records: list[tuple[str, float, int]] = []
-    rng = np.random.default_rng(seed)
-    obs = envs.reset()
-    while (done < quota).any():
-        act = backend.act(obs.prompts, obs.actions)
-        step = envs.step(sample_actions(act, rng, greedy=cfg.train.eval_greedy))
-        for i, end in enumerate(step.ends):
-            if end is not None and done[i] < quota:
-                done[i] += 1
-                records.append((end.goal_type, float(end.success), end.length))
-        obs = step.obs
-    return success_by_type(records)
 
 
 class _SignalFlag:

@@ -228,8 +228,8 @@ def check_update(
     """Collect with the policy until a batch is there, then two gradient steps; time the second."""
     from sac_glam.config import load_config
     from sac_glam.envs.vector import PlaygroundTextVecEnv
+    from sac_glam.evaluation import sample_actions
     from sac_glam.factory import make_backend, make_learner
-    from sac_glam.train import sample_actions
 
     extra = [f"ppo.n_steps={shapes.batch}", "ppo.epochs=2"] if algo == "ppo" else []
     cfg = load_config(

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_evaluation import ByPrompt, EndsByEnv
 
 from sac_glam.backends.base import ActOutput
 from sac_glam.benchmarks.heldout import (
@@ -23,6 +24,7 @@ from sac_glam.benchmarks.heldout import (
 from sac_glam.config import load_config
 from sac_glam.envs.goals import goals, is_test_text, parse_goal
 from sac_glam.envs.playground_text import OBJECT_BY_NAME, PlaygroundText, make_scene, sample_scene
+from sac_glam.evaluation import play_episodes
 from sac_glam.train import evaluate, train
 
 
@@ -131,6 +133,22 @@ def test_reworded_rollout_shows_the_train_wording_on_the_same_episodes():
     assert {e.shown for e in changed} <= read
     cells = reworded_success(plain, reworded)
     assert sum(n for n, _, _ in cells.values()) == len(changed)
+
+
+def test_rollout_records_the_episodes_the_loops_evaluation_plays():
+    """Episode by episode: the policy reads the environment's own prompt (its pi depends on the text),
+    and each episode gets its own goal, actions and success."""
+    env_cfg = load_config("sac_glam_her_cpu", ["env.n_envs=4"]).env
+    hook = EndsByEnv()
+    play_episodes(ByPrompt(), env_cfg, "test", 10, 3, greedy=False, hook=hook)
+    eps = rollout(ByPrompt(), env_cfg, "test", 10, 3, greedy=False)
+    ends = [end for env_ends in hook.ends for end, counted in env_ends if counted]
+    assert len(eps) == len(ends) == 12  # a quota of 3 per env
+    assert [(e.goal.text, e.success, len(e.codes)) for e in eps] == [
+        (e.goal, e.success, e.length) for e in ends
+    ]
+    assert 0 < sum(e.success for e in eps) < len(eps)
+    assert all((classify(e.goal, e.scene, e.codes).cause == SUCCESS) == e.success for e in eps)
 
 
 def test_goal_categories():

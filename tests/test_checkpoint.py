@@ -14,6 +14,7 @@ import random
 import re
 import signal
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -216,27 +217,44 @@ def test_restart_still_resumes_a_readable_checkpoint(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("restart-*"))
 
 
-def test_a_run_killed_before_its_first_scheduled_checkpoint_resumes_from_step_0(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def before_second_update(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], None]], None]:
+    """``install(action)``: ``SACLearner.update`` calls ``action()`` before its second update (after the
+    first scheduled one has trained the models). ``monkeypatch.undo()`` takes it off."""
     from sac_glam.learners import SACLearner
 
     original = SACLearner.update
-    calls = {"n": 0}
 
-    def update_then_die(self: SACLearner, *args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # as a kill -9 would, without the loop's own checkpoint
-        return original(self, *args, **kwargs)
+    def install(action: Callable[[], None]) -> None:
+        calls = {"n": 0}
 
-    monkeypatch.setattr(SACLearner, "update", update_then_die)
+        def update(self: SACLearner, *args: Any, **kwargs: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                action()
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(SACLearner, "update", update)
+
+    return install
+
+
+def test_a_run_killed_before_its_first_scheduled_checkpoint_resumes_from_step_0(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    before_second_update: Callable[[Callable[[], None]], None],
+) -> None:
+    def die() -> None:
+        raise KeyboardInterrupt  # as a kill -9 would, without the loop's own checkpoint
+
+    before_second_update(die)
     overrides = [*SHORT, "train.checkpoint_every=1000"]
     with pytest.raises(KeyboardInterrupt):
         train(_cfg("sac_glam_her_cpu", overrides, tmp_path))
     assert (tmp_path / "metrics.jsonl").read_text()  # metrics were logged, only the step-0 checkpoint exists
     assert load_checkpoint(tmp_path)["loop"]["steps"] == 0
-    monkeypatch.setattr(SACLearner, "update", original)
+    monkeypatch.undo()
     capsys.readouterr()
     assert train(_cfg("sac_glam_her_cpu", overrides, tmp_path)).steps == 48
     assert "resuming" in capsys.readouterr().out
@@ -359,22 +377,18 @@ def _saved(obj: Any) -> Any:
 
 
 def test_a_preemption_whose_checkpoint_fails_exits_74_not_75(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    before_second_update: Callable[[Callable[[], None]], None],
 ) -> None:
     """75 would make the SLURM templates requeue the job onto the same full disk."""
-    from sac_glam.learners import SACLearner
 
-    original = SACLearner.update
-    calls = {"n": 0}
+    def fill_then_signal() -> None:
+        _failing_write(monkeypatch, errno.ENOSPC)  # the disk fills just before the signal
+        os.kill(os.getpid(), signal.SIGTERM)
 
-    def update_then_signal(self: SACLearner, *args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            _failing_write(monkeypatch, errno.ENOSPC)  # the disk fills just before the signal
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(SACLearner, "update", update_then_signal)
+    before_second_update(fill_then_signal)
     with pytest.raises(RunStopped) as err:
         train(_cfg("sac_glam_her_cpu", [*SAC_TINY, "train.checkpoint_every=1000"], tmp_path))
     assert err.value.code == EXIT_CHECKPOINT_FAILED

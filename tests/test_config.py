@@ -11,6 +11,7 @@ from sac_glam.config import (
     ConfigError,
     available_configs,
     config_diff,
+    first_existing,
     from_raw,
     load_config,
     to_dict,
@@ -113,6 +114,44 @@ def test_unreadable_yaml_or_override_is_a_config_error_naming_where(tmp_path, ya
 def test_missing_config_directory_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="no such directory"):
         load_config("sac_glam", [], tmp_path / "nowhere")
+
+
+def test_first_existing_takes_the_first_place_of_the_right_kind(tmp_path):
+    (tmp_path / "f").write_text("")
+    (tmp_path / "d").mkdir()
+    assert first_existing([tmp_path / "none", tmp_path / "d", tmp_path / "f"], "x", "-") == tmp_path / "f"
+    assert first_existing([tmp_path / "f", tmp_path / "d"], "x", "-", directory=True) == tmp_path / "d"
+    with pytest.raises(ConfigError) as err:  # a directory is not the file looked for
+        first_existing([tmp_path / "none", tmp_path / "d"], "script", "write one")
+    assert str(err.value) == f"no script found; looked for {tmp_path / 'none'}, {tmp_path / 'd'}: write one"
+
+
+def test_no_config_directory_or_rl_script_is_one_line_naming_every_place(tmp_path, monkeypatch):
+    """What an installed package run from a directory without a clone says (no traceback: ConfigError)."""
+    import sac_glam.config_loading as loading
+    import sac_glam.launch as launch
+
+    root = tmp_path.resolve()
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("SAC_GLAM_CONFIG_DIR", str(root / "gone"))
+    monkeypatch.setattr(loading, "__file__", str(root / "site" / "sac_glam" / "config_loading.py"))
+    monkeypatch.setattr(launch, "__file__", str(root / "site" / "sac_glam" / "launch.py"))
+    with pytest.raises(ConfigError) as err:
+        loading.config_dir()
+    places = [root / "gone", root / "site/sac_glam/lamorel_configs", root / "site/lamorel_configs",
+              root / "lamorel_configs"]  # fmt: skip
+    assert str(err.value) == (
+        f"no config directory found; looked in {', '.join(map(str, places))}: set SAC_GLAM_CONFIG_DIR to a "
+        "lamorel_configs/ directory (a clone's, or a copy), or pass --config-path"
+    )
+    with pytest.raises(ConfigError) as err:
+        launch.rl_script_path()
+    script = "experiments/lamorel_rl_script.py"
+    assert str(err.value).startswith(
+        f"no Lamorel RL script found; looked for {root / 'site' / script}, {root / script}: "
+        f"train.backend=lamorel runs {script} of a clone"
+    )
+    assert "\n" not in str(err.value)
 
 
 def test_unknown_config_name_lists_available():

@@ -75,8 +75,8 @@ def load_run(path: Path, prog: str, algos: tuple[str, ...] = ("sac",)) -> tuple[
 
 def diagnose(run_dir: Path, episodes: int, n_states: int, seed: int) -> dict[str, float]:
     from sac_glam.envs.playground_text import PlaygroundText
+    from sac_glam.evaluation import evaluate
     from sac_glam.probe import expert_states
-    from sac_glam.train import evaluate
 
     cfg, ckpt, backend = load_run(run_dir, "sac-glam bench actor-critic")
     cfg.train.eval_episodes = episodes

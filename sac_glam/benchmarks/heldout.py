@@ -1,10 +1,10 @@
 """``sac-glam bench heldout RUN_DIR...``: where, and why, a run fails on held-out (test) goals.
 
 Loads each run's newest checkpoint (or a checkpoint file copied out of a run, such as
-``RUN_DIR/snapshots/step12288.pt``) and plays ``--episodes`` episodes of ``--split`` under the training
-loop's evaluation protocol (``evaluate`` in sac_glam/train.py: same environments, seeds, sampling). With
-the default ``--seed`` (the loop's, ``train.seed + 10000``) and ``--policy pi``, the success is the run's
-logged ``eval/{split}/success_rate`` at that step. It reports:
+``RUN_DIR/snapshots/step12288.pt``) and plays ``--episodes`` episodes of ``--split`` through the training
+loop's evaluation (``play_episodes`` in sac_glam/evaluation.py: the same environments, seeds, sampling).
+With the default ``--seed`` (the loop's, ``train.seed + 10000``) and ``--policy pi``, the success is the
+run's logged ``eval/{split}/success_rate`` at that step. It reports:
 
 - success by goal category (:func:`goal_category`) and the cause of each failure (:func:`classify`, from
   the actions replayed through the environment's ``transition``), with the kind of object involved and
@@ -30,16 +30,14 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
+from sac_glam.config import EnvConfig
 from sac_glam.envs.goals import CATEGORY_TYPES, THING, Goal, SimpleGoal
-from sac_glam.envs.playground_text import (
-    PlaygroundText,
-    Scene,
-    State,
-    advance_progress,
-    part_masks,
-    transition,
-)
+from sac_glam.envs.playground_text import PlaygroundText
+from sac_glam.envs.rules import Scene, State, advance_progress, part_masks, transition
+from sac_glam.envs.vector import EpisodeEnd, PlaygroundTextVecEnv, VecObs
+from sac_glam.evaluation import EpisodeHook, Policy, play_episodes
 from sac_glam.helptext import plain
+from sac_glam.prompts import render_prompt
 
 PROG = "sac-glam bench heldout"
 SplitName = Literal["train", "test"]
@@ -142,45 +140,56 @@ def train_wording(goal: Goal, scene: Scene) -> str | None:
     return generic.text if named == set(targets) else None
 
 
+class _Recorder(EpisodeHook):
+    """Each episode's goal, scene, action codes and success, env by env; the policy reads ``shown``."""
+
+    def __init__(self, reword: bool) -> None:
+        self.reword = reword
+        self.envs: list[PlaygroundText] = []
+        self.current: list[Episode] = []
+        self.played: list[list[Episode]] = []
+        """played[i]: env i's counted episodes, in order."""
+
+    def _start(self, env: PlaygroundText) -> Episode:
+        shown = train_wording(env.goal, env.scene) if self.reword else None
+        return Episode(env.goal, env.scene, shown=shown or env.goal.text)
+
+    def started(self, envs: PlaygroundTextVecEnv) -> None:
+        self.envs = envs.envs
+        self.current = [self._start(env) for env in self.envs]
+        self.played = [[] for _ in self.envs]
+
+    def prompts(self, obs: VecObs) -> list[str]:
+        return [render_prompt(o, ep.shown) for o, ep in zip(obs.observations, self.current, strict=True)]
+
+    def acting(self, action_ids: np.ndarray) -> None:
+        for ep, env, a in zip(self.current, self.envs, action_ids.tolist(), strict=True):
+            ep.codes.append(env.admissible_codes[a])
+
+    def ended(self, env: int, end: EpisodeEnd, counted: bool) -> None:
+        if counted:
+            self.current[env].success = end.success
+            self.played[env].append(self.current[env])
+        self.current[env] = self._start(self.envs[env])
+
+
 def rollout(
-    policy: Any, env_cfg: Any, split: SplitName, episodes: int, seed: int, greedy: bool, reword: bool = False
+    policy: Policy,
+    env_cfg: EnvConfig,
+    split: SplitName,
+    episodes: int,
+    seed: int,
+    greedy: bool,
+    reword: bool = False,
 ) -> list[Episode]:
-    """``evaluate``'s episodes (same vector env, seeds, quota per env and sampling), with their actions.
+    """``evaluate``'s episodes (:func:`~sac_glam.evaluation.play_episodes`), with their actions.
 
     ``reword``: the policy reads :func:`train_wording`'s text instead of the goal where there is one.
     """
-    from sac_glam.envs.vector import PlaygroundTextVecEnv
-    from sac_glam.prompts import render_prompt
-    from sac_glam.train import sample_actions
-
-    def start(env: PlaygroundText) -> Episode:
-        shown = train_wording(env.goal, env.scene) if reword else None
-        return Episode(env.goal, env.scene, shown=shown or env.goal.text)
-
-    envs = PlaygroundTextVecEnv(env_cfg, split=split, seed=seed)
-    quota = -(-episodes // envs.n_envs)
-    done = np.zeros(envs.n_envs, dtype=np.int64)
-    rng = np.random.default_rng(seed)
-    obs = envs.reset()
-    current = [start(env) for env in envs.envs]
-    out: list[tuple[int, int, Episode]] = []  # (env, its episode number, episode)
-    while (done < quota).any():
-        prompts = [render_prompt(o, ep.shown) for o, ep in zip(obs.observations, current, strict=True)]
-        ids = sample_actions(policy.act(prompts, obs.actions), rng, greedy=greedy)
-        for ep, env, a in zip(current, envs.envs, ids.tolist(), strict=True):
-            ep.codes.append(env.admissible_codes[a])
-        step = envs.step(ids)
-        for i, end in enumerate(step.ends):
-            if end is None:
-                continue
-            if done[i] < quota:
-                done[i] += 1
-                current[i].success = end.success
-                out.append((i, int(done[i]), current[i]))
-            current[i] = start(envs.envs[i])
-        obs = step.obs
+    recorder = _Recorder(reword)
+    play_episodes(policy, env_cfg, split, episodes, seed, greedy, recorder)
     # Env by env: env i plays the same (goal, scene) sequence whatever the policy, the end order varies.
-    return [ep for *_, ep in sorted(out, key=lambda r: r[:2])]
+    return [ep for played in recorder.played for ep in played]
 
 
 def reworded_success(plain_eps: list[Episode], reworded: list[Episode]) -> dict[str, list[int]]:

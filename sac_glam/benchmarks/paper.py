@@ -150,8 +150,8 @@ class _TimedUpdates:
 
 def ppo_minibatch(cfg: Config, repeats: int) -> tuple[list[tuple[str, str]], Any]:
     """Seconds per PPO minibatch update: an on-policy rollout of ``ppo.n_steps``, then minibatches."""
+    from sac_glam.evaluation import sample_actions
     from sac_glam.factory import make_backend, make_learner
-    from sac_glam.train import sample_actions
 
     backend = make_backend(cfg)
     learner: Any = make_learner(cfg, np.random.default_rng(0))

@@ -12,7 +12,8 @@ from sac_glam.envs.goals import (
     parse_goal,
     vocabulary,
 )
-from sac_glam.envs.playground_text import PlaygroundText, Scene, State, transition
+from sac_glam.envs.playground_text import PlaygroundText
+from sac_glam.envs.rules import Scene, State, transition
 from sac_glam.envs.social_partner import Event, hindsight_goals
 from sac_glam.envs.vector import EpisodeEnd, PlaygroundTextVecEnv, VecObs, VecStep
 

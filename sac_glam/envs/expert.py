@@ -1,7 +1,7 @@
 """A scripted expert: breadth-first search over the episode's small state space.
 
-The search steps through :func:`~sac_glam.envs.playground_text.transition` and
-:func:`~sac_glam.envs.playground_text.advance_progress`, the environment's own dynamics, so the expert
+The search steps through :func:`~sac_glam.envs.rules.transition` and
+:func:`~sac_glam.envs.rules.advance_progress`, the environment's own dynamics, so the expert
 cannot drift from the rules. A search node is (on, held, grown set, goal progress): with N = 6 there
 are at most 7 x 7 x 2^6 x 3 nodes, and the goal is at most 7 steps away, so a search takes about a
 millisecond. Ties between shortest plans are broken by admissible-action order (deterministic).
@@ -9,15 +9,8 @@ millisecond. Ties between shortest plans are broken by admissible-action order (
 
 from __future__ import annotations
 
-from sac_glam.envs.playground_text import (
-    PartMasks,
-    PlaygroundText,
-    Scene,
-    State,
-    admissible_codes,
-    advance_progress,
-    transition,
-)
+from sac_glam.envs.playground_text import PlaygroundText
+from sac_glam.envs.rules import PartMasks, Scene, State, admissible_codes, advance_progress, transition
 
 _Node = tuple[int | None, int | None, frozenset[int], int]
 
