@@ -1,9 +1,12 @@
 """``sac-glam bench soak``: the memory analysis, and a few seconds of a real soak (stopped by SIGUSR1)."""
 
+import json
 import math
 
+import pytest
+
 import sac_glam.train as train_module
-from sac_glam.benchmarks.soak import analyse, soak
+from sac_glam.benchmarks.soak import analyse, main
 
 TINY = ["env.n_envs=4", "env.n_objects=3", "env.max_steps=6", "model.tiny.d_model=32", "model.tiny.n_layers=1",
         "model.tiny.d_ff=64", "critic.width=32", "sac.batch_size=8", "sac.learning_starts=16",
@@ -29,9 +32,25 @@ def test_growth_is_measured_from_the_first_full_sample() -> None:
     assert math.isnan(never_full["full_at_s"]) and math.isnan(never_full["growth_mib"])
 
 
-def test_a_short_soak_fills_the_buffer_and_reports_checkpoints() -> None:
+def test_a_short_soak_fills_the_buffer_and_reports_checkpoints(capsys: pytest.CaptureFixture[str]) -> None:
     log, save = train_module.MetricsLogger.log, train_module.save_checkpoint
-    r = soak("sac_glam_her_cpu", 0.15, 200, 32, 4, 1, TINY)
+    main(
+        [
+            "--json",
+            "--minutes",
+            "0.15",
+            "--capacity",
+            "200",
+            "--log-every",
+            "32",
+            "--checkpoint-every",
+            "4",
+            *TINY,
+        ]
+    )
+    out = capsys.readouterr()
+    r = json.loads(out.out)  # stdout is the JSON alone: the run's lines go to stderr
+    assert "signal" in out.err and "checkpoint saved" in out.err
     assert train_module.MetricsLogger.log is log and train_module.save_checkpoint is save  # restored
     steps = [s["step"] for s in r["samples"]]
     assert steps == sorted(steps) and len(steps) >= 3

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 import torch
-from lamorel_procs import grad_steps, pids_with_env, processes_mentioning
+from lamorel_procs import grad_steps, kill_lingering, pids_with_env
 
 from sac_glam.buffers.replay import SACBatch
 from sac_glam.buffers.rollout import PPOBatch
@@ -765,12 +765,7 @@ def test_lamorel_launch_sigusr1_checkpoints_exits_75_and_resumes(tmp_path):
             proc.kill()
             proc.wait()
         # Every Lamorel process carries the run directory on its command line.
-        deadline = time.monotonic() + 30
-        while processes_mentioning(str(run_dir)) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        lingering = processes_mentioning(str(run_dir))
-        for pid in lingering:
-            os.kill(pid, signal.SIGKILL)
+        lingering = kill_lingering(str(run_dir), wait_s=30)
     text = log.read_text()
     assert code == 75, text[-3000:]
     assert not lingering, lingering
@@ -876,7 +871,9 @@ def test_a_killed_llm_server_is_named_exits_76_and_the_same_command_resumes(tmp_
         "train.eval_episodes=4",
     ])  # fmt: skip
     try:
-        _wait_for_grad_steps(proc, run_dir, log, 4, poll_s=0.2)
+        # One update is 4 gradient steps (n_updates 4) and the checkpoint after it is written once its metrics
+        # record is: 8 logged steps mean a checkpoint past step 0 is complete (killing at 4 races it).
+        _wait_for_grad_steps(proc, run_dir, log, 8, poll_s=0.2)
         [server] = pids_with_env(str(run_dir), "RANK=1")  # rank 1 = LLM server 0 (1 RL process)
         os.kill(server, signal.SIGKILL)  # what the out-of-memory killer sends
         code = proc.wait(timeout=300)
@@ -884,9 +881,7 @@ def test_a_killed_llm_server_is_named_exits_76_and_the_same_command_resumes(tmp_
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        lingering = processes_mentioning(str(run_dir))
-        for pid in lingering:
-            os.kill(pid, signal.SIGKILL)
+        lingering = kill_lingering(str(run_dir), wait_s=0)  # none may outlive lamorel-launch's exit
     text = log.read_text()
     assert code == 76, text[-3000:]
     assert not lingering, lingering

@@ -217,9 +217,11 @@ def test_cpu_template_requeues_a_job_whose_llm_server_died(cluster: None, tmp_pa
 
         killed: dict[str, int] = {}
         for label, (_, run_dir, _) in jobs.items():
-            # Kill the LLM server (rank 1 with 1 RL process) once the run has a checkpoint to resume from.
-            wait_for(lambda run_dir=run_dir: (run_dir / "checkpoint.pt").exists()
-                     and grad_steps(run_dir / "metrics.jsonl") >= 4, f"{label}'s checkpoint", deadline, 0.2)  # fmt: skip
+            # Kill the LLM server (rank 1 with 1 RL process) once the run has a checkpoint past step 0: an
+            # update is 4 gradient steps, and the checkpoint after it is written once its metrics record is,
+            # so 8 logged gradient steps mean that the checkpoint after the first update is complete.
+            wait_for(lambda run_dir=run_dir: grad_steps(run_dir / "metrics.jsonl") >= 8, f"{label}'s checkpoint",
+                     deadline, 0.2)  # fmt: skip
             [server] = pids_with_env(str(run_dir), "RANK=1")
             os.kill(server, signal.SIGKILL)  # what the out-of-memory killer sends
             killed[label] = server

@@ -16,10 +16,12 @@ be near 0. A few minutes cannot show a slow leak; the issue's soak is an hour
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -83,8 +85,14 @@ def soak(preset: str, minutes: float, capacity: int, log_every: int, checkpoint_
     real_log: Callable[..., None] = train_module.MetricsLogger.log
     real_save = train_module.save_checkpoint
 
+    timer = threading.Timer(minutes * 60, lambda: os.kill(os.getpid(), signal.SIGUSR1))
+
     def log(self: Any, step: int, metrics: Mapping[str, float | int]) -> None:
         real_log(self, step, metrics)
+        if not timer.is_alive() and not timer.finished.is_set():
+            # Started at the first record, inside the training loop: by then train() handles SIGUSR1
+            # (a signal during the set-up, before its handler, would kill the process).
+            timer.start()
         if "buffer/transitions" in metrics:
             samples.append({"t": time.perf_counter() - start, "step": step, "rss": rss_mib(),
                             "transitions": float(metrics["buffer/transitions"])})  # fmt: skip
@@ -96,7 +104,6 @@ def soak(preset: str, minutes: float, capacity: int, log_every: int, checkpoint_
                             "mib": path.stat().st_size / 2**20})  # fmt: skip
         return path
 
-    timer = threading.Timer(minutes * 60, lambda: os.kill(os.getpid(), signal.SIGUSR1))
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [f"train.total_steps={10**9}", "train.eval_every=0", "train.eval_splits=[]",
                      "train.progress=false", "train.tensorboard=false", f"train.threads={threads}",
@@ -105,7 +112,6 @@ def soak(preset: str, minutes: float, capacity: int, log_every: int, checkpoint_
         cfg = load_config(preset, overrides + extra)
         train_module.MetricsLogger.log = log  # type: ignore[method-assign]
         train_module.save_checkpoint = save
-        timer.start()
         try:
             train(cfg)
         except Preempted:
@@ -122,7 +128,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sac-glam bench soak", description=plain(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--preset", default="sac_glam_her_cpu", help="config name (default the CPU default)")
-    parser.add_argument("--minutes", type=float, default=3.0, help="wall time before SIGUSR1 (default 3)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=3.0,
+        help="minutes of training (from its first record) before SIGUSR1 (default 3)",
+    )
     parser.add_argument("--capacity", type=int, default=4000, help="buffer.capacity (default 4000)")
     parser.add_argument("--log-every", type=int, default=256, help="transitions between samples")
     parser.add_argument(
@@ -135,8 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the preset")
     args = parser.parse_args(argv)
-    r = soak(args.preset, args.minutes, args.capacity, args.log_every, args.checkpoint_every, args.threads,
-             args.overrides, args.run_dir)  # fmt: skip
+    # With --json, stdout carries the JSON alone: the run's own lines (the SIGUSR1 stop) go to stderr.
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+        r = soak(args.preset, args.minutes, args.capacity, args.log_every, args.checkpoint_every, args.threads,
+                 args.overrides, args.run_dir)  # fmt: skip
     if args.json:
         print(json.dumps(r, indent=2))
         return
