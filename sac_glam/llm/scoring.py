@@ -11,11 +11,11 @@ How one call runs:
 - Each prompt is encoded ONCE per call and reused by all its actions. Seq2seq: the encoder runs once
   per prompt, and so do the decoder's cross-attention K/V projections (indexed per (prompt, action)
   row); the decoder reads ``[decoder_start] + action``, one pass per distinct action length, so that
-  no padded position is computed (issue 13, item 4). Causal: the prompt runs once (left-padded, with explicit
-  ``position_ids``), its KV cache is indexed per row and the action tokens run on top of it with
-  ``position_ids`` continuing from the prompt's own length and an attention mask that hides the
-  prompt's padding. So a score never depends on which other prompts share the batch (Lamorel's
-  causal scorer left-pads without position ids and gets this wrong on GPT-2, ``docs/lamorel_facts.md``).
+  no padded position is computed (issue 13, item 4). Causal: each prompt and its actions are one packed
+  sequence (``llm/packed.py``: an action sees the prompt and itself, at positions continuing the
+  prompt's), or without 4D masks the prompt's KV cache is indexed per row (``chunks.causal_chunk``).
+  So a score never depends on which other prompts share the batch (Lamorel's causal scorer left-pads
+  without position ids and gets this wrong on GPT-2, ``docs/lamorel_facts.md``).
 - All (prompt, action) rows go through batched forwards of at most ``minibatch_size`` rows.
 - One forward gives the decision logits ``D[r, j]`` = logits of the token that follows the prompt and
   the first ``j`` action tokens, for ``j = 0 .. L``, and the hidden states the critic/value heads read.
@@ -40,6 +40,7 @@ from torch import Tensor
 
 from sac_glam.llm.chunks import causal_chunk, pad, seq2seq_chunk
 from sac_glam.llm.models import Family, base_model, model_family
+from sac_glam.llm.packed import causal_packed_chunk, packs_prompts
 
 Normalization = Literal["sum", "mean", "constrained"]
 HiddenRequest = Literal["none", "action", "prompt", "both"]
@@ -265,6 +266,9 @@ def forward_actions(
                 net, chunk_prompts, row_prompt_R, ids_RL, lengths_R, seg_first_row_S,
                 pad_id, want_action, want_prompt, want_action or normalization == "constrained",
             )  # fmt: skip
+        elif packs_prompts(net):
+            out = causal_packed_chunk(net, chunk_prompts, seg_rows, [action_ids[r] for r in rows],
+                                      ids_RL.shape[1], pad_id, want_action, want_prompt)  # fmt: skip
         else:
             out = causal_chunk(
                 net, chunk_prompts, row_prompt_R, ids_RL, mask_RL, lengths_R,
