@@ -11,6 +11,7 @@ import pytest
 import torch
 from llm_fixtures import ACTIONS, PROMPTS, tiny_model
 
+from sac_glam.llm import packed as packing
 from sac_glam.llm import scoring
 from sac_glam.llm.models import base_model
 from sac_glam.llm.scoring import forward_actions
@@ -60,18 +61,28 @@ def test_packed_equals_kv_cache_scorer(attn: str, normalization: str, minibatch_
     assert any(g.abs().max() > 1e-3 for g in old_grads.values())  # the comparison is not of zeros
 
 
-def test_one_forward_per_chunk() -> None:
-    """The point of packing: the LLM runs once per chunk, not twice (prompt, then action rows)."""
+def test_one_forward_per_chunk_and_last_layer_at_read_positions() -> None:
+    """The point of packing: the transformer runs once per chunk, not twice (prompt, then action rows);
+    and GPT-2's last layer runs its MLP at the positions the scorer reads (fewer than the first's)."""
     lm = tiny_model("tiny-causal")
     net = base_model(lm.model)
     calls: list[int] = []
-    handle = net.register_forward_pre_hook(lambda m, a: calls.append(1))
+    mlp_tokens: list[list[int]] = [[], []]
+    hooks = [net.transformer.register_forward_pre_hook(lambda m, a: calls.append(1))]
+    for i, block in enumerate(net.transformer.h):
+        hooks.append(
+            block.mlp.register_forward_pre_hook(lambda m, a, i=i: mlp_tokens[i].append(a[0].shape[1]))
+        )
     for packed, expected in ((True, 1), (False, 2)):
         calls.clear()
         with torch.no_grad(), mock.patch.object(scoring, "packs_prompts", return_value=packed):
             forward_actions(lm.model, lm.tokenizer, PROMPTS, ACTIONS)
         assert len(calls) == expected
-    handle.remove()
+    for h in hooks:
+        h.remove()
+    assert packing.gpt2_last_layer_at(net)
+    # Packed run first: longest sequence (prompt + 6 actions) in layer 0, its action window in layer 1.
+    assert mlp_tokens[1][0] < mlp_tokens[0][0] / 2
 
 
 def test_packing_falls_back_without_4d_masks() -> None:

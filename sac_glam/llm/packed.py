@@ -90,25 +90,86 @@ def causal_packed_chunk(
     idx_RP = torch.minimum(start_R_t[:, None] + torch.arange(width + 1)[None, :] - 1, last_R[:, None])
     idx_RP[:, 0] = prompt_last_S[seg_R]
 
-    first = int(prompt_last_S.min())  # no decision reads a logit before the earliest prompt end
-    kwargs: dict[str, Any] = dict(
-        input_ids=ids_SN.to(device),
-        attention_mask=_packed_mask(model, group_SN).to(device),
-        position_ids=pos_SN.to(device),
-        use_cache=False,
-        output_hidden_states=want_action or want_prompt,
-        return_dict=True,
+    ids_SN, att, pos_SN = ids_SN.to(device), _packed_mask(model, group_SN).to(device), pos_SN.to(device)
+    seg_R, idx_RP, last_R = seg_R.to(device), idx_RP.to(device), last_R.to(device)
+    prompt_last_S = prompt_last_S.to(device)
+    # Only a window of each sequence is read: its prompt's last token and its actions (every index
+    # from ``prompt_last_S`` on). ``query_SQ`` holds it, shifted to start at 0, past a sequence's end
+    # repeating its last token.
+    n_query = int((real_SN.sum(1) - prompt_last_S.cpu()).max())
+    lens_S = real_SN.sum(1).to(device)
+    query_SQ = torch.minimum(
+        prompt_last_S[:, None] + torch.arange(n_query, device=device), lens_S[:, None] - 1
     )
-    try:
-        out = model(**kwargs, logits_to_keep=ids_SN.shape[1] - first)
-    except TypeError:  # models without logits_to_keep
-        out = model(**kwargs)
-        first = 0
-    seg_R, idx_RP = seg_R.to(device), idx_RP.to(device)
-    logits_RPV = out.logits[seg_R[:, None], idx_RP - first]
+    hidden_SQH: torch.Tensor | None
+    if gpt2_last_layer_at(model):
+        logits_SQV, hidden_SQH = _gpt2_at_queries(model, ids_SN, att, pos_SN, query_SQ)
+    else:
+        out = model(input_ids=ids_SN, attention_mask=att, position_ids=pos_SN, use_cache=False,
+                    output_hidden_states=want_action or want_prompt, return_dict=True)  # fmt: skip
+        rows_S1 = torch.arange(len(seg_rows), device=device)[:, None]
+        logits_SQV = out.logits[rows_S1, query_SQ]
+        hidden_SQH = out.hidden_states[-1][rows_S1, query_SQ] if want_action or want_prompt else None
+    offset_R = prompt_last_S[seg_R]
+    logits_RPV = logits_SQV[seg_R[:, None], idx_RP - offset_R[:, None]]
     action_h = prompt_h = None
     if want_action:
-        action_h = out.hidden_states[-1][seg_R, last_R.to(device)]
+        assert hidden_SQH is not None
+        action_h = hidden_SQH[seg_R, last_R - offset_R]
     if want_prompt:
-        prompt_h = out.hidden_states[-1][torch.arange(len(seg_rows), device=device), prompt_last_S.to(device)]
+        assert hidden_SQH is not None
+        prompt_h = hidden_SQH[:, 0]
     return ChunkOut(logits_RPV, action_h, prompt_h)
+
+
+# ----------------------------------------------------------------------------------------------------
+# GPT-2: the last layer at the read positions only
+
+
+def gpt2_last_layer_at(model: Any) -> bool:
+    """Whether :func:`_gpt2_at_queries` applies: transformers' GPT-2 (LoRA and 4-bit layers included,
+    they are its own modules) with SDPA attention, no cross-attention and no model parallelism."""
+    from transformers import GPT2LMHeadModel
+
+    if not isinstance(model, GPT2LMHeadModel) or model.config._attn_implementation != "sdpa":
+        return False
+    tr = model.transformer
+    return not (model.config.add_cross_attention or tr.gradient_checkpointing or tr.model_parallel)
+
+
+def _gpt2_at_queries(
+    model: Any, ids_SN: torch.Tensor, att_S1NN: torch.Tensor, pos_SN: torch.Tensor, query_SQ: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, last hidden state) at sequence indices ``query_SQ`` only: every layer but the last runs
+    on all N positions (transformers' own forward), the last one computes keys and values at all N but
+    its attention output, MLP, final layer norm and LM head at the Q query positions alone (GPT2Block
+    and GPT2Attention's forward, restricted to those queries: the same operations in the same order).
+    The scorer reads 1 + (action tokens) of ~50 positions: the last layer shrinks to about a third."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    tr = model.transformer
+    blocks, ln_f = tr.h, tr.ln_f
+    tr.h, tr.ln_f = torch.nn.ModuleList(list(blocks)[:-1]), torch.nn.Identity()
+    try:
+        x_SND = tr(input_ids=ids_SN, attention_mask=att_S1NN, position_ids=pos_SN, use_cache=False,
+                   return_dict=True).last_hidden_state  # fmt: skip
+    finally:
+        tr.h, tr.ln_f = blocks, ln_f
+    block = blocks[-1]
+    attn = block.attn
+    rows_S1 = torch.arange(ids_SN.shape[0], device=ids_SN.device)[:, None]
+    q_SND, k_SND, v_SND = attn.c_attn(block.ln_1(x_SND)).split(attn.split_size, dim=2)
+    q_SQD = q_SND[rows_S1, query_SQ]
+
+    def heads(t: torch.Tensor) -> torch.Tensor:  # (S, T, D) -> (S, heads, T, head_dim)
+        return t.view(*t.shape[:-1], -1, attn.head_dim).transpose(1, 2)
+
+    a_SQ, _ = sdpa_attention_forward(
+        attn, heads(q_SQD), heads(k_SND), heads(v_SND), att_S1NN[rows_S1, 0, query_SQ][:, None],
+        dropout=attn.attn_dropout.p if attn.training else 0.0, is_causal=False,
+    )  # fmt: skip
+    h_SQD = attn.resid_dropout(attn.c_proj(a_SQ.reshape(*a_SQ.shape[:-2], -1).contiguous()))
+    h_SQD = h_SQD + x_SND[rows_S1, query_SQ]
+    h_SQD = h_SQD + block.mlp(block.ln_2(h_SQD))
+    hidden_SQD = ln_f(h_SQD)
+    return model.lm_head(hidden_SQD), hidden_SQD
