@@ -24,14 +24,13 @@ How one call runs:
   rows' logits at positions ``0..L-1``. Every normalisation is a pure function of ``D``.
 
 Tokenisation: prompts with the tokenizer's special tokens (T5 appends ``</s>`` to encoder inputs,
-Llama prepends ``<s>``), actions without (no EOS: the score is over the action's own tokens). Action
-token ids are cached per tokenizer (actions repeat constantly).
+Llama prepends ``<s>``), actions without (no EOS: the score is over the action's own tokens). Token
+ids are cached per tokenizer (``llm/token_cache.py``: actions and prompts repeat constantly).
 """
 
 from __future__ import annotations
 
 import functools
-import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,6 +40,7 @@ from torch import Tensor
 from sac_glam.llm.chunks import causal_chunk, pad, seq2seq_chunk
 from sac_glam.llm.models import Family, base_model, model_family
 from sac_glam.llm.packed import causal_packed_chunk, packs_prompts
+from sac_glam.llm.token_cache import tokenize_actions, tokenize_prompts
 
 Normalization = Literal["sum", "mean", "constrained"]
 HiddenRequest = Literal["none", "action", "prompt", "both"]
@@ -68,37 +68,6 @@ class ActionForward:
     prompt_hidden_BH: Tensor | None = None
     """(B, H) last-layer hidden state after the prompt alone (seq2seq: decoder at the start position;
     causal: at the last prompt token)."""
-
-
-# ----------------------------------------------------------------------------------------------------
-# Tokenisation (cached)
-
-_ACTION_TOKEN_CACHE: weakref.WeakKeyDictionary[Any, dict[str, tuple[int, ...]]] = weakref.WeakKeyDictionary()
-_MAX_CACHED_ACTIONS = 200_000
-
-
-def tokenize_actions(tokenizer: Any, actions: list[str]) -> list[tuple[int, ...]]:
-    """Token ids of each action, without special tokens; cached per tokenizer."""
-    cache = _ACTION_TOKEN_CACHE.setdefault(tokenizer, {})
-    missing = [a for a in dict.fromkeys(actions) if a not in cache]
-    if missing:
-        if len(cache) + len(missing) > _MAX_CACHED_ACTIONS:
-            cache.clear()
-        encoded = tokenizer(missing, add_special_tokens=False)["input_ids"]
-        for text, ids in zip(missing, encoded, strict=True):
-            if not ids:
-                raise ValueError(f"action {text!r} has no tokens; every action needs at least one")
-            cache[text] = tuple(ids)
-    return [cache[a] for a in actions]
-
-
-def tokenize_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
-    """Token ids of each prompt, with the model's special tokens (once per call)."""
-    ids: list[list[int]] = tokenizer(prompts, add_special_tokens=True)["input_ids"]
-    for text, row in zip(prompts, ids, strict=True):
-        if not row:
-            raise ValueError(f"prompt {text!r} has no tokens")
-    return ids
 
 
 # ----------------------------------------------------------------------------------------------------
