@@ -122,13 +122,14 @@ def _allowed_sets(seqs: tuple[tuple[int, ...], ...], eos_id: int | None) -> _All
         end.append(bool(children.get(seq)))
     n_pos = max(len(s) for s in seqs) + 1
     k = max(len(allowed) for r in rows for allowed in r)
-    ids = torch.zeros(len(seqs), n_pos, max(k, 1), dtype=torch.long)
-    mask = torch.zeros(len(seqs), n_pos, max(k, 1), dtype=torch.bool)
-    for a, positions in enumerate(rows):
-        for j, allowed in enumerate(positions):
-            ids[a, j, : len(allowed)] = torch.tensor(allowed, dtype=torch.long)
-            mask[a, j, : len(allowed)] = True
-    return _AllowedSets(ids, mask, torch.tensor(end, dtype=torch.bool))
+    # One tensor from nested lists (not one small copy per position: action sets rarely repeat
+    # across a replay buffer, so this runs for most states of an update).
+    k = max(k, 1)
+    empty = [[0] * k] * n_pos
+    ids = [[a + [0] * (k - len(a)) for a in positions] + empty[len(positions) :] for positions in rows]
+    mask = [[[True] * len(a) + [False] * (k - len(a)) for a in positions] for positions in rows]
+    mask = [m + [[False] * k] * (n_pos - len(m)) for m in mask]
+    return _AllowedSets(torch.tensor(ids), torch.tensor(mask), torch.tensor(end, dtype=torch.bool))
 
 
 # ----------------------------------------------------------------------------------------------------
