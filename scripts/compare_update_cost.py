@@ -50,8 +50,9 @@ if args["ppo"]:
     def batch():
         b = buf.sample(args["batch"], rng)
         n = len(b.prompts)
-        z = torch.zeros(n)
-        return PPOBatch(b.prompts, b.actions, b.action_ids, z - 1.5, z, z + 0.1, torch.randn(n, generator=torch.Generator().manual_seed(len(walls))))
+        g = torch.Generator().manual_seed(len(walls))
+        adv, ret = torch.randn(n, generator=g), torch.randn(n, generator=g)
+        return PPOBatch(b.prompts, b.actions, b.action_ids, torch.full((n,), -1.5), ret - adv, adv, ret)
     count = lambda b: sum(map(len, b.actions))
 else:
     updater = make_updater(cfg, agent)
