@@ -9,7 +9,7 @@ drifts on a shared machine meets both; the CPU time excludes the waits for a cor
 time there (it still pays for memory-bandwidth contention). Prints medians over all timed updates of
 all rounds, per update and per scored (prompt, action) pair, and the new/old ratios::
 
-    git archive 5a50131 sac_glam lamorel_configs | tar -x -C /tmp/old-tree
+    mkdir -p /tmp/old-tree && git archive 5a50131 sac_glam lamorel_configs | tar -x -C /tmp/old-tree
     OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_update_cost.py /tmp/old-tree . --rounds 4
     OMP_NUM_THREADS=1 .venv/bin/python scripts/compare_update_cost.py /tmp/old-tree . --ppo   # PPO-GLAM
 
