@@ -1,10 +1,13 @@
 """SACUpdater on a real (tiny) agent: warm-up trains the critic only; afterwards the actor learns too."""
 
+from unittest import mock
+
 import pytest
 import torch
 from llm_fixtures import ACTIONS, PROMPTS
 
-from sac_glam.algos.updaters import SACUpdater
+from sac_glam.algos import sac
+from sac_glam.algos.updaters import SACUpdater, bootstrap_target
 from sac_glam.buffers.replay import SACBatch
 from sac_glam.config import CriticConfig, ModelConfig, SACConfig, TinyModelConfig
 from sac_glam.llm.agent import LLMAgent
@@ -85,3 +88,31 @@ def test_chunked_update_equals_one_chunk():
     one, many = run(3), run(1)
     for k in one:
         assert torch.allclose(one[k], many[k], atol=1e-5), k
+
+
+@pytest.mark.parametrize("discounts", [[0.99, 0.0, 0.99], [0.0, 0.0, 0.0], [0.9, 0.8, 0.99]])
+def test_bootstrap_target_skips_terminal_next_states_exactly(discounts):
+    """The next-state forwards run on the bootstrapping rows only, and the targets equal eq. 3's
+    computed on every row (the full forward, then returns + discounts * V(s'))."""
+    torch.manual_seed(0)
+    agent = LLMAgent(ModelConfig(name="tiny-causal", tiny=TINY, normalization="constrained"),
+                     CriticConfig(share_llm=False, width=16))  # fmt: skip
+    b = _batch()._replace(discounts=torch.tensor(discounts), returns=torch.tensor([0.5, 1.0, -0.25]))
+    alpha, scale = 0.05, 2.0
+    with torch.no_grad():
+        nxt = agent.evaluate(b.next_prompts, b.next_actions, target_q=True)
+        reference = sac.critic_target(b.returns * scale, b.discounts, nxt.log_pi_BA, nxt.mask_BA,
+                                      nxt.target_q_KBA, alpha)  # fmt: skip
+    seen: list[str] = []
+    evaluate = agent.evaluate
+
+    def counting(prompts, actions, **kwargs):
+        seen.extend(prompts)
+        return evaluate(prompts, actions, **kwargs)
+
+    with mock.patch.object(agent, "evaluate", counting):
+        target = bootstrap_target(agent, b, alpha, scale)
+    assert torch.allclose(target, reference, atol=1e-6)
+    assert seen == [p for p, d in zip(b.next_prompts, discounts, strict=True) if d != 0.0]
+    if any(discounts):  # the bootstrapped rows are not plain reward sums
+        assert not torch.allclose(reference, b.returns * scale)

@@ -126,6 +126,34 @@ def make_alpha(cfg: SACConfig, device: torch.device | str = "cpu") -> Alpha:
 # ---------------------------------------------------------------------------------------------------
 
 
+@torch.no_grad()
+def bootstrap_target(agent: LLMAgent, b: SACBatch, alpha: float, reward_scale: float) -> torch.Tensor:
+    """Eq. 3's target of each transition of ``b``, with the next-state forwards (policy LLM and target
+    critic) on the transitions that bootstrap only.
+
+    A transition whose n-step window ended its episode has ``discounts`` 0 (gamma^k zeroed by the
+    buffer), and its V(s') is multiplied by that 0: its target is the reward sum, exactly, without
+    scoring s'. Skipping those rows saves their share of the no-grad forwards (31% of the rows of a
+    random-policy batch with HER, more once episodes succeed) and changes no target.
+    """
+    target_B = b.returns * reward_scale
+    live = [i for i, d in enumerate(b.discounts.tolist()) if d != 0.0]
+    if live:
+        nxt = agent.evaluate(
+            [b.next_prompts[i] for i in live], [b.next_actions[i] for i in live], target_q=True
+        )
+        assert nxt.target_q_KBA is not None
+        rows = torch.tensor(live, device=target_B.device)
+        target_B = target_B.index_copy(
+            0,
+            rows,
+            sac.critic_target(
+                target_B[rows], b.discounts[rows], nxt.log_pi_BA, nxt.mask_BA, nxt.target_q_KBA, alpha
+            ),
+        )
+    return target_B
+
+
 @dataclass
 class UpdateStats:
     """What one call of ``update`` reports (means over its gradient steps)."""
@@ -175,17 +203,7 @@ class SACUpdater:
         for rows in chunk_slices(size, cfg.chunk_size):
             b = slice_batch(batch, rows)
             w = chunk_weight(rows, size)
-            with torch.no_grad():
-                nxt = agent.evaluate(b.next_prompts, b.next_actions, target_q=True)
-                assert nxt.target_q_KBA is not None
-                target_B = sac.critic_target(
-                    b.returns * cfg.reward_scale,
-                    b.discounts,
-                    nxt.log_pi_BA,
-                    nxt.mask_BA,
-                    nxt.target_q_KBA,
-                    alpha,
-                )
+            target_B = bootstrap_target(agent, b, alpha, cfg.reward_scale)
             cur = agent.evaluate(b.prompts, b.actions, q=True, freeze_policy=warmup)
             assert cur.q_KBA is not None
             loss_c = sac.critic_loss(cur.q_KBA, b.action_ids, target_B)

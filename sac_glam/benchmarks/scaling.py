@@ -2,8 +2,8 @@
 
 One update is what :class:`~sac_glam.learners.SACLearner` does per gradient step: ``buffer.sample``
 (n-step returns, HER mix, prompts rendered) then :meth:`~sac_glam.algos.updaters.SACUpdater.update`
-(next-state policy + target critic forward, current-state actor + critic forward, one backward of
-both losses, Adam, alpha step, Polyak update). The agent, updater and replay buffer are built from the
+(next-state policy + target critic forward on the transitions that bootstrap, current-state actor +
+critic forward, one backward of both losses, Adam, alpha step, Polyak update). The agent, updater and replay buffer are built from the
 CPU default config (``sac_glam_her_cpu``, plus any ``key=value`` overrides) as ``train`` builds them,
 and the buffer is filled with random-policy episodes of the vector env (HER copies included). Each
 setting then times ``--updates`` updates after ``--warmup`` untimed ones, for two sweeps:
@@ -252,6 +252,7 @@ class _Clock:
 @contextmanager
 def instrumented(updater: SACUpdater, clock: _Clock) -> Iterator[None]:
     """Hooks and wrappers that time the pieces of ``updater.update`` into ``clock``; removed on exit."""
+    from sac_glam.llm import packed
     from sac_glam.llm.models import base_model
 
     agent = updater.agent
@@ -278,6 +279,19 @@ def instrumented(updater: SACUpdater, clock: _Clock) -> Iterator[None]:
                     )
                     stack.callback(pre.remove)
                     stack.callback(post.remove)
+        # GPT-2 through the packed scorer runs its own last layer (llm/packed.py), not the model's forward.
+        roles = {id(m): role for role, modules in nets.items() for m in modules}
+        at_queries = packed._gpt2_at_queries
+
+        def timed_at_queries(model: Any, *args: Any) -> Any:
+            label = f"{clock.phase}:{roles.get(id(model), 'other')}"
+            clock.enter(label)
+            try:
+                return at_queries(model, *args)
+            finally:
+                clock.exit(label)
+
+        stack.enter_context(mock.patch.object(packed, "_gpt2_at_queries", timed_at_queries))
         for group, role in (("critic", "critic"), ("llm", "actor")):
             for p in groups[group]:
                 stack.callback(p.register_post_accumulate_grad_hook(clock.grad_accumulated(role)).remove)

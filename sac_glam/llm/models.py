@@ -108,6 +108,9 @@ def build_tiny_model(name: str, tiny: TinyModelConfig, tokenizer: PreTrainedToke
             pad_token_id=pad,
             eos_token_id=eos,
             bos_token_id=eos,
+            # GPT-2's tanh GELU (the default ``gelu_new``) as one fused kernel instead of seven
+            # elementwise ops: the same function to float rounding (2e-7), a third of the MLP's time.
+            activation_function="gelu_pytorch_tanh",
         )
         return GPT2LMHeadModel(gpt2)
     raise ValueError(f"unknown tiny preset {name!r}; choose one of {sorted(TINY_PRESETS)}")

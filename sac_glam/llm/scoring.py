@@ -11,11 +11,11 @@ How one call runs:
 - Each prompt is encoded ONCE per call and reused by all its actions. Seq2seq: the encoder runs once
   per prompt, and so do the decoder's cross-attention K/V projections (indexed per (prompt, action)
   row); the decoder reads ``[decoder_start] + action``, one pass per distinct action length, so that
-  no padded position is computed (issue 13, item 4). Causal: the prompt runs once (left-padded, with explicit
-  ``position_ids``), its KV cache is indexed per row and the action tokens run on top of it with
-  ``position_ids`` continuing from the prompt's own length and an attention mask that hides the
-  prompt's padding. So a score never depends on which other prompts share the batch (Lamorel's
-  causal scorer left-pads without position ids and gets this wrong on GPT-2, ``docs/lamorel_facts.md``).
+  no padded position is computed (issue 13, item 4). Causal: each prompt and its actions are one packed
+  sequence (``llm/packed.py``: an action sees the prompt and itself, at positions continuing the
+  prompt's), or without 4D masks the prompt's KV cache is indexed per row (``chunks.causal_chunk``).
+  So a score never depends on which other prompts share the batch (Lamorel's causal scorer left-pads
+  without position ids and gets this wrong on GPT-2, ``docs/lamorel_facts.md``).
 - All (prompt, action) rows go through batched forwards of at most ``minibatch_size`` rows.
 - One forward gives the decision logits ``D[r, j]`` = logits of the token that follows the prompt and
   the first ``j`` action tokens, for ``j = 0 .. L``, and the hidden states the critic/value heads read.
@@ -24,14 +24,13 @@ How one call runs:
   rows' logits at positions ``0..L-1``. Every normalisation is a pure function of ``D``.
 
 Tokenisation: prompts with the tokenizer's special tokens (T5 appends ``</s>`` to encoder inputs,
-Llama prepends ``<s>``), actions without (no EOS: the score is over the action's own tokens). Action
-token ids are cached per tokenizer (actions repeat constantly).
+Llama prepends ``<s>``), actions without (no EOS: the score is over the action's own tokens). Token
+ids are cached per tokenizer (``llm/token_cache.py``: actions and prompts repeat constantly).
 """
 
 from __future__ import annotations
 
 import functools
-import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,6 +39,8 @@ from torch import Tensor
 
 from sac_glam.llm.chunks import causal_chunk, pad, seq2seq_chunk
 from sac_glam.llm.models import Family, base_model, model_family
+from sac_glam.llm.packed import causal_packed_chunk, packs_prompts
+from sac_glam.llm.token_cache import tokenize_actions, tokenize_prompts
 
 Normalization = Literal["sum", "mean", "constrained"]
 HiddenRequest = Literal["none", "action", "prompt", "both"]
@@ -67,37 +68,6 @@ class ActionForward:
     prompt_hidden_BH: Tensor | None = None
     """(B, H) last-layer hidden state after the prompt alone (seq2seq: decoder at the start position;
     causal: at the last prompt token)."""
-
-
-# ----------------------------------------------------------------------------------------------------
-# Tokenisation (cached)
-
-_ACTION_TOKEN_CACHE: weakref.WeakKeyDictionary[Any, dict[str, tuple[int, ...]]] = weakref.WeakKeyDictionary()
-_MAX_CACHED_ACTIONS = 200_000
-
-
-def tokenize_actions(tokenizer: Any, actions: list[str]) -> list[tuple[int, ...]]:
-    """Token ids of each action, without special tokens; cached per tokenizer."""
-    cache = _ACTION_TOKEN_CACHE.setdefault(tokenizer, {})
-    missing = [a for a in dict.fromkeys(actions) if a not in cache]
-    if missing:
-        if len(cache) + len(missing) > _MAX_CACHED_ACTIONS:
-            cache.clear()
-        encoded = tokenizer(missing, add_special_tokens=False)["input_ids"]
-        for text, ids in zip(missing, encoded, strict=True):
-            if not ids:
-                raise ValueError(f"action {text!r} has no tokens; every action needs at least one")
-            cache[text] = tuple(ids)
-    return [cache[a] for a in actions]
-
-
-def tokenize_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
-    """Token ids of each prompt, with the model's special tokens (once per call)."""
-    ids: list[list[int]] = tokenizer(prompts, add_special_tokens=True)["input_ids"]
-    for text, row in zip(prompts, ids, strict=True):
-        if not row:
-            raise ValueError(f"prompt {text!r} has no tokens")
-    return ids
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -152,13 +122,14 @@ def _allowed_sets(seqs: tuple[tuple[int, ...], ...], eos_id: int | None) -> _All
         end.append(bool(children.get(seq)))
     n_pos = max(len(s) for s in seqs) + 1
     k = max(len(allowed) for r in rows for allowed in r)
-    ids = torch.zeros(len(seqs), n_pos, max(k, 1), dtype=torch.long)
-    mask = torch.zeros(len(seqs), n_pos, max(k, 1), dtype=torch.bool)
-    for a, positions in enumerate(rows):
-        for j, allowed in enumerate(positions):
-            ids[a, j, : len(allowed)] = torch.tensor(allowed, dtype=torch.long)
-            mask[a, j, : len(allowed)] = True
-    return _AllowedSets(ids, mask, torch.tensor(end, dtype=torch.bool))
+    # One tensor from nested lists (not one small copy per position: action sets rarely repeat
+    # across a replay buffer, so this runs for most states of an update).
+    k = max(k, 1)
+    empty = [[0] * k] * n_pos
+    ids = [[a + [0] * (k - len(a)) for a in positions] + empty[len(positions) :] for positions in rows]
+    mask = [[[True] * len(a) + [False] * (k - len(a)) for a in positions] for positions in rows]
+    mask = [m + [[False] * k] * (n_pos - len(m)) for m in mask]
+    return _AllowedSets(torch.tensor(ids), torch.tensor(mask), torch.tensor(end, dtype=torch.bool))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -265,6 +236,9 @@ def forward_actions(
                 net, chunk_prompts, row_prompt_R, ids_RL, lengths_R, seg_first_row_S,
                 pad_id, want_action, want_prompt, want_action or normalization == "constrained",
             )  # fmt: skip
+        elif packs_prompts(net):
+            out = causal_packed_chunk(net, chunk_prompts, seg_rows, [action_ids[r] for r in rows],
+                                      ids_RL.shape[1], pad_id, want_action, want_prompt)  # fmt: skip
         else:
             out = causal_chunk(
                 net, chunk_prompts, row_prompt_R, ids_RL, mask_RL, lengths_R,

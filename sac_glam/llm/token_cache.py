@@ -1,0 +1,49 @@
+"""Token ids of prompts and actions, cached per tokenizer (the scorer's tokenisation, ``llm/scoring.py``).
+
+Actions repeat constantly (a few dozen strings per environment). Prompts repeat too: a replay buffer
+hands each stored transition to ~``replay ratio`` updates, and the policy and a separate critic LLM
+tokenise the same prompts; the tokenizer call was ~6% of an update of the CPU default. Each cache is a
+dict per tokenizer object, cleared when full (a bounded size, no per-hit bookkeeping). The cached
+lists are shared: callers must not modify them.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+_ACTION_TOKEN_CACHE: weakref.WeakKeyDictionary[Any, dict[str, tuple[int, ...]]] = weakref.WeakKeyDictionary()
+_PROMPT_TOKEN_CACHE: weakref.WeakKeyDictionary[Any, dict[str, list[int]]] = weakref.WeakKeyDictionary()
+_MAX_CACHED_ACTIONS = 200_000
+MAX_CACHED_PROMPTS = 50_000
+"""About 30 MB of ids and strings at the CPU presets' ~35-token prompts."""
+
+
+def tokenize_actions(tokenizer: Any, actions: list[str]) -> list[tuple[int, ...]]:
+    """Token ids of each action, without special tokens; cached per tokenizer."""
+    cache = _ACTION_TOKEN_CACHE.setdefault(tokenizer, {})
+    missing = [a for a in dict.fromkeys(actions) if a not in cache]
+    if missing:
+        if len(cache) + len(missing) > _MAX_CACHED_ACTIONS:
+            cache.clear()
+        encoded = tokenizer(missing, add_special_tokens=False)["input_ids"]
+        for text, ids in zip(missing, encoded, strict=True):
+            if not ids:
+                raise ValueError(f"action {text!r} has no tokens; every action needs at least one")
+            cache[text] = tuple(ids)
+    return [cache[a] for a in actions]
+
+
+def tokenize_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
+    """Token ids of each prompt, with the model's special tokens; cached per tokenizer."""
+    cache = _PROMPT_TOKEN_CACHE.setdefault(tokenizer, {})
+    missing = [p for p in dict.fromkeys(prompts) if p not in cache]
+    if missing:
+        if len(cache) + len(missing) > MAX_CACHED_PROMPTS:
+            cache.clear()
+        encoded: list[list[int]] = tokenizer(missing, add_special_tokens=True)["input_ids"]
+        for text, ids in zip(missing, encoded, strict=True):
+            if not ids:
+                raise ValueError(f"prompt {text!r} has no tokens")
+            cache[text] = ids
+    return [cache[p] for p in prompts]
