@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sac_glam import heap
 from sac_glam.backends.base import Backend
 from sac_glam.checkpoint import (
     CheckpointWriteError,
@@ -255,6 +256,7 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
             if state.steps >= state.next_log:
                 state.next_log += tc.log_every
                 _log_progress(logger, state, learner)
+                heap.trim()  # RSS must not creep from the allocator's free chunks (sac_glam/heap.py)
             if tc.eval_every > 0 and state.steps >= state.next_eval:
                 state.next_eval += tc.eval_every
                 _log_eval(logger, backend, cfg, state, eval_seed)
