@@ -1,6 +1,7 @@
 """``sac-glam experiment``: run the paper's studies (``experiments/experiments.yaml``) as (config, seed) runs.
 
     sac-glam experiment fig2 --cpu                        # every run of the CPU twin, one after another
+    sac-glam experiment fig2-full --cpu                   # the same on the full environment (N = 6, sequential goals)
     sac-glam experiment fig5 --cpu --seeds 0 train.threads=1
     sac-glam experiment fig2 --slurm                      # one sbatch job array per run, seeds as the array
     sac-glam experiment fig8 --dry-run                    # print the plan (and the sbatch lines) only
@@ -403,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sac-glam experiment", description=plain(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument(
-        "name", nargs="?", help="experiment name (fig2, fig5, fig6, fig8, fig9); --list shows them"
+        "name", nargs="?", help="experiment name (fig2, fig2-full, fig5, fig6, fig8, fig9); --list shows them"
     )
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every run (last wins)")
     parser.add_argument(

@@ -9,6 +9,8 @@ and PDF in ``EXPERIMENT_DIR/plots/``:
   time, mean and standard deviation over seeds, one curve per label, one subplot per panel
   (Figure 2; the ablation panels of Figures 5, 6, 8, 9).
 - ``eval_train_vs_test``: evaluation success on train goals (solid) beside held-out test goals (dashed).
+- ``success_by_goal_type``: evaluation success per goal type (one subplot each: grasp, grow, and the
+  sequential grow-then-grasp, grow-then-grow), train goals solid, test goals dashed, when logged.
 - ``her_share``: share of HER-relabelled transitions in the replay buffer (Figure 7), when logged.
 - ``goal_types``: proportion of each goal type in the train split, from the grammar (Figure 4).
 
@@ -269,6 +271,41 @@ def figure_her_share(exp: ExperimentLogs) -> Figure | None:
     return fig
 
 
+def figure_success_by_type(exp: ExperimentLogs) -> Figure | None:
+    """Evaluation success per goal type vs steps, train (solid) and test (dashed) goals; None when no run
+    logged a per-type evaluation (``eval/{split}/success_rate/{goal type}``)."""
+    from sac_glam.envs.goals import GOAL_TYPES
+
+    logged = {k for r in exp.runs for recs in r.seeds.values() for rec in recs for k in rec}
+    types = [t for t in GOAL_TYPES if any(f"eval/{s}/success_rate/{t}" in logged for s in ("train", "test"))]
+    if not types:
+        return None
+    fig, axes = plt.subplots(1, len(types), figsize=(4.5 * len(types), 4), squeeze=False, sharey=True)
+    for ax, goal_type in zip(axes[0], types, strict=True):
+        for run in exp.runs:
+            for split, style in (("train", "-"), ("test", "--")):
+                key = f"eval/{split}/success_rate/{goal_type}"
+                grid, mean, std = mean_std([seed_curve(rec, key) for rec in run.seeds.values()])
+                if not len(grid):
+                    continue
+                colour = _colour(exp, run.label)
+                ax.plot(grid, mean, style, color=colour, marker="o", markersize=3,
+                        label=f"{run.label}: {split} (n={len(run.seeds)})")  # fmt: skip
+                if len(run.seeds) > 1:
+                    ax.fill_between(grid, mean - std, mean + std, color=colour, alpha=0.12, linewidth=0)
+        ax.set_xlabel("environment steps")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(goal_type.replace("_", " "), fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("evaluation success rate")
+    if axes[0][0].get_lines():
+        axes[0][0].legend(loc="best", fontsize=7)
+    fig.suptitle(f"{exp.title}\nsuccess by goal type: train goals (solid), test goals (dashed); "
+                 f"{exp.seeds_caption()}", fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    return fig
+
+
 def goal_type_proportions(sequential: bool = True) -> dict[str, float]:
     """Share of each goal type among the train goals of the grammar (Figure 4)."""
     from sac_glam.envs.goals import GOAL_TYPES, goals
@@ -308,6 +345,9 @@ def make_figures(exp: ExperimentLogs) -> dict[str, Figure]:
         "eval_train_vs_test": figure_train_vs_test(exp),
         "goal_types": figure_goal_types(),
     }
+    by_type = figure_success_by_type(exp)
+    if by_type is not None:
+        figs["success_by_goal_type"] = by_type
     her = figure_her_share(exp)
     if her is not None:
         figs["her_share"] = her

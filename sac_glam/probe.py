@@ -5,8 +5,10 @@ a shortest plan) through the policy's own scoring (``forward_actions``, the conf
 States come from random-policy episodes; each is labelled with the first action of a shortest plan.
 Printed: accuracy (argmax pi = the expert's action) on 500 held-out states every ``--eval-every``
 gradient steps (the ceiling is below 1: when two first actions are equally short, the expert names one),
-then the episode success rate of the cloned policy on ``--episodes`` train-goal episodes, acting by
-argmax and by sampling from pi: what an RL run with perfect credit assignment could reach.
+then the cloned policy's episode success by goal type on train and held-out test goals (``--episodes``
+episodes of each type and split), and on ``--episodes`` episodes of the environment's own train-goal
+distribution, acting by argmax and by sampling from pi: what an RL run with perfect credit assignment
+could reach.
 
 Why: if the architecture needs N gradient steps of perfect supervision to tell the goal's object from
 the others, an RL run that makes fewer gradient steps than N (SAC's ``n_updates`` per ``update_every``
@@ -15,6 +17,12 @@ transitions, PPO's epochs) cannot do it either, whatever its losses. README, "CP
     sac-glam probe                                    # the learning test's model and environment
     sac-glam probe model.tiny.pretrain_steps=1500 model.tiny.pretrain_lr=3.0e-3
     sac-glam probe --run runs/sac_glam_her_cpu/seed0  # a trained run: is the actor or the critic behind?
+    sac-glam probe --env config --config-name sac_glam_her_full_cpu --expert-share 0.5  # the full environment
+
+``--env smallest`` (the default) puts the learning test's environment and model before the overrides;
+``--env config`` keeps the config's own. ``--expert-share p`` collects the states with a policy that takes
+the expert's action with probability p (else a random one): on sequential goals a random policy seldom
+completes a goal's first part, so the states where the second part must be done are rare without it.
 
 With ``--run DIR`` nothing is trained: the run's last checkpoint is loaded (local backend) and, on
 ``--states`` expert-labelled states of its own environment (train goals), the share of states where
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +44,7 @@ import yaml
 
 from sac_glam.config import from_raw, load_config
 from sac_glam.envs.expert import shortest_plan
+from sac_glam.envs.goals import GOAL_TYPES
 from sac_glam.envs.playground_text import PlaygroundText
 from sac_glam.helptext import plain
 from sac_glam.llm.models import load_model
@@ -48,17 +58,26 @@ Example = tuple[str, list[str], int]
 """(prompt, admissible actions, index of the expert's action)."""
 
 
-def expert_states(env: PlaygroundText, n: int, seed: int) -> list[Example]:
-    """``n`` states from random-policy episodes, each with the first action of a shortest plan."""
+def expert_states(env: PlaygroundText, n: int, seed: int, expert_share: float = 0.0) -> list[Example]:
+    """``n`` states, each with the first action of a shortest plan, from episodes of a policy that takes
+    that action with probability ``expert_share`` and a uniformly random one otherwise.
+
+    An episode ends early where its goal has become unreachable (objects grow once, so a sequential
+    goal's second part is lost when its object grew before the first part was achieved)."""
     rng = np.random.default_rng(seed)
     out: list[Example] = []
     while len(out) < n:
         env.reset(seed=int(rng.integers(2**31)))
         done = False
         while not done and len(out) < n:
-            plan = shortest_plan(env.scene, env.masks, env.state, env.progress)
-            out.append((env.prompt, env.admissible_actions, env.admissible_codes.index(plan[0])))
-            _, _, terminated, truncated, _ = env.step_index(int(rng.integers(len(env.admissible_codes))))
+            try:
+                plan = shortest_plan(env.scene, env.masks, env.state, env.progress)
+            except RuntimeError:  # a sequential goal whose second part's object grew too early: no label
+                break
+            label = env.admissible_codes.index(plan[0])
+            out.append((env.prompt, env.admissible_actions, label))
+            random = int(rng.integers(len(env.admissible_codes)))
+            _, _, terminated, truncated, _ = env.step_index(label if rng.random() < expert_share else random)
             done = terminated or truncated
     return out
 
@@ -72,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--config-name", default="sac_glam_her_cpu", help="config of the model and environment"
     )
+    parser.add_argument("--env", choices=["smallest", "config"], default="smallest",
+                        help="smallest: the learning test's environment and model under the overrides; config: the config's own")  # fmt: skip
+    parser.add_argument("--data", type=int, default=6000, help="labelled states, the first 500 held out")
+    parser.add_argument("--expert-share", type=float, default=0.0,
+                        help="probability that the state-collecting policy takes the expert's action")  # fmt: skip
     parser.add_argument("--steps", type=int, default=1500, help="gradient steps")
     parser.add_argument("--batch", type=int, default=64, help="states per gradient step")
     parser.add_argument(
@@ -87,14 +111,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.steps, args.batch, args.eval_every, args.episodes) < 1 or args.lr <= 0:
         parser.error("--steps, --batch, --eval-every and --episodes must be >= 1 and --lr > 0")
+    if args.data < 501 or not 0.0 <= args.expert_share <= 1.0:
+        parser.error(
+            f"--data must be > 500 (got {args.data}) and --expert-share in [0, 1] (got {args.expert_share})"
+        )
     torch.set_num_threads(args.threads)
     if args.run is not None:
         if args.overrides:
             parser.error(f"--run diagnoses the run's own config; drop the overrides {args.overrides}")
         return diagnose(args.run, args.states, args.seed)
-    cfg = load_config(args.config_name, [*SMALLEST, *args.overrides])
+    cfg = load_config(args.config_name, [*(SMALLEST if args.env == "smallest" else []), *args.overrides])
     env = PlaygroundText(cfg.env, split="train")
-    data = expert_states(env, 6000, args.seed)
+    data = expert_states(env, args.data, args.seed, args.expert_share)
     held_out, train = data[:500], data[500:]
     torch.manual_seed(args.seed)
     lm = load_model(cfg.model)
@@ -111,8 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             pred = forward(held_out).argmax(1)
         return float((pred == torch.tensor([y for *_, y in held_out])).float().mean())
 
-    print(f"behaviour cloning of the expert: {cfg.model.name} (d_model {cfg.model.tiny.d_model}, "
-          f"pretrain_steps {cfg.model.tiny.pretrain_steps}), N = {cfg.env.n_objects}, lr {args.lr}")  # fmt: skip
+    tiny = cfg.model.tiny
+    print(f"behaviour cloning of the expert: {cfg.model.name} (d_model {tiny.d_model}, layers {tiny.n_layers}, "
+          f"pretrain_steps {tiny.pretrain_steps}), N = {cfg.env.n_objects}, lr {args.lr}")  # fmt: skip
     print(f"{'grad steps':>10}  {'held-out accuracy':>17}  {'wall s':>6}")
     t0 = time.perf_counter()
     for step in range(args.steps + 1):
@@ -128,10 +157,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         loss.backward()
         opt.step()
         lm.model.eval()
+
+    def policy(batch: list[Example]) -> torch.Tensor:
+        return forward(batch)[0]
+
+    print(f"episode success by goal type ({args.episodes} episodes each):")
+    print(f"  {'split':<5}  {'goal type':<15}  {'argmax':>6}  {'sampled':>7}")
+    for split in ("train", "test"):
+        for goal_type in sampled_types(cfg.env.goal_types, cfg.env.sequential_goals):
+            typed = PlaygroundText(replace(cfg.env, goal_types=[goal_type]), split=split)
+            rates = [episode_success(typed, policy, args.episodes, g, args.seed + 3) for g in (True, False)]
+            print(f"  {split:<5}  {goal_type:<15}  {rates[0]:>6.3f}  {rates[1]:>7.3f}", flush=True)
     for greedy in (True, False):
-        rate = episode_success(env, lambda b: forward(b)[0], args.episodes, greedy, args.seed + 2)
+        rate = episode_success(env, policy, args.episodes, greedy, args.seed + 2)
         print(f"episode success ({'argmax' if greedy else 'sampled'}): {rate:.3f}", flush=True)
     return 0
+
+
+def sampled_types(goal_types: Sequence[str], sequential: bool) -> list[str]:
+    """The goal types an environment config samples (``env.goal_types``, empty: all of its goal set's)."""
+    allowed = GOAL_TYPES if sequential else tuple(t for t in GOAL_TYPES if not t.startswith("grow_then"))
+    return [t for t in allowed if not goal_types or t in goal_types]
 
 
 def episode_success(

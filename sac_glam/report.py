@@ -9,6 +9,8 @@ and reports, per label, over its seeds (mean ± std is the population std, ddof=
   the loop evaluates when its step counter first reaches a multiple of ``train.eval_every``, which it
   overshoots by up to ``n_envs - 1`` steps (``n_envs`` is the step of a run's first record). Runs whose
   last step is below B are left out of that budget's mean (``n`` says how many seeds it averages).
+- **success by goal type** at the largest budget, on each split (``eval/{split}/success_rate/{goal type}``:
+  grasp, grow, grow_then_grasp, grow_then_grow), by the same rule; shown when the runs logged it.
 - **steps to a threshold** of train success, per seed the first step at which it is reached; mean ± std
   over the seeds that reached it, with ``k/n seeds reached``. Two curves, kept apart: the evaluations
   (``eval/train/success_rate``, sparse: every ``eval_every`` steps) and the training episodes

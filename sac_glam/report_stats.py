@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from sac_glam.envs.goals import GOAL_TYPES
 from sac_glam.intervals import DEFAULT_REPS, Interval, improvement_table, iqm_interval
 from sac_glam.logging import METRICS_FILE
 from sac_glam.plots import SUCCESS_KEY, WALL_KEY, ExperimentLogs, Records, load_experiment
@@ -167,6 +168,8 @@ class LabelReport:
     final_step: dict[int, int]
     unfinished: list[int]
     """Seeds whose last step is below the largest budget."""
+    by_type: dict[str, dict[str, Stat]] = field(default_factory=dict)
+    """split -> goal type -> success at the largest budget (``eval/{split}/success_rate/{goal type}``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -189,6 +192,9 @@ class LabelReport:
             "env_steps_per_s": self.steps_per_s.to_json(),
             "final_step_by_seed": {str(s): v for s, v in self.final_step.items()},
             "unfinished_seeds": self.unfinished,
+            "success_by_goal_type_at_largest_budget": {
+                split: {t: st.to_json() for t, st in by_t.items()} for split, by_t in self.by_type.items()
+            },
         }
 
 
@@ -205,6 +211,13 @@ def label_report(label: str, seeds: dict[int, Records], budgets: Sequence[int],
             hits = {s: v for s, v in found.items() if v is not None}
             at_budget[b][split] = Stat({s: v[1] for s, v in hits.items()})
             eval_steps[b][split] = {s: v[0] for s, v in hits.items()}
+    by_type: dict[str, dict[str, Stat]] = {}
+    for split in splits if budgets else []:
+        for goal_type in GOAL_TYPES:
+            key = f"{EVAL_KEYS[split]}/{goal_type}"
+            found = {s: eval_at_budget(recs, key, max(budgets)) for s, recs in seeds.items()}
+            if any(v is not None for v in found.values()):
+                by_type.setdefault(split, {})[goal_type] = Stat({s: v[1] for s, v in found.items() if v})
     wall = {s: w for s, w in ((s, wall_time(recs)) for s, recs in seeds.items()) if w is not None}
     finals = {s: final_step(recs) for s, recs in seeds.items()}
     return LabelReport(
@@ -225,6 +238,7 @@ def label_report(label: str, seeds: dict[int, Records], budgets: Sequence[int],
         steps_per_s=Stat({s: w[0] / w[1] for s, w in wall.items() if w[1] > 0}),
         final_step=finals,
         unfinished=[s for s, f in finals.items() if budgets and f < max(budgets)],
+        by_type=by_type,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sac_glam.envs.goals import GOAL_TYPES
 from sac_glam.intervals import Interval
 from sac_glam.report_stats import EVAL_KEYS, MIN_RUNS_SIGNIFICANT, LabelReport, Reach, Report, Stat
 
@@ -99,6 +100,27 @@ def _interval_tables(rep: Report, splits: Sequence[str]) -> list[str]:
     return lines
 
 
+def _type_table(rep: Report, splits: Sequence[str]) -> list[str]:
+    """Success by goal type at the largest budget (split x type columns); nothing when none was logged."""
+    cols = [
+        (s, t) for s in splits for t in GOAL_TYPES if any(t in lab.by_type.get(s, {}) for lab in rep.labels)
+    ]
+    if not cols:
+        return []
+    rows = [[lab.label] + [_stat_cell(lab.by_type.get(s, {}).get(t), len(lab.seeds)) for s, t in cols]
+            for lab in rep.labels]  # fmt: skip
+    header = ["label"] + [f"{s}: {t.replace('_', ' ')}" for s, t in cols]
+    return [f"Evaluation success by goal type at {_steps(max(rep.budgets))} steps, mean ± std over seeds:",
+            "", *_table(header, rows), ""]  # fmt: skip
+
+
+def _stat_cell(st: Stat | None, n_seeds: int) -> str:
+    if st is None or st.n == 0:
+        return "—"
+    of = f" of {n_seeds}" if st.n < n_seeds else ""
+    return f"{st.mean:.2f} ± {st.std:.2f} (n={st.n}{of})"
+
+
 def markdown(rep: Report) -> str:
     """The whole ``table.md``: success at the budgets, the intervals, the cost table and their notes."""
     splits = [s for s in EVAL_KEYS if any(s in lab.splits for lab in rep.labels)]
@@ -128,6 +150,7 @@ def markdown(rep: Report) -> str:
         "",
         *_table(budget_header, budget_rows),
         "",
+        *_type_table(rep, splits),
         *_interval_tables(rep, splits),
         "Environment steps to reach a train success rate, mean ± std over the seeds that reached it "
         "(k/n seeds); run cost:",

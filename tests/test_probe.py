@@ -37,9 +37,14 @@ def test_probe_prints_accuracy_rows(capsys):
         main(["--steps", "4", "--eval-every", "2", "--batch", "8", "--threads", "1", "--episodes", "5"]) == 0
     )
     lines = capsys.readouterr().out.splitlines()
-    rows = [line.split() for line in lines[2:-2]]
+    table = lines.index("episode success by goal type (5 episodes each):")
+    rows = [line.split() for line in lines[2:table]]
     assert [int(r[0]) for r in rows] == [0, 2, 4]
     assert all(0.0 <= float(r[1]) <= 1.0 for r in rows)
+    # The learning test's environment samples Grasp goals only: one row per split, train then test.
+    typed = [line.split() for line in lines[table + 2 : -2]]
+    assert [r[:2] for r in typed] == [["train", "grasp"], ["test", "grasp"]]
+    assert all(float(x) in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0) for r in typed for x in r[2:])
     assert [line.split(":")[0] for line in lines[-2:]] == [
         "episode success (argmax)",
         "episode success (sampled)",
@@ -86,3 +91,33 @@ def test_run_diagnosis_reads_a_trained_run(tmp_path, capsys):
         main(["--run", str(tmp_path), "sac.gamma=0.5"])
     with pytest.raises(SystemExit, match="not a run directory"):
         main(["--run", str(tmp_path / "missing")])
+
+
+def test_sampled_types_follow_the_environment_config():
+    from sac_glam.probe import sampled_types
+
+    assert sampled_types([], True) == ["grasp", "grow", "grow_then_grasp", "grow_then_grow"]
+    assert sampled_types([], False) == ["grasp", "grow"]
+    assert sampled_types(["grow_then_grow", "grasp"], True) == ["grasp", "grow_then_grow"]
+
+
+def test_expert_share_reaches_the_states_after_a_sequential_goals_first_part(monkeypatch):
+    """A random policy seldom achieves a sequential goal's first part (8% of its states, seed 0); following
+    the expert half the time gets there in over a third, so the second part's states get labelled too."""
+    from sac_glam import probe
+
+    env = PlaygroundText(EnvConfig(goal_types=["grow_then_grasp", "grow_then_grow"]), split="train")
+
+    def first_part_done_share(expert_share):
+        progress = []
+
+        def recording(scene, masks, state, done_parts=0):
+            progress.append(done_parts)
+            return shortest_plan(scene, masks, state, done_parts)
+
+        monkeypatch.setattr(probe, "shortest_plan", recording)
+        states = expert_states(env, 600, seed=0, expert_share=expert_share)
+        assert len(states) == 600 and all(0 <= y < len(a) for _, a, y in states)
+        return sum(p >= 1 for p in progress) / len(progress)
+
+    assert first_part_done_share(0.5) > 3 * first_part_done_share(0.0)
