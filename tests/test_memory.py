@@ -1,8 +1,8 @@
 """Memory of chunked updates: one chunk's tensors whatever the batch, and freed pages handed back.
 
-docs/paper_scale.md ("Measured on this CPU"): the paper's SAC step on the flan-t5-base shape grew
-2.3 GiB of peak RSS per extra chunk of 32 transitions. The live tensors did not grow (the first test
-counts them); glibc kept the freed heap pages of earlier chunks (the last two tests).
+docs/paper_scale.md ("Measured on this CPU"): the peak RSS of a SAC step grew with the number of
+chunks of 32 transitions. The live tensors do not grow (the first test counts them); glibc kept the
+freed heap pages of earlier chunks (the last two tests).
 """
 
 from __future__ import annotations

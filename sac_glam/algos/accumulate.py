@@ -47,9 +47,10 @@ def release_freed_memory(device: torch.device) -> None:
     Accumulation keeps the live tensors of an update at one chunk's worth whatever the batch size
     (``tests/test_memory.py`` counts them), but glibc keeps freed heap memory mapped: chunks whose
     tensors come and go in a different order each time fragment the heap, and the process's peak RSS
-    grew with the number of chunks (flan-t5-base shape, chunks of 32: +2.3 GiB per extra chunk,
-    docs/paper_scale.md). ``malloc_trim(0)`` returns every free page, so each chunk starts from the
-    first one's footprint. On CUDA, torch's caching allocator reuses its blocks: nothing to do.
+    grew with the number of chunks (t5-small shape, chunks of 32: 2.84 -> 3.27 GiB from batch 32 to
+    128 with the live tensors at 2.0 GiB; docs/paper_scale.md, "Measured on this CPU").
+    ``malloc_trim(0)`` returns every whole free page, so the next chunk starts from the live tensors
+    alone. On CUDA, torch's caching allocator reuses its blocks: nothing to do.
     """
     trim = _malloc_trim()
     if device.type == "cpu" and trim is not None:
