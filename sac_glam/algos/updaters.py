@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import torch
 
 from sac_glam.algos import ppo, sac
-from sac_glam.algos.accumulate import chunk_slices, chunk_weight
+from sac_glam.algos.accumulate import chunk_slices, chunk_weight, release_freed_memory
 from sac_glam.buffers.replay import SACBatch
 from sac_glam.buffers.rollout import PPOBatch
 from sac_glam.config import PPOConfig, SACConfig
@@ -213,6 +213,7 @@ class SACUpdater:
                 loss = loss + loss_a
                 actor_total += w * float(loss_a.detach())
             (w * loss).backward()
+            release_freed_memory(agent.device)  # the chunk's graph is freed: RSS stays one chunk's
             critic_total += w * float(loss_c.detach())
             entropies.append(sac.entropy(cur.log_pi_BA.detach(), cur.mask_BA))
             n_actions.append(cur.mask_BA.sum(-1))
@@ -294,6 +295,7 @@ class PPOUpdater:
             loss_v = ppo.value_loss(out.v_B, b.returns, old_v, cfg.clip_range)
             ent = ppo.masked_entropy(out.log_pi_BA, out.mask_BA)
             (w * (loss_pi + cfg.vf_coef * loss_v - cfg.ent_coef * ent)).backward()
+            release_freed_memory(self.agent.device)
             with torch.no_grad():
                 log_ratio_B = new_log_prob_B - b.old_log_probs
                 totals["kl"] += w * float(((log_ratio_B.exp() - 1) - log_ratio_B).mean())  # Schulman's k3
