@@ -132,7 +132,7 @@ def test_release_freed_memory_hands_freed_heap_pages_back():
     kept = blocks[-1]
     del blocks
     held = rss() - before
-    release_freed_memory(torch.device("cpu"))
+    release_freed_memory(torch.device("cpu"), 2)
     after = rss() - before
     assert held > 100 << 20 and after < 16 << 20, (held, after)
     assert kept.sum() == 1 << 20
@@ -144,7 +144,19 @@ def test_release_freed_memory_hands_freed_heap_pages_back():
     ids=["sac", "ppo"],
 )
 def test_updaters_release_freed_memory_after_every_chunk(monkeypatch, make_updater, make_batch):
-    devices: list[torch.device] = []
-    monkeypatch.setattr(updaters, "release_freed_memory", devices.append)
+    calls: list[tuple[torch.device, int]] = []
+    monkeypatch.setattr(updaters, "release_freed_memory", lambda device, n: calls.append((device, n)))
     make_updater().update(make_batch(4 * CHUNK))
-    assert devices == [torch.device("cpu")] * 4
+    assert calls == [(torch.device("cpu"), 4)] * 4
+
+
+def test_release_freed_memory_trims_only_between_chunks_on_the_cpu(monkeypatch):
+    from sac_glam import heap
+
+    trims: list[int] = []
+    monkeypatch.setattr(heap, "trim", lambda: trims.append(1) or True)
+    release_freed_memory(torch.device("cpu"), 1)  # one chunk: left to the loop's trim (sac_glam/heap.py)
+    release_freed_memory(torch.device("meta"), 4)  # not the CPU heap
+    assert trims == []
+    release_freed_memory(torch.device("cpu"), 4)
+    assert trims == [1]

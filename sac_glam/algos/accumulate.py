@@ -8,11 +8,9 @@ and the chunk size, never on the data.
 
 from __future__ import annotations
 
-import ctypes
-import functools
-from collections.abc import Callable
-
 import torch
+
+from sac_glam import heap
 
 
 def chunk_slices(batch_size: int, chunk_size: int) -> list[slice]:
@@ -31,18 +29,9 @@ def chunk_weight(chunk: slice, batch_size: int) -> float:
     return (chunk.stop - chunk.start) / batch_size
 
 
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl)."""
-    try:
-        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError):
-        return None
-    return trim
-
-
-def release_freed_memory(device: torch.device) -> None:
-    """Hand the pages that a finished chunk freed back to the OS (CPU only; call after each backward).
+def release_freed_memory(device: torch.device, n_chunks: int) -> None:
+    """Hand the pages that a finished chunk freed back to the OS (CPU, updates of several chunks only;
+    call after each backward).
 
     Accumulation keeps the live tensors of an update at one chunk's worth whatever the batch size
     (``tests/test_memory.py`` counts them), but glibc keeps freed heap memory mapped: chunks whose
@@ -50,8 +39,10 @@ def release_freed_memory(device: torch.device) -> None:
     grew with the number of chunks (t5-small shape, chunks of 32: 2.84 -> 3.27 GiB from batch 32 to
     128 with the live tensors at 2.0 GiB; docs/paper_scale.md, "Measured on this CPU").
     ``malloc_trim(0)`` returns every whole free page, so the next chunk starts from the live tensors
-    alone. On CUDA, torch's caching allocator reuses its blocks: nothing to do.
+    alone. On CUDA, torch's caching allocator reuses its blocks: nothing to do. An update of one chunk
+    has no earlier chunk to make room for, and a trim per gradient step would cost the CPU default about
+    10% of its throughput (48 against 54 transitions/s, alternated in one run): the training loop's trim
+    at each progress record (``sac_glam/heap.py``) keeps its long-run RSS flat instead.
     """
-    trim = _malloc_trim()
-    if device.type == "cpu" and trim is not None:
-        trim(0)
+    if device.type == "cpu" and n_chunks > 1:
+        heap.trim()

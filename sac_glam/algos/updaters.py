@@ -200,7 +200,8 @@ class SACUpdater:
         self.optimizer.zero_grad()
         entropies, n_actions, q_taken, targets = [], [], [], []
         critic_total = actor_total = 0.0
-        for rows in chunk_slices(size, cfg.chunk_size):
+        chunks = chunk_slices(size, cfg.chunk_size)
+        for rows in chunks:
             b = slice_batch(batch, rows)
             w = chunk_weight(rows, size)
             target_B = bootstrap_target(agent, b, alpha, cfg.reward_scale)
@@ -213,7 +214,9 @@ class SACUpdater:
                 loss = loss + loss_a
                 actor_total += w * float(loss_a.detach())
             (w * loss).backward()
-            release_freed_memory(agent.device)  # the chunk's graph is freed: RSS stays one chunk's
+            release_freed_memory(
+                agent.device, len(chunks)
+            )  # the chunk's graph is freed: RSS stays one chunk's
             critic_total += w * float(loss_c.detach())
             entropies.append(sac.entropy(cur.log_pi_BA.detach(), cur.mask_BA))
             n_actions.append(cur.mask_BA.sum(-1))
@@ -282,7 +285,8 @@ class PPOUpdater:
         advantages_B = ppo.normalize(batch.advantages) if cfg.normalize_advantages else batch.advantages
         self.optimizer.zero_grad()
         totals = {"policy": 0.0, "value": 0.0, "entropy": 0.0, "kl": 0.0, "clip": 0.0}
-        for rows in chunk_slices(size, cfg.chunk_size):
+        chunks = chunk_slices(size, cfg.chunk_size)
+        for rows in chunks:
             b = slice_batch(batch, rows)
             w = chunk_weight(rows, size)
             out = self.agent.evaluate(b.prompts, b.actions, v=True)
@@ -295,7 +299,7 @@ class PPOUpdater:
             loss_v = ppo.value_loss(out.v_B, b.returns, old_v, cfg.clip_range)
             ent = ppo.masked_entropy(out.log_pi_BA, out.mask_BA)
             (w * (loss_pi + cfg.vf_coef * loss_v - cfg.ent_coef * ent)).backward()
-            release_freed_memory(self.agent.device)
+            release_freed_memory(self.agent.device, len(chunks))
             with torch.no_grad():
                 log_ratio_B = new_log_prob_B - b.old_log_probs
                 totals["kl"] += w * float(((log_ratio_B.exp() - 1) - log_ratio_B).mean())  # Schulman's k3
