@@ -19,13 +19,22 @@ MAX_CACHED_PROMPTS = 50_000
 """About 30 MB of ids and strings at the CPU presets' ~35-token prompts."""
 
 
+def _missing(cache: dict[str, Any], texts: list[str], limit: int) -> list[str]:
+    """The distinct texts to tokenise; when they would overflow the cache, it is cleared first and then
+    every text of the call is missing (the ones cached before the clear included)."""
+    distinct = list(dict.fromkeys(texts))
+    missing = [t for t in distinct if t not in cache]
+    if missing and len(cache) + len(missing) > limit:
+        cache.clear()
+        return distinct
+    return missing
+
+
 def tokenize_actions(tokenizer: Any, actions: list[str]) -> list[tuple[int, ...]]:
     """Token ids of each action, without special tokens; cached per tokenizer."""
     cache = _ACTION_TOKEN_CACHE.setdefault(tokenizer, {})
-    missing = [a for a in dict.fromkeys(actions) if a not in cache]
+    missing = _missing(cache, actions, _MAX_CACHED_ACTIONS)
     if missing:
-        if len(cache) + len(missing) > _MAX_CACHED_ACTIONS:
-            cache.clear()
         encoded = tokenizer(missing, add_special_tokens=False)["input_ids"]
         for text, ids in zip(missing, encoded, strict=True):
             if not ids:
@@ -37,10 +46,8 @@ def tokenize_actions(tokenizer: Any, actions: list[str]) -> list[tuple[int, ...]
 def tokenize_prompts(tokenizer: Any, prompts: list[str]) -> list[list[int]]:
     """Token ids of each prompt, with the model's special tokens; cached per tokenizer."""
     cache = _PROMPT_TOKEN_CACHE.setdefault(tokenizer, {})
-    missing = [p for p in dict.fromkeys(prompts) if p not in cache]
+    missing = _missing(cache, prompts, MAX_CACHED_PROMPTS)
     if missing:
-        if len(cache) + len(missing) > MAX_CACHED_PROMPTS:
-            cache.clear()
         encoded: list[list[int]] = tokenizer(missing, add_special_tokens=True)["input_ids"]
         for text, ids in zip(missing, encoded, strict=True):
             if not ids:
