@@ -221,17 +221,7 @@ def figure_train_vs_test(exp: ExperimentLogs) -> Figure:
     fig, axes = _panel_axes(exp)
     for ax, panel in zip(axes, exp.panels, strict=True):
         for run in (r for r in exp.runs if panel in r.panels):
-            for split, style in (("train", "-"), ("test", "--")):
-                grid, mean, std = mean_std(
-                    [seed_curve(rec, f"eval/{split}/success_rate") for rec in run.seeds.values()]
-                )
-                if not len(grid):
-                    continue
-                colour = _colour(exp, run.label)
-                ax.plot(grid, mean, style, color=colour, marker="o", markersize=3,
-                        label=f"{run.label}: {split} goals (n={len(run.seeds)})")  # fmt: skip
-                if len(run.seeds) > 1:
-                    ax.fill_between(grid, mean - std, mean + std, color=colour, alpha=0.12, linewidth=0)
+            _plot_train_and_test(ax, exp, run, "eval/{split}/success_rate", " goals")
         ax.set_xlabel("environment steps")
         ax.set_ylabel("evaluation success rate")
         ax.set_ylim(-0.02, 1.02)
@@ -245,6 +235,19 @@ def figure_train_vs_test(exp: ExperimentLogs) -> Figure:
     )
     fig.tight_layout()
     return fig
+
+
+def _plot_train_and_test(ax: Axes, exp: ExperimentLogs, run: LabelRuns, key: str, what: str) -> None:
+    """One run's mean +- std over seeds of ``key`` (``{split}`` filled in): train goals solid, test dashed."""
+    for split, style in (("train", "-"), ("test", "--")):
+        grid, mean, std = mean_std([seed_curve(rec, key.format(split=split)) for rec in run.seeds.values()])
+        if not len(grid):
+            continue
+        colour = _colour(exp, run.label)
+        ax.plot(grid, mean, style, color=colour, marker="o", markersize=3,
+                label=f"{run.label}: {split}{what} (n={len(run.seeds)})")  # fmt: skip
+        if len(run.seeds) > 1:
+            ax.fill_between(grid, mean - std, mean + std, color=colour, alpha=0.12, linewidth=0)
 
 
 def figure_her_share(exp: ExperimentLogs) -> Figure | None:
@@ -283,16 +286,7 @@ def figure_success_by_type(exp: ExperimentLogs) -> Figure | None:
     fig, axes = plt.subplots(1, len(types), figsize=(4.5 * len(types), 4), squeeze=False, sharey=True)
     for ax, goal_type in zip(axes[0], types, strict=True):
         for run in exp.runs:
-            for split, style in (("train", "-"), ("test", "--")):
-                key = f"eval/{split}/success_rate/{goal_type}"
-                grid, mean, std = mean_std([seed_curve(rec, key) for rec in run.seeds.values()])
-                if not len(grid):
-                    continue
-                colour = _colour(exp, run.label)
-                ax.plot(grid, mean, style, color=colour, marker="o", markersize=3,
-                        label=f"{run.label}: {split} (n={len(run.seeds)})")  # fmt: skip
-                if len(run.seeds) > 1:
-                    ax.fill_between(grid, mean - std, mean + std, color=colour, alpha=0.12, linewidth=0)
+            _plot_train_and_test(ax, exp, run, "eval/{split}/success_rate/" + goal_type, "")
         ax.set_xlabel("environment steps")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(goal_type.replace("_", " "), fontsize=10)
