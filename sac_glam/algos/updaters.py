@@ -214,9 +214,8 @@ class SACUpdater:
                 loss = loss + loss_a
                 actor_total += w * float(loss_a.detach())
             (w * loss).backward()
-            release_freed_memory(
-                agent.device, len(chunks)
-            )  # the chunk's graph is freed: RSS stays one chunk's
+            # The chunk's graph is freed: hand its pages back, so RSS stays one chunk's (accumulate.py).
+            release_freed_memory(agent.device, len(chunks))
             critic_total += w * float(loss_c.detach())
             entropies.append(sac.entropy(cur.log_pi_BA.detach(), cur.mask_BA))
             n_actions.append(cur.mask_BA.sum(-1))
