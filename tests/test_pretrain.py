@@ -55,12 +55,14 @@ def test_pretraining_lowers_the_loss(name):
     assert not model.training
 
 
-def test_pretrained_weights_do_not_depend_on_the_run_seed(monkeypatch):
+def test_pretrained_weights_do_not_depend_on_the_run_seed(monkeypatch, tmp_path):
     monkeypatch.setattr(models, "_PRETRAINED", {})
+    monkeypatch.setenv("SAC_GLAM_CACHE", str(tmp_path / "a"))
     cfg = ModelConfig(name="tiny-t5", tiny=SMALL)
     torch.manual_seed(1)
     a = load_model(cfg).model.state_dict()
-    monkeypatch.setattr(models, "_PRETRAINED", {})  # pretrain again, not from the cache
+    monkeypatch.setattr(models, "_PRETRAINED", {})  # pretrain again, not from either cache
+    monkeypatch.setenv("SAC_GLAM_CACHE", str(tmp_path / "b"))
     torch.manual_seed(2)
     b = load_model(cfg).model.state_dict()
     torch.manual_seed(2)
@@ -74,3 +76,34 @@ def test_pretraining_config_is_validated():
         load_config("sac_glam_her_cpu", ["model.tiny.pretrain_steps=-1"])
     with pytest.raises(ConfigError, match=r"model\.tiny\.pretrain_lr"):
         load_config("sac_glam_her_cpu", ["model.tiny.pretrain_lr=0.0"])
+
+
+def test_pretrained_weights_are_cached_on_disk_and_reused(monkeypatch, tmp_path):
+    """A second process (here: an emptied in-memory cache) loads the first one's weights from
+    ``SAC_GLAM_CACHE`` instead of pretraining again; another config never reads them."""
+    monkeypatch.setenv("SAC_GLAM_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "_PRETRAINED", {})
+    cfg = ModelConfig(name="tiny-causal", tiny=SMALL)
+    first = load_model(cfg).model.state_dict()
+    (path,) = (tmp_path / "pretrained").iterdir()
+    assert path == models.pretrained_cache_path("tiny-causal", SMALL, build_word_tokenizer(vocabulary()))
+
+    monkeypatch.setattr(models, "_PRETRAINED", {})
+    calls = []
+    monkeypatch.setattr("sac_glam.llm.pretrain.pretrain_tiny", lambda *a: calls.append(a))
+    again = load_model(cfg).model.state_dict()
+    assert not calls and all(torch.equal(first[k], again[k]) for k in first)
+
+    other = TinyModelConfig(**{**vars(SMALL), "pretrain_lr": 1.0e-3})
+    load_model(ModelConfig(name="tiny-causal", tiny=other))
+    assert len(calls) == 1  # another config is pretrained, not served the cached weights
+    assert models.pretrained_cache_path("tiny-causal", other, build_word_tokenizer(vocabulary())) != path
+
+
+def test_an_unwritable_cache_is_skipped_with_a_note(monkeypatch, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("SAC_GLAM_CACHE", str(blocker))  # a file where the folder should be
+    monkeypatch.setattr(models, "_PRETRAINED", {})
+    load_model(ModelConfig(name="tiny-t5", tiny=SMALL))
+    assert "pretrained weights not cached at" in capsys.readouterr().out

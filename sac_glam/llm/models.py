@@ -20,9 +20,11 @@ is scored in the update (importance ratios in PPO, log pi in SAC), so no stochas
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -129,15 +131,51 @@ def pretrained_tiny_model(
     from sac_glam.llm.pretrain import pretrain_tiny
 
     key = (name, *dataclasses.astuple(tiny))
+    path = pretrained_cache_path(name, tiny, tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(tiny.pretrain_seed)
         model = build_tiny_model(name, tiny, tokenizer)
+        if key not in _PRETRAINED and path.is_file():
+            _PRETRAINED[key] = torch.load(path, map_location="cpu", weights_only=True)
         if key in _PRETRAINED:
             model.load_state_dict(_PRETRAINED[key])
         else:
             pretrain_tiny(model, tokenizer, tiny)
             _PRETRAINED[key] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            _save_atomically(_PRETRAINED[key], path)
     return model
+
+
+#: Bump when ``sac_glam/llm/pretrain.py``'s objectives or corpus change: cached weights of the old
+#: version are then never read.
+PRETRAIN_VERSION = 1
+
+
+def pretrained_cache_path(name: str, tiny: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -> Path:
+    """Where the pretrained weights of (preset, ``tiny``, vocabulary) are cached on disk.
+
+    Pretraining is a few CPU-minutes (1,500 steps of d_model 64: about 5.5 minutes on one thread) and
+    depends on nothing of the run, so every seed, algorithm and process of a machine shares one copy,
+    as every run of the paper shares one Flan-T5 checkpoint. ``SAC_GLAM_CACHE`` (default
+    ``~/.cache/sac-glam``) sets the folder; deleting it only costs the pretraining again.
+    """
+    vocab = sorted(tokenizer.get_vocab().items())
+    digest = hashlib.sha256(repr((PRETRAIN_VERSION, name, dataclasses.astuple(tiny), vocab)).encode())
+    root = Path(os.environ.get("SAC_GLAM_CACHE") or Path.home() / ".cache" / "sac-glam")
+    return root / "pretrained" / f"{name}-{digest.hexdigest()[:16]}.pt"
+
+
+def _save_atomically(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Write ``state`` to ``path`` through a temporary file and a rename, so that seeds started side by
+    side never read a half-written file. A cache that cannot be written is skipped, not an error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+            torch.save(state, f)
+        os.chmod(f.name, 0o644)  # NamedTemporaryFile's 0600 would hide it from the other users of a cache
+        os.replace(f.name, path)
+    except OSError as e:
+        print(f"note: pretrained weights not cached at {path}: {e}", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------
