@@ -1,5 +1,7 @@
 """SACUpdater on a real (tiny) agent: warm-up trains the critic only; afterwards the actor learns too."""
 
+import contextlib
+import sys
 from unittest import mock
 
 import pytest
@@ -116,3 +118,46 @@ def test_bootstrap_target_skips_terminal_next_states_exactly(discounts):
     assert seen == [p for p, d in zip(b.next_prompts, discounts, strict=True) if d != 0.0]
     if any(discounts):  # the bootstrapped rows are not plain reward sums
         assert not torch.allclose(reference, b.returns * scale)
+
+
+def _host_reads_in_updaters(update, batch) -> int:
+    """How many times ``sac_glam/algos/updaters.py`` itself reads a tensor's value back to the host
+    (``float``, ``item``, ``tolist``) during ``update(batch)``. On a GPU each read waits for the device."""
+    reads = 0
+    originals = {name: getattr(torch.Tensor, name) for name in ("__float__", "item", "tolist")}
+
+    def counting(original):
+        def read(self, *args, **kwargs):
+            nonlocal reads
+            if sys._getframe(1).f_code.co_filename.endswith("updaters.py"):
+                reads += 1
+            return original(self, *args, **kwargs)
+
+        return read
+
+    with contextlib.ExitStack() as stack:
+        for name, original in originals.items():
+            stack.enter_context(mock.patch.object(torch.Tensor, name, counting(original)))
+        update(batch)
+    return reads
+
+
+def test_updates_read_back_from_the_device_once_per_step_not_per_chunk():
+    """The per-chunk losses are summed on the device and the bootstrapping rows are read on the host
+    before the batch moves, so a step of 3 chunks waits for the device as often as a step of one."""
+    from sac_glam.algos.updaters import PPOUpdater
+    from sac_glam.buffers.rollout import PPOBatch
+    from sac_glam.config import PPOConfig
+
+    def agent(**kwargs) -> LLMAgent:
+        torch.manual_seed(0)
+        return LLMAgent(ModelConfig(name="tiny-causal", tiny=TINY, normalization="constrained"),
+                        CriticConfig(share_llm=False, width=16), **kwargs)  # fmt: skip
+
+    sac_reads = [_host_reads_in_updaters(SACUpdater(agent(), SACConfig(chunk_size=c), tau=0.1).update, _batch())
+                 for c in (3, 1)]  # fmt: skip
+    ppo_batch = PPOBatch(PROMPTS, ACTIONS, torch.tensor([0, 1, 2]), torch.full((3,), -1.0), torch.zeros(3),
+                         torch.tensor([1.0, -1.0, 0.5]), torch.tensor([1.0, -1.0, 0.5]))  # fmt: skip
+    ppo_reads = [_host_reads_in_updaters(PPOUpdater(agent(need_value=True), PPOConfig(chunk_size=c)).update, ppo_batch)
+                 for c in (3, 1)]  # fmt: skip
+    assert sac_reads[0] == sac_reads[1] and ppo_reads[0] == ppo_reads[1], (sac_reads, ppo_reads)

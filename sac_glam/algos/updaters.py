@@ -127,7 +127,9 @@ def make_alpha(cfg: SACConfig, device: torch.device | str = "cpu") -> Alpha:
 
 
 @torch.no_grad()
-def bootstrap_target(agent: LLMAgent, b: SACBatch, alpha: float, reward_scale: float) -> torch.Tensor:
+def bootstrap_target(
+    agent: LLMAgent, b: SACBatch, alpha: float, reward_scale: float, bootstraps: list[bool] | None = None
+) -> torch.Tensor:
     """Eq. 3's target of each transition of ``b``, with the next-state forwards (policy LLM and target
     critic) on the transitions that bootstrap only.
 
@@ -135,9 +137,14 @@ def bootstrap_target(agent: LLMAgent, b: SACBatch, alpha: float, reward_scale: f
     buffer), and its V(s') is multiplied by that 0: its target is the reward sum, exactly, without
     scoring s'. Skipping those rows saves their share of the no-grad forwards (31% of the rows of a
     random-policy batch with HER, more once episodes succeed) and changes no target.
+
+    ``bootstraps`` ((B,) ``discounts != 0``, read on the host) spares reading ``discounts`` back from
+    the device: the caller reads it once per batch before moving the batch, not once per chunk.
     """
     target_B = b.returns * reward_scale
-    live = [i for i, d in enumerate(b.discounts.tolist()) if d != 0.0]
+    if bootstraps is None:
+        bootstraps = [d != 0.0 for d in b.discounts.tolist()]
+    live = [i for i, ok in enumerate(bootstraps) if ok]
     if live:
         nxt = agent.evaluate(
             [b.next_prompts[i] for i in live], [b.next_actions[i] for i in live], target_q=True
@@ -193,18 +200,23 @@ class SACUpdater:
     def update(self, batch: SACBatch) -> dict[str, float]:
         """One gradient step on ``batch`` (rows accumulated in chunks of ``cfg.chunk_size``)."""
         agent, cfg = self.agent, self.cfg
+        # Which rows bootstrap, read while the batch is still on the host: the chunks below then never
+        # wait for the device (their losses are summed there too, and read once after the step).
+        bootstraps = [d != 0.0 for d in batch.discounts.tolist()]
         batch = batch.to(agent.device)  # the one place a batch reaches the model's device
         alpha = self.alpha.value
         warmup = self.in_warmup
         size = len(batch.prompts)
         self.optimizer.zero_grad()
         entropies, n_actions, q_taken, targets = [], [], [], []
-        critic_total = actor_total = 0.0
+        # float64 sums of w * float32 losses: the same numbers as Python floats, without a sync per chunk.
+        critic_total = torch.zeros((), dtype=torch.float64, device=agent.device)
+        actor_total = torch.zeros((), dtype=torch.float64, device=agent.device)
         chunks = chunk_slices(size, cfg.chunk_size)
         for rows in chunks:
             b = slice_batch(batch, rows)
             w = chunk_weight(rows, size)
-            target_B = bootstrap_target(agent, b, alpha, cfg.reward_scale)
+            target_B = bootstrap_target(agent, b, alpha, cfg.reward_scale, bootstraps[rows])
             cur = agent.evaluate(b.prompts, b.actions, q=True, freeze_policy=warmup)
             assert cur.q_KBA is not None
             loss_c = sac.critic_loss(cur.q_KBA, b.action_ids, target_B)
@@ -212,11 +224,11 @@ class SACUpdater:
             if not warmup:
                 loss_a = self.actor_loss(cur.log_pi_BA, cur.mask_BA, cur.q_KBA, alpha)
                 loss = loss + loss_a
-                actor_total += w * float(loss_a.detach())
+                actor_total += w * loss_a.detach().double()
             (w * loss).backward()
             # The chunk's graph is freed: hand its pages back, so RSS stays one chunk's (accumulate.py).
             release_freed_memory(agent.device, len(chunks))
-            critic_total += w * float(loss_c.detach())
+            critic_total += w * loss_c.detach().double()
             entropies.append(sac.entropy(cur.log_pi_BA.detach(), cur.mask_BA))
             n_actions.append(cur.mask_BA.sum(-1))
             idx = b.action_ids.view(1, -1, 1).expand(cur.q_KBA.shape[0], -1, 1)
@@ -234,8 +246,8 @@ class SACUpdater:
         agent.update_target(self.tau)
         self.n_grad_steps += 1
         return {
-            "train/critic_loss": critic_total,
-            "train/actor_loss": actor_total if not warmup else float("nan"),
+            "train/critic_loss": float(critic_total),
+            "train/actor_loss": float(actor_total) if not warmup else float("nan"),
             "train/alpha_loss": alpha_loss,
             "train/alpha": alpha,
             "train/entropy": float(entropy_B.mean()),
@@ -283,7 +295,11 @@ class PPOUpdater:
         size = len(batch.prompts)
         advantages_B = ppo.normalize(batch.advantages) if cfg.normalize_advantages else batch.advantages
         self.optimizer.zero_grad()
-        totals = {"policy": 0.0, "value": 0.0, "entropy": 0.0, "kl": 0.0, "clip": 0.0}
+        # float64 sums on the device, read once after the step (as in SACUpdater.update): no sync per chunk.
+        totals = {
+            k: torch.zeros((), dtype=torch.float64, device=self.agent.device)
+            for k in ("policy", "value", "entropy", "kl", "clip")
+        }
         chunks = chunk_slices(size, cfg.chunk_size)
         for rows in chunks:
             b = slice_batch(batch, rows)
@@ -301,19 +317,19 @@ class PPOUpdater:
             release_freed_memory(self.agent.device, len(chunks))
             with torch.no_grad():
                 log_ratio_B = new_log_prob_B - b.old_log_probs
-                totals["kl"] += w * float(((log_ratio_B.exp() - 1) - log_ratio_B).mean())  # Schulman's k3
-                totals["clip"] += w * float(((log_ratio_B.exp() - 1).abs() > cfg.clip_range).float().mean())
-            totals["policy"] += w * float(loss_pi.detach())
-            totals["value"] += w * float(loss_v.detach())
-            totals["entropy"] += w * float(ent.detach())
+                totals["kl"] += w * ((log_ratio_B.exp() - 1) - log_ratio_B).mean().double()  # Schulman's k3
+                totals["clip"] += w * ((log_ratio_B.exp() - 1).abs() > cfg.clip_range).float().mean().double()
+            totals["policy"] += w * loss_pi.detach().double()
+            totals["value"] += w * loss_v.detach().double()
+            totals["entropy"] += w * ent.detach().double()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm)
         self.optimizer.step()
         return {
-            "train/actor_loss": totals["policy"],
-            "train/critic_loss": totals["value"],
-            "train/entropy": totals["entropy"],
-            "train/approx_kl": totals["kl"],
-            "train/clip_fraction": totals["clip"],
+            "train/actor_loss": float(totals["policy"]),
+            "train/critic_loss": float(totals["value"]),
+            "train/entropy": float(totals["entropy"]),
+            "train/approx_kl": float(totals["kl"]),
+            "train/clip_fraction": float(totals["clip"]),
             "train/grad_norm": float(grad_norm),
         }
 
