@@ -2,7 +2,8 @@
 ``sac-glam experiment NAME`` runs one of the paper's studies; ``sac-glam plot DIR`` draws its figures;
 ``sac-glam report DIR`` tabulates it (and exports the committable CSVs and PNGs); ``sac-glam probe``
 checks by behaviour cloning whether a model can learn the task at all; ``sac-glam make-model`` writes a
-paper-shaped model directory for ``model.name=DIR`` without downloads."""
+paper-shaped model directory for ``model.name=DIR`` without downloads; ``sac-glam pretrain`` text-pretrains
+a tiny preset once and writes its weights where runs look for them."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ SELF_PARSING = {
     "report": "sac_glam.report",
     "probe": "sac_glam.probe",
     "make-model": "sac_glam.llm.make_model",
+    "pretrain": "sac_glam.llm.pretrain",
 }
 
 
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         add_help=False,
         help="write a paper-shaped random model + trained tokenizer (no download)",
     )
+    sub.add_parser("pretrain", add_help=False, help="text-pretrain a tiny preset once and write its weights")
     if argv[:1] and argv[0] in SELF_PARSING:
         module = importlib.import_module(SELF_PARSING[argv[0]])
         return int(module.main(argv[1:]))

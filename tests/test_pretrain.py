@@ -107,3 +107,41 @@ def test_an_unwritable_cache_is_skipped_with_a_note(monkeypatch, tmp_path, capsy
     monkeypatch.setattr(models, "_PRETRAINED", {})
     load_model(ModelConfig(name="tiny-t5", tiny=SMALL))
     assert "pretrained weights not cached at" in capsys.readouterr().out
+
+
+SMALL_OVERRIDES = ["model.name=tiny-causal", "model.tiny.d_model=16", "model.tiny.n_layers=1", "model.tiny.n_heads=2",
+                   "model.tiny.d_ff=32", "model.tiny.pretrain_steps=40", "model.tiny.pretrain_corpus=300",
+                   "model.tiny.pretrain_batch=32", "model.tiny.pretrain_lr=3.0e-3"]  # fmt: skip
+
+
+def test_pretrain_command_writes_the_file_that_runs_then_load(monkeypatch, tmp_path, capsys):
+    """``sac-glam pretrain --out DIR`` writes the weights under the name runs look for; placed in the
+    shipped folder they are loaded (before the user cache) without pretraining again."""
+    from sac_glam.llm.pretrain import main
+
+    monkeypatch.setattr(models, "_PRETRAINED", {})
+    monkeypatch.setenv("SAC_GLAM_CACHE", str(tmp_path / "cache"))
+    assert main(["--out", str(tmp_path / "shipped"), *SMALL_OVERRIDES]) == 0
+    (written,) = (tmp_path / "shipped").iterdir()
+    cfg = load_config("sac_glam_her_cpu", SMALL_OVERRIDES).model
+    assert (
+        written.name
+        == models.pretrained_cache_path(cfg.name, cfg.tiny, build_word_tokenizer(vocabulary())).name
+    )
+    assert main(["--out", str(tmp_path / "shipped"), *SMALL_OVERRIDES]) == 0
+    assert "already there" in capsys.readouterr().out
+
+    monkeypatch.setattr(models, "SHIPPED_PRETRAINED", tmp_path / "shipped")
+    monkeypatch.setattr("sac_glam.llm.pretrain.pretrain_tiny", lambda *a: pytest.fail("pretrained again"))
+    loaded = load_model(cfg).model.state_dict()
+    shipped = torch.load(written, weights_only=True)
+    assert all(torch.equal(loaded[k], shipped[k]) for k in shipped)
+    assert not (tmp_path / "cache").exists()  # served from the shipped folder, nothing cached
+
+
+def test_pretrain_command_refuses_a_config_without_pretraining(capsys):
+    from sac_glam.llm.pretrain import main
+
+    assert main(["--config-name", "sac_glam_her_cpu"]) == 2
+    assert "model.tiny.pretrain_steps=0" in capsys.readouterr().err
+    assert main(["model.tiny.pretrain_steps=-1"]) == 2

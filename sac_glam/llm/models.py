@@ -132,23 +132,30 @@ def pretrained_tiny_model(
 
     key = (name, *dataclasses.astuple(tiny))
     path = pretrained_cache_path(name, tiny, tokenizer)
+    shipped = SHIPPED_PRETRAINED / path.name
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(tiny.pretrain_seed)
         model = build_tiny_model(name, tiny, tokenizer)
-        if key not in _PRETRAINED and path.is_file():
-            _PRETRAINED[key] = torch.load(path, map_location="cpu", weights_only=True)
+        for found in (shipped, path):
+            if key not in _PRETRAINED and found.is_file():
+                _PRETRAINED[key] = torch.load(found, map_location="cpu", weights_only=True)
         if key in _PRETRAINED:
             model.load_state_dict(_PRETRAINED[key])
         else:
             pretrain_tiny(model, tokenizer, tiny)
             _PRETRAINED[key] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            _save_atomically(_PRETRAINED[key], path)
+            save_atomically(_PRETRAINED[key], path)
     return model
 
 
 #: Bump when ``sac_glam/llm/pretrain.py``'s objectives or corpus change: cached weights of the old
 #: version are then never read.
 PRETRAIN_VERSION = 1
+
+#: Pretrained weights that ship with the package (``sac-glam pretrain --out`` this folder writes them),
+#: read before the user cache: the configs that use them start from the same file on every machine,
+#: as every run of the paper starts from the same Flan-T5 checkpoint, and pay no pretraining.
+SHIPPED_PRETRAINED = Path(__file__).resolve().parent.parent / "assets" / "pretrained"
 
 
 def pretrained_cache_path(name: str, tiny: TinyModelConfig, tokenizer: PreTrainedTokenizerBase) -> Path:
@@ -165,7 +172,7 @@ def pretrained_cache_path(name: str, tiny: TinyModelConfig, tokenizer: PreTraine
     return root / "pretrained" / f"{name}-{digest.hexdigest()[:16]}.pt"
 
 
-def _save_atomically(state: dict[str, torch.Tensor], path: Path) -> None:
+def save_atomically(state: dict[str, torch.Tensor], path: Path) -> None:
     """Write ``state`` to ``path`` through a temporary file and a rename, so that seeds started side by
     side never read a half-written file. A cache that cannot be written is skipped, not an error."""
     try:

@@ -19,6 +19,9 @@ goals stay unseen.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -112,3 +115,61 @@ def pretrain_tiny(
         losses.append(loss.item())
     model.eval()
     return losses
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``sac-glam pretrain``: pretrain a config's tiny model once and write its weights file."""
+    import argparse
+    import time
+
+    from sac_glam.config import ConfigError, load_config
+    from sac_glam.envs.goals import vocabulary
+    from sac_glam.llm import models
+    from sac_glam.llm.tokenizer import build_word_tokenizer
+
+    parser = argparse.ArgumentParser(
+        prog="sac-glam pretrain",
+        description="Text-pretrain the tiny model of a config (model.tiny.pretrain_steps > 0) and write its "
+        "weights where runs look for them: the user cache (default) or --out (sac_glam/assets/pretrained "
+        "ships them with the package). Runs of the same model.* then start from that file.",
+    )
+    parser.add_argument("--config-name", default="sac_glam_her_cpu", help="a config of lamorel_configs/")
+    parser.add_argument("--out", type=Path, default=None, help="folder to write (default: $SAC_GLAM_CACHE)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "overrides", nargs="*", help="key=value overrides (model.tiny.pretrain_steps=1500 ...)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config_name, args.overrides)
+    except ConfigError as e:
+        print(f"sac-glam pretrain: {e}", file=sys.stderr)
+        return 2
+    if cfg.model.name not in models.TINY_PRESETS or cfg.model.tiny.pretrain_steps <= 0:
+        print(f"sac-glam pretrain: nothing to pretrain: model.name={cfg.model.name!r}, model.tiny.pretrain_steps="
+              f"{cfg.model.tiny.pretrain_steps} (a tiny preset, {sorted(models.TINY_PRESETS)}, with "
+              "model.tiny.pretrain_steps > 0 is needed)", file=sys.stderr)  # fmt: skip
+        return 2
+    torch.set_num_threads(args.threads)
+    tokenizer = build_word_tokenizer(vocabulary())
+    name = models.pretrained_cache_path(cfg.model.name, cfg.model.tiny, tokenizer).name
+    path = (args.out or models.pretrained_cache_path(cfg.model.name, cfg.model.tiny, tokenizer).parent) / name
+    if path.is_file():
+        print(f"{path}: already there (delete it to pretrain again)")
+        return 0
+    tiny = cfg.model.tiny
+    print(
+        f"pretraining {cfg.model.name} {tiny}: {tiny.pretrain_steps} steps on {args.threads} thread(s)",
+        flush=True,
+    )
+    torch.manual_seed(tiny.pretrain_seed)
+    model = models.build_tiny_model(cfg.model.name, tiny, tokenizer)
+    t0 = time.perf_counter()
+    losses = pretrain_tiny(model, tokenizer, tiny)
+    tail = float(np.mean(losses[-50:]))
+    print(
+        f"loss {losses[0]:.3f} -> {tail:.3f} (mean of the last 50 steps) in {time.perf_counter() - t0:.0f} s"
+    )
+    models.save_atomically({k: v.detach().clone() for k, v in model.state_dict().items()}, path)
+    print(path)
+    return 0
