@@ -145,3 +145,30 @@ def test_pretrain_command_refuses_a_config_without_pretraining(capsys):
     assert main(["--config-name", "sac_glam_her_cpu"]) == 2
     assert "model.tiny.pretrain_steps=0" in capsys.readouterr().err
     assert main(["model.tiny.pretrain_steps=-1"]) == 2
+
+
+def test_the_sac_learning_tests_pretrained_weights_ship_with_the_package():
+    """The CI learning test must not spend minutes pretraining: its config's weights are in the package,
+    under the name its config hashes to, and they are pretrained (the objectives' loss far below a
+    random model's), not a random or stale file."""
+    from sac_glam.benchmarks.learning import LEARNING_TESTS, PRETRAINED, overrides_of
+
+    config, _ = LEARNING_TESTS["sac_her"]
+    cfg = load_config(config, overrides_of("sac_her", 0, 1, "unused", [])).model
+    assert cfg.tiny.pretrain_steps > 0
+    tok = build_word_tokenizer(vocabulary())
+    shipped = models.SHIPPED_PRETRAINED / models.pretrained_cache_path(cfg.name, cfg.tiny, tok).name
+    assert shipped.is_file(), (
+        f"write it: sac-glam pretrain --out {models.SHIPPED_PRETRAINED} {' '.join(PRETRAINED)}"
+    )
+
+    def loss(state: dict[str, torch.Tensor] | None) -> float:
+        torch.manual_seed(0)
+        model = build_tiny_model(cfg.name, cfg.tiny, tok)
+        if state is not None:
+            model.load_state_dict(state)
+        # One step at a vanishing learning rate: the loss of one batch of the objectives, at these weights.
+        one_batch = {"pretrain_steps": 1, "pretrain_batch": 64, "pretrain_corpus": 500, "pretrain_lr": 1e-12}
+        return pretrain_tiny(model, tok, TinyModelConfig(**{**vars(cfg.tiny), **one_batch}))[0]
+
+    assert loss(torch.load(shipped, weights_only=True)) < 0.25 * loss(None)
