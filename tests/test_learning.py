@@ -26,11 +26,12 @@ SEEDS = [0, 1]
 EXTRA = os.environ.get("LEARNING_TEST_OVERRIDES", "").split()
 
 # SAC-GLAM+HER, per seed (docs/robustness.md, "The learning tests"). With the test's configuration (the
-# preset's model, target entropy 0.2 log|A|), pi's final evaluation success over the measured seeds and
-# thread counts ranged 0.69-0.92 (untrained: 0.09-0.31), and the critic acting greedily (argmax min_k Q,
-# same checkpoint) succeeded in 0.84-0.95 of 64 episodes. The issue's 0.9 on every seed is not met.
-SAC_MIN_SUCCESS = 0.55
-SAC_MIN_CRITIC_SUCCESS = 0.75
+# preset's model, text-pretrained; target entropy 0.2 log|A|), pi's final evaluation success over 10 seeds
+# ranged 0.81-0.97 on one thread and 0.78-0.95 on two (untrained: 0.00), and the critic acting greedily
+# (argmax min_k Q, same checkpoint) succeeded in 0.78-0.98 of 64 episodes. The issue's 0.9 on every
+# seed is not met (6 of 10 seeds on one thread).
+SAC_MIN_SUCCESS = 0.65
+SAC_MIN_CRITIC_SUCCESS = 0.65
 #: PPO-GLAM: the worst gain of evaluation success over the untrained policy (docs/robustness.md).
 PPO_MIN_GAIN = 0.2
 
@@ -45,8 +46,8 @@ def _curves(test: str, tmp_path: Path) -> dict[int, list[float]]:
 @pytest.mark.slow
 def test_sac_her_learns_the_smallest_environment(tmp_path: Path) -> None:
     """Every seed's critic ranks actions well enough to act on, and its policy follows it well past the
-    untrained one's ~0.25 and the 0.5 of "go to either object, then grasp" (the issue's 0.9 on every seed is
-    not met yet: docs/robustness.md)."""
+    untrained one's 0.0 (a random model's ~0.25) and the 0.5 of "go to either object, then grasp" (the
+    issue's 0.9 on every seed is not met yet: docs/robustness.md)."""
     curves = _curves("sac_her", tmp_path)
     critic = {s: diagnose(tmp_path / f"seed{s}", episodes=64, n_states=50, seed=12345) for s in SEEDS}
     summary = {s: (curves[s], round(critic[s]["success/argmax_q"], 3)) for s in SEEDS}
