@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     tokenizer = build_word_tokenizer(vocabulary())
-    name = models.pretrained_cache_path(cfg.model.name, cfg.model.tiny, tokenizer).name
-    path = (args.out or models.pretrained_cache_path(cfg.model.name, cfg.model.tiny, tokenizer).parent) / name
+    cached = models.pretrained_cache_path(cfg.model.name, cfg.model.tiny, tokenizer)
+    path = args.out / cached.name if args.out else cached
     if path.is_file():
         print(f"{path}: already there (delete it to pretrain again)")
         return 0
