@@ -18,6 +18,9 @@ and reports, per label, over its seeds (mean ± std is the population std, ddof=
   average over ``--window`` log records, 5 by default; the first records average the ones available).
 - **wall time** of a run: ``time/wall_s`` of its last progress record (training and periodic evaluations;
   not the final evaluation nor saving), and **env steps/s**: that record's step / that wall time.
+- **wall time to a threshold**: for each of the two curves above, ``time/wall_s`` of the last progress
+  record at or before the step the threshold was reached (the runs' clocks are comparable only
+  when they shared a machine alike, e.g. one campaign's runs two at a time at one thread each).
 - **final step** of each run; runs that stop before the largest budget are flagged as unfinished.
 - **interval estimates** (``sac_glam/intervals.py``, with ``rliable``): at each budget and split, the
   interquartile mean (IQM) over seeds with its 95% stratified bootstrap confidence interval; at the
@@ -70,6 +73,7 @@ from sac_glam.report_stats import (
     run_dir,
     step_slack,
     steps_to_threshold,
+    wall_at_step,
     wall_time,
 )
 
@@ -96,6 +100,7 @@ __all__ = [
     "run_dir",
     "step_slack",
     "steps_to_threshold",
+    "wall_at_step",
     "wall_time",
     "write_report",
 ]

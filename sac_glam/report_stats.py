@@ -84,6 +84,15 @@ def steps_to_threshold(records: Records, key: str, threshold: float, window: int
     return pts[int(hits[0])][0] if len(hits) else None
 
 
+def wall_at_step(records: Records, step: int | None) -> float | None:
+    """``time/wall_s`` of the last progress record at step <= ``step``: the run's clock when it got there
+    (training and the periodic evaluations before it); None for ``step`` None or no clock by then."""
+    if step is None:
+        return None
+    clock = [(int(r["step"]), float(r[WALL_KEY])) for r in records if WALL_KEY in r and r["step"] <= step]
+    return max(clock)[1] if clock else None
+
+
 def wall_time(records: Records) -> tuple[int, float] | None:
     """(step, ``time/wall_s``) of the last progress record; None when none carries the clock."""
     clock = [(int(r["step"]), float(r[WALL_KEY])) for r in records if WALL_KEY in r]
@@ -163,6 +172,10 @@ class LabelReport:
     """threshold -> steps until ``eval/train/success_rate`` >= threshold."""
     to_rollout: dict[float, Reach]
     """threshold -> steps until the moving average of ``rollout/success_rate`` >= threshold."""
+    wall_to_eval: dict[float, Stat]
+    """threshold -> wall seconds until the step of ``to_eval`` (:func:`wall_at_step`), seeds that reached it."""
+    wall_to_rollout: dict[float, Stat]
+    """threshold -> wall seconds until the step of ``to_rollout``."""
     wall_s: Stat
     steps_per_s: Stat
     final_step: dict[int, int]
@@ -188,6 +201,8 @@ class LabelReport:
             },
             "steps_to_eval_train_success": {str(t): r.to_json() for t, r in self.to_eval.items()},
             "steps_to_rollout_success_smoothed": {str(t): r.to_json() for t, r in self.to_rollout.items()},
+            "wall_s_to_eval_train_success": {str(t): st.to_json() for t, st in self.wall_to_eval.items()},
+            "wall_s_to_rollout_success_smoothed": {str(t): st.to_json() for t, st in self.wall_to_rollout.items()},
             "wall_s": self.wall_s.to_json(),
             "env_steps_per_s": self.steps_per_s.to_json(),
             "final_step_by_seed": {str(s): v for s, v in self.final_step.items()},
@@ -220,20 +235,25 @@ def label_report(label: str, seeds: dict[int, Records], budgets: Sequence[int],
                 by_type.setdefault(split, {})[goal_type] = Stat({s: v[1] for s, v in found.items() if v})
     wall = {s: w for s, w in ((s, wall_time(recs)) for s, recs in seeds.items()) if w is not None}
     finals = {s: final_step(recs) for s, recs in seeds.items()}
+    to_eval = {t: Reach({s: steps_to_threshold(r, EVAL_KEYS["train"], t) for s, r in seeds.items()})
+               for t in thresholds}  # fmt: skip
+    to_rollout = {t: Reach({s: steps_to_threshold(r, SUCCESS_KEY, t, window) for s, r in seeds.items()})
+                  for t in thresholds}  # fmt: skip
+
+    def walls(reach: Reach) -> Stat:
+        found = {s: wall_at_step(seeds[s], step) for s, step in reach.steps.items()}
+        return Stat({s: w for s, w in found.items() if w is not None})
+
     return LabelReport(
         label=label,
         seeds=sorted(seeds),
         splits=splits,
         at_budget=at_budget,
         eval_steps=eval_steps,
-        to_eval={
-            t: Reach({s: steps_to_threshold(r, EVAL_KEYS["train"], t) for s, r in seeds.items()})
-            for t in thresholds
-        },
-        to_rollout={
-            t: Reach({s: steps_to_threshold(r, SUCCESS_KEY, t, window) for s, r in seeds.items()})
-            for t in thresholds
-        },
+        to_eval=to_eval,
+        to_rollout=to_rollout,
+        wall_to_eval={t: walls(r) for t, r in to_eval.items()},
+        wall_to_rollout={t: walls(r) for t, r in to_rollout.items()},
         wall_s=Stat({s: w[1] for s, w in wall.items()}),
         steps_per_s=Stat({s: w[0] / w[1] for s, w in wall.items() if w[1] > 0}),
         final_step=finals,

@@ -47,6 +47,11 @@ def _wall_cell(st: Stat) -> str:
     return f"{st.mean / scale:.1f} ± {st.std / scale:.1f} {unit}"
 
 
+def _wall_reach_cell(st: Stat, reach: Reach) -> str:
+    """``5.2 ± 0.4 min (2/3)``: wall time over the k seeds that reached the threshold, k/n."""
+    return f"not reached (0/{reach.n})" if st.n == 0 else f"{_wall_cell(st)} ({st.n}/{reach.n})"
+
+
 def _final_cell(lab: LabelReport, budget: int) -> str:
     steps = sorted(lab.final_step.values())
     span = _steps(steps[0]) if steps[0] == steps[-1] else f"{_steps(steps[0])}–{_steps(steps[-1])}"
@@ -157,6 +162,15 @@ def markdown(rep: Report) -> str:
         "",
         *_table(cost_header, cost_rows),
         "",
+        "Wall time to reach a train success rate, mean ± std over the seeds that reached it (k/n seeds); "
+        "comparable between labels only for runs that shared a machine alike:",
+        "",
+        *_table(["label"] + [c.replace("≥", "time to ≥") for c in cost_header[1 : 1 + 2 * len(rep.thresholds)]],
+                [[lab.label]
+                 + [_wall_reach_cell(lab.wall_to_eval[t], lab.to_eval[t]) for t in rep.thresholds]
+                 + [_wall_reach_cell(lab.wall_to_rollout[t], lab.to_rollout[t]) for t in rep.thresholds]
+                 for lab in rep.labels]),  # fmt: skip
+        "",
         "- success @ B: per run, the last evaluation at or before B, an evaluation logged under n_envs steps "
         "after B counting as at B; runs that stopped before B are left out.",
     ]
@@ -170,6 +184,7 @@ def markdown(rep: Report) -> str:
         f"averaged over the last {rep.window} records, is ≥ threshold.",
         "- wall time: `time/wall_s` of the last progress record (training and periodic evaluations); "
         "env steps/s: its step / wall time.",
+        "- time to ≥: `time/wall_s` of the last progress record at or before the step the threshold was reached.",
     ]  # fmt: skip
     for lab in rep.labels:
         for s in lab.unfinished:

@@ -117,6 +117,18 @@ def test_numbers(exp_dir: Path) -> None:
     assert a.wall_s.values == pytest.approx({0: 3008 / 100, 1: 3008 / 110, 2: 3008 / 120})
     assert (a.steps_per_s.mean, a.steps_per_s.std) == pytest.approx(_pop([100, 110, 120]))
     assert b.wall_s.values == pytest.approx({0: 3008 / 100, 1: 2000 / 110})
+    # wall time until a threshold: the clock at the step it was reached, over the seeds that reached it
+    assert a.wall_to_eval[0.8].values == pytest.approx({0: 2000 / 100, 1: 3008 / 110})
+    assert a.wall_to_rollout[0.8].values == pytest.approx({0: 24.96, 1: 2496 / 110, 2: 2496 / 120})
+    assert b.wall_to_eval[0.8].values == pytest.approx({0: 20.0})
+
+
+def test_wall_at_step_reads_the_last_clock_at_or_before_the_step() -> None:
+    recs = [{"step": 32, "time/wall_s": 1.0}, {"step": 512, "time/wall_s": 9.0}, {"step": 600, "k": 0.5},
+            {"step": 1024, "time/wall_s": 20.0}]  # fmt: skip
+    assert report.wall_at_step(recs, 600) == 9.0  # an evaluation between two progress records
+    assert report.wall_at_step(recs, 1024) == 20.0
+    assert report.wall_at_step(recs, 16) is None and report.wall_at_step(recs, None) is None
 
 
 def _tables(md: str) -> list[dict[str, list[str]]]:
@@ -133,7 +145,7 @@ def test_markdown_cells(exp_dir: Path) -> None:
     md = report.build_report(
         exp_dir, budgets=[1000, 3000], command="sac-glam report X", reps=200
     ).to_markdown()
-    budget, _, _, cost = _tables(md)
+    budget, _, _, cost, clock = _tables(md)
     assert budget["label"] == ["seeds", "train goals @ 1,000", "test goals @ 1,000", "train goals @ 3,000",
                                "test goals @ 3,000"]  # fmt: skip
     m, s = _pop([0.5, 0.3, 0.2])
@@ -147,6 +159,11 @@ def test_markdown_cells(exp_dir: Path) -> None:
     assert cost["B"] == ["1,008 ± 0 (1/2)", "2,000 ± 0 (1/2)", "1,008 ± 0 (2/2)", "2,496 ± 0 (1/2)",
                          f"{(30.08 + 2000 / 110) / 2:.1f} ± {(30.08 - 2000 / 110) / 2:.1f} s", "105 ± 5",
                          "2,000–3,008 (1/2 ≥ 3,000)"]  # fmt: skip
+    assert clock["label"] == ["eval train time to ≥ 0.5", "eval train time to ≥ 0.8",
+                              "training episodes (MA-5) time to ≥ 0.5", "training episodes (MA-5) time to ≥ 0.8"]  # fmt: skip
+    m, s = _pop([20.0, 3008 / 110])
+    assert clock["A"][1] == f"{m:.1f} ± {s:.1f} s (2/3)"
+    assert clock["B"][:2] == ["10.1 ± 0.0 s (1/2)", "20.0 ± 0.0 s (1/2)"]
     assert "- **unfinished**: B seed1 stopped at step 2,000 < 3,000." in md
     assert md.rstrip().endswith("Made by `sac-glam report X`.")
 
@@ -155,8 +172,9 @@ def test_not_reached_cells(exp_dir: Path) -> None:
     path = exp_dir / "B" / "seed0" / "metrics.jsonl"  # B's seed0 now also stops at step 2000
     path.write_text("".join(json.dumps(r) + "\n" for r in read_metrics(path) if r["step"] <= 2000))
     md = report.build_report(exp_dir, budgets=[3000], thresholds=[0.95], reps=200).to_markdown()
-    budget, _, _, cost = _tables(md)
+    budget, _, _, cost, clock = _tables(md)
     assert budget["B"] == ["2", "no run this long (0/2)", "—"]
+    assert clock["B"][:2] == ["not reached (0/2)", "not reached (0/2)"]
     assert cost["A"][:2] == ["not reached (0/3)", "3,008 ± 0 (3/3)"]  # eval; MA-5 is 1.0 at 3008
     assert cost["B"][:2] == ["not reached (0/2)", "not reached (0/2)"]
     assert cost["B"][-1] == "2,000 (0/2 ≥ 3,000)"

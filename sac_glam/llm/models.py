@@ -128,24 +128,34 @@ def pretrained_tiny_model(
 ) -> PreTrainedModel:
     """The tiny preset after text pretraining (``sac_glam/llm/pretrain.py``), seeded by
     ``tiny.pretrain_seed`` alone so that every run and algorithm starts from the same weights."""
-    from sac_glam.llm.pretrain import pretrain_tiny
-
     key = (name, *dataclasses.astuple(tiny))
     path = pretrained_cache_path(name, tiny, tokenizer)
-    shipped = SHIPPED_PRETRAINED / path.name
+    for found in (SHIPPED_PRETRAINED / path.name, path):
+        if key not in _PRETRAINED and found.is_file():
+            _PRETRAINED[key] = torch.load(found, map_location="cpu", weights_only=True)
+    if key in _PRETRAINED:
+        with torch.random.fork_rng(devices=[]):  # the run's seeded RNG stream is left as it was
+            model = build_tiny_model(name, tiny, tokenizer)
+        model.load_state_dict(_PRETRAINED[key])
+        return model
+    model, _ = pretrain_from_seed(name, tiny, tokenizer)
+    _PRETRAINED[key] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    save_atomically(_PRETRAINED[key], path)
+    return model
+
+
+def pretrain_from_seed(
+    name: str, tiny: TinyModelConfig, tokenizer: PreTrainedTokenizerBase
+) -> tuple[PreTrainedModel, list[float]]:
+    """The tiny preset initialised from ``tiny.pretrain_seed`` and text-pretrained, with its loss per step;
+    the global RNG is left as it was (a run's seed, not the pretraining, decides what follows)."""
+    from sac_glam.llm.pretrain import pretrain_tiny
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(tiny.pretrain_seed)
         model = build_tiny_model(name, tiny, tokenizer)
-        for found in (shipped, path):
-            if key not in _PRETRAINED and found.is_file():
-                _PRETRAINED[key] = torch.load(found, map_location="cpu", weights_only=True)
-        if key in _PRETRAINED:
-            model.load_state_dict(_PRETRAINED[key])
-        else:
-            pretrain_tiny(model, tokenizer, tiny)
-            _PRETRAINED[key] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            save_atomically(_PRETRAINED[key], path)
-    return model
+        losses = pretrain_tiny(model, tokenizer, tiny)
+    return model, losses
 
 
 #: Bump when ``sac_glam/llm/pretrain.py``'s objectives or corpus change: cached weights of the old

@@ -162,10 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         f"pretraining {cfg.model.name} {tiny}: {tiny.pretrain_steps} steps on {args.threads} thread(s)",
         flush=True,
     )
-    torch.manual_seed(tiny.pretrain_seed)
-    model = models.build_tiny_model(cfg.model.name, tiny, tokenizer)
     t0 = time.perf_counter()
-    losses = pretrain_tiny(model, tokenizer, tiny)
+    model, losses = models.pretrain_from_seed(cfg.model.name, tiny, tokenizer)
     tail = float(np.mean(losses[-50:]))
     print(
         f"loss {losses[0]:.3f} -> {tail:.3f} (mean of the last 50 steps) in {time.perf_counter() - t0:.0f} s"
