@@ -202,7 +202,9 @@ class LabelReport:
             "steps_to_eval_train_success": {str(t): r.to_json() for t, r in self.to_eval.items()},
             "steps_to_rollout_success_smoothed": {str(t): r.to_json() for t, r in self.to_rollout.items()},
             "wall_s_to_eval_train_success": {str(t): st.to_json() for t, st in self.wall_to_eval.items()},
-            "wall_s_to_rollout_success_smoothed": {str(t): st.to_json() for t, st in self.wall_to_rollout.items()},
+            "wall_s_to_rollout_success_smoothed": {
+                str(t): st.to_json() for t, st in self.wall_to_rollout.items()
+            },
             "wall_s": self.wall_s.to_json(),
             "env_steps_per_s": self.steps_per_s.to_json(),
             "final_step_by_seed": {str(s): v for s, v in self.final_step.items()},

@@ -147,6 +147,15 @@ def markdown(rep: Report) -> str:
         ]
         for lab in rep.labels
     ]
+    clock_header = ["label"] + [
+        c.replace("≥", "time to ≥") for c in cost_header[1 : 1 + 2 * len(rep.thresholds)]
+    ]
+    clock_rows = [
+        [lab.label]
+        + [_wall_reach_cell(lab.wall_to_eval[t], lab.to_eval[t]) for t in rep.thresholds]
+        + [_wall_reach_cell(lab.wall_to_rollout[t], lab.to_rollout[t]) for t in rep.thresholds]
+        for lab in rep.labels
+    ]
     lines = [
         f"**{rep.title}** (`{rep.exp_dir}`)",
         "",
@@ -165,11 +174,7 @@ def markdown(rep: Report) -> str:
         "Wall time to reach a train success rate, mean ± std over the seeds that reached it (k/n seeds); "
         "comparable between labels only for runs that shared a machine alike:",
         "",
-        *_table(["label"] + [c.replace("≥", "time to ≥") for c in cost_header[1 : 1 + 2 * len(rep.thresholds)]],
-                [[lab.label]
-                 + [_wall_reach_cell(lab.wall_to_eval[t], lab.to_eval[t]) for t in rep.thresholds]
-                 + [_wall_reach_cell(lab.wall_to_rollout[t], lab.to_rollout[t]) for t in rep.thresholds]
-                 for lab in rep.labels]),  # fmt: skip
+        *_table(clock_header, clock_rows),
         "",
         "- success @ B: per run, the last evaluation at or before B, an evaluation logged under n_envs steps "
         "after B counting as at B; runs that stopped before B are left out.",

@@ -10,10 +10,12 @@ import pytest
 
 from sac_glam import experiments
 from sac_glam.config import load_config
+from sac_glam.envs.goals import vocabulary
 from sac_glam.experiments import RunSpec, merge_overrides, plan, run_status, sbatch_command
-from sac_glam.llm.models import TINY_PRESETS
+from sac_glam.llm.models import SHIPPED_PRETRAINED, TINY_PRESETS, pretrained_cache_path
+from sac_glam.llm.tokenizer import build_word_tokenizer
 
-CPU_SEEDS = {"fig2": [0, 1, 2]}  # the README's Results table; every other CPU twin: [0, 1]
+CPU_SEEDS = {"fig2": [0, 1, 2, 3, 4]}  # the README's Results table; every other CPU twin: [0, 1]
 EXPECTED = {  # experiment: (labels, paper seeds)
     "fig2": (["SAC-GLAM", "SAC-GLAM+HER", "PPO-GLAM"], [0, 1, 2, 3]),  # CPU: CPU_SEEDS
     "fig5": (["obs+action.head-only", "obs.head-only", "obs+action.shared", "obs.shared"], [0, 1]),
@@ -53,6 +55,12 @@ def test_comparisons_set_the_studied_keys() -> None:
     fig2 = cfgs("fig2")
     assert fig2["SAC-GLAM+HER"].buffer.her and not fig2["SAC-GLAM"].buffer.her  # type: ignore[attr-defined]
     assert fig2["PPO-GLAM"].train.algo == "ppo" and fig2["SAC-GLAM"].train.total_steps == 400_000  # type: ignore[attr-defined]
+    # Figure 2's CPU twin: every method from the same text-pretrained tiny model, the file that ships
+    tok = build_word_tokenizer(vocabulary())
+    files = {
+        pretrained_cache_path(c.model.name, c.model.tiny, tok).name for c in cfgs("fig2", cpu=True).values()
+    }  # type: ignore[attr-defined]
+    assert len(files) == 1 and (SHIPPED_PRETRAINED / files.pop()).is_file()
     fig5 = cfgs("fig5")
     variants = {(c.critic.input, c.critic.backprop_llm) for c in fig5.values()}  # type: ignore[attr-defined]
     assert variants == {
@@ -182,7 +190,7 @@ def test_sbatch_command_is_one_array_per_label(tmp_path: Path) -> None:
     sac = [s for s in specs if s.label == "SAC-GLAM+HER"]
     cmd = sbatch_command(sac, "slurm/cpu.sbatch", ["--partition=debug"])
     assert cmd[:2] == ["sbatch", "--parsable"]
-    assert "--array=0,1,2" in cmd and "--job-name=fig2-cpu.SAC-GLAM+HER" in cmd
+    assert "--array=0,1,2,3,4" in cmd and "--job-name=fig2-cpu.SAC-GLAM+HER" in cmd
     assert f"--output={tmp_path.resolve()}/fig2-cpu/SAC-GLAM+HER/seed%a/slurm-%A_%a.out" in cmd
     export = next(c for c in cmd if c.startswith("--export="))
     assert export.startswith("--export=ALL,")

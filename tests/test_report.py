@@ -325,7 +325,7 @@ def test_report_intervals(exp_dir: Path) -> None:
     poi = rep.improvement["train"][("A", "B")]
     assert poi.point == pytest.approx(0.5) and not poi.excludes(0.5)
     assert rep.improvement["test"] == {}
-    _, iqm_table, poi_table, _ = _tables(rep.to_markdown())
+    _, iqm_table, poi_table, _, _ = _tables(rep.to_markdown())
     assert iqm_table["label"] == ["train goals @ 1,000", "test goals @ 1,000", "train goals @ 2,000",
                                   "test goals @ 2,000"]  # fmt: skip
     assert iqm_table["A"][0] == f"{a_1000.point:.2f} [{a_1000.low:.2f}, {a_1000.high:.2f}]"
@@ -349,6 +349,6 @@ def test_report_calls_a_difference_significant_only_with_enough_runs(
                 _write_run(root / label / f"seed{seed}", label, seed)
         rep = report.build_report(root, budgets=[3000], reps=300)
         assert rep.improvement["train"][("HI", "LO")] == intervals.Interval(1.0, 1.0, 1.0)
-        _, _, poi_table, _ = _tables(rep.to_markdown())
+        _, _, poi_table, _, _ = _tables(rep.to_markdown())
         called = "**significant**" if n_seeds >= 5 else "(excludes 0.5; < 5 runs: not called)"
         assert poi_table["HI > LO"] == [f"1.00 [1.00, 1.00] {called}"]  # no test goals logged
