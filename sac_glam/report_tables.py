@@ -40,16 +40,25 @@ def _reach_cell(r: Reach) -> str:
     return f"{_steps(st.mean)} ± {_steps(st.std)} ({r.k}/{r.n})"
 
 
-def _wall_cell(st: Stat) -> str:
+WallUnit = tuple[float, str]
+
+
+def _wall_unit(stats: list[Stat]) -> WallUnit:
+    """One unit for a whole column (h, min or s, from its largest mean), so that its cells compare at a glance."""
+    top = max((st.mean for st in stats if st.n), default=0.0)
+    return (3600.0, "h") if top > 3 * 3600 else (60.0, "min") if top > 3 * 60 else (1.0, "s")
+
+
+def _wall_cell(st: Stat, unit: WallUnit) -> str:
     if st.n == 0:
         return "—"
-    scale, unit = (3600.0, "h") if st.mean > 3 * 3600 else (60.0, "min") if st.mean > 3 * 60 else (1.0, "s")
-    return f"{st.mean / scale:.1f} ± {st.std / scale:.1f} {unit}"
+    scale, name = unit
+    return f"{st.mean / scale:.1f} ± {st.std / scale:.1f} {name}"
 
 
-def _wall_reach_cell(st: Stat, reach: Reach) -> str:
+def _wall_reach_cell(st: Stat, reach: Reach, unit: WallUnit) -> str:
     """``5.2 ± 0.4 min (2/3)``: wall time over the k seeds that reached the threshold, k/n."""
-    return f"not reached (0/{reach.n})" if st.n == 0 else f"{_wall_cell(st)} ({st.n}/{reach.n})"
+    return f"not reached (0/{reach.n})" if st.n == 0 else f"{_wall_cell(st, unit)} ({st.n}/{reach.n})"
 
 
 def _final_cell(lab: LabelReport, budget: int) -> str:
@@ -136,12 +145,13 @@ def markdown(rep: Report) -> str:
     cost_header = (["label"] + [f"eval train ≥ {t:g}" for t in rep.thresholds]
                    + [f"{ma} ≥ {t:g}" for t in rep.thresholds] + ["wall time", "env steps/s", "final step"])  # fmt: skip
     big = max(rep.budgets)
+    wall_unit = _wall_unit([lab.wall_s for lab in rep.labels])
     cost_rows = [
         [lab.label]
         + [_reach_cell(lab.to_eval[t]) for t in rep.thresholds]
         + [_reach_cell(lab.to_rollout[t]) for t in rep.thresholds]
         + [
-            _wall_cell(lab.wall_s),
+            _wall_cell(lab.wall_s, wall_unit),
             f"{lab.steps_per_s.mean:.0f} ± {lab.steps_per_s.std:.0f}" if lab.steps_per_s.n else "—",
             _final_cell(lab, big),
         ]
@@ -150,10 +160,15 @@ def markdown(rep: Report) -> str:
     clock_header = ["label"] + [
         c.replace("≥", "time to ≥") for c in cost_header[1 : 1 + 2 * len(rep.thresholds)]
     ]
+    eval_units = {t: _wall_unit([lab.wall_to_eval[t] for lab in rep.labels]) for t in rep.thresholds}
+    rollout_units = {t: _wall_unit([lab.wall_to_rollout[t] for lab in rep.labels]) for t in rep.thresholds}
     clock_rows = [
         [lab.label]
-        + [_wall_reach_cell(lab.wall_to_eval[t], lab.to_eval[t]) for t in rep.thresholds]
-        + [_wall_reach_cell(lab.wall_to_rollout[t], lab.to_rollout[t]) for t in rep.thresholds]
+        + [_wall_reach_cell(lab.wall_to_eval[t], lab.to_eval[t], eval_units[t]) for t in rep.thresholds]
+        + [
+            _wall_reach_cell(lab.wall_to_rollout[t], lab.to_rollout[t], rollout_units[t])
+            for t in rep.thresholds
+        ]
         for lab in rep.labels
     ]
     lines = [

@@ -168,6 +168,20 @@ def test_markdown_cells(exp_dir: Path) -> None:
     assert md.rstrip().endswith("Made by `sac-glam report X`.")
 
 
+def test_a_wall_time_column_has_one_unit() -> None:
+    # 100 s and 400 s in one column: both in minutes (the largest mean picks), not "100.0 s" beside "6.7 min"
+    from sac_glam.report_stats import Reach, Stat
+    from sac_glam.report_tables import _wall_reach_cell, _wall_unit
+
+    fast, slow = Stat({0: 90.0, 1: 110.0}), Stat({0: 400.0})
+    unit = _wall_unit([fast, slow, Stat()])
+    assert unit == (60.0, "min")
+    reach = Reach({0: 1, 1: 2})
+    assert _wall_reach_cell(fast, reach, unit) == "1.7 ± 0.2 min (2/2)"
+    assert _wall_reach_cell(slow, reach, unit) == "6.7 ± 0.0 min (1/2)"
+    assert _wall_unit([Stat({0: 100.0})]) == (1.0, "s") and _wall_unit([Stat({0: 4 * 3600.0})])[1] == "h"
+
+
 def test_not_reached_cells(exp_dir: Path) -> None:
     path = exp_dir / "B" / "seed0" / "metrics.jsonl"  # B's seed0 now also stops at step 2000
     path.write_text("".join(json.dumps(r) + "\n" for r in read_metrics(path) if r["step"] <= 2000))
