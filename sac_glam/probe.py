@@ -26,8 +26,11 @@ completes a goal's first part, so the states where the second part must be done 
 
 With ``--run DIR`` nothing is trained: the run's last checkpoint is loaded (local backend) and, on
 ``--states`` expert-labelled states of its own environment (train goals), the share of states where
-argmax pi, and argmax min_k Q (SAC), is the expert's action is printed. A critic that ranks actions
-right while the actor does not points at the policy update, not at credit assignment.
+argmax pi, and argmax min_k Q (SAC), is the expert's action is printed, over all states and by goal
+type and parts of the goal already achieved (``--expert-share`` collects the states as above). A critic
+that ranks actions right while the actor does not points at the policy update, not at credit assignment.
+
+    sac-glam probe --run runs/her_full/seed0 --states 2000 --expert-share 0.5   # the full environment
 """
 
 from __future__ import annotations
@@ -64,8 +67,19 @@ def expert_states(env: PlaygroundText, n: int, seed: int, expert_share: float = 
 
     An episode ends early where its goal has become unreachable (objects grow once, so a sequential
     goal's second part is lost when its object grew before the first part was achieved)."""
+    return [x for x, _ in labelled_states(env, n, seed, expert_share)]
+
+
+Stratum = tuple[str, int]
+"""(goal type, parts of the goal already achieved): where in a goal a state is."""
+
+
+def labelled_states(
+    env: PlaygroundText, n: int, seed: int, expert_share: float = 0.0
+) -> list[tuple[Example, Stratum]]:
+    """:func:`expert_states` with each state's :data:`Stratum`, for per-goal-type diagnoses."""
     rng = np.random.default_rng(seed)
-    out: list[Example] = []
+    out: list[tuple[Example, Stratum]] = []
     while len(out) < n:
         env.reset(seed=int(rng.integers(2**31)))
         done = False
@@ -75,7 +89,7 @@ def expert_states(env: PlaygroundText, n: int, seed: int, expert_share: float = 
             except RuntimeError:  # a sequential goal whose second part's object grew too early: no label
                 break
             label = env.admissible_codes.index(plan[0])
-            out.append((env.prompt, env.admissible_actions, label))
+            out.append(((env.prompt, env.admissible_actions, label), (env.goal.goal_type, env.progress)))
             random = int(rng.integers(len(env.admissible_codes)))
             _, _, terminated, truncated, _ = env.step_index(label if rng.random() < expert_share else random)
             done = terminated or truncated
@@ -104,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--episodes", type=int, default=200, help="episodes of the final success rates")
     parser.add_argument("--run", type=Path,
-                        help="diagnose this run directory instead of cloning (uses --states, --seed, --threads)")  # fmt: skip
+                        help="diagnose this run directory instead of cloning (uses --states, --expert-share, --seed, --threads)")  # fmt: skip
     parser.add_argument("--states", type=int, default=400, help="states labelled for --run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -119,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.run is not None:
         if args.overrides:
             parser.error(f"--run diagnoses the run's own config; drop the overrides {args.overrides}")
-        return diagnose(args.run, args.states, args.seed)
+        return diagnose(args.run, args.states, args.seed, args.expert_share)
     cfg = load_config(args.config_name, [*(SMALLEST if args.env == "smallest" else []), *args.overrides])
     env = PlaygroundText(cfg.env, split="train")
     data = expert_states(env, args.data, args.seed, args.expert_share)
@@ -198,8 +212,9 @@ def episode_success(
     return successes / n
 
 
-def diagnose(run_dir: Path, n_states: int, seed: int) -> int:
-    """Print how often the trained actor's and critic's preferred actions are the expert's (``--run``)."""
+def diagnose(run_dir: Path, n_states: int, seed: int, expert_share: float = 0.0) -> int:
+    """Print how often the trained actor's and critic's preferred actions are the expert's (``--run``),
+    over all states and then by goal type and parts of the goal already achieved."""
     from sac_glam.checkpoint import load_checkpoint
     from sac_glam.factory import make_agent
 
@@ -216,17 +231,29 @@ def diagnose(run_dir: Path, n_states: int, seed: int) -> int:
     agent = make_agent(cfg)
     agent.load_trainable_state_dict(ckpt["backend"]["agent"])
     agent.eval()
-    data = expert_states(PlaygroundText(cfg.env, split="train"), n_states, seed)
+    labelled = labelled_states(PlaygroundText(cfg.env, split="train"), n_states, seed, expert_share)
+    data = [x for x, _ in labelled]
     is_sac = cfg.train.algo == "sac"
     with torch.no_grad():
         out = agent.evaluate([p for p, _, _ in data], [a for _, a, _ in data], q=is_sac)
     expert_B = torch.tensor([y for *_, y in data])
     actor_B = out.log_pi_BA.masked_fill(~out.mask_BA, -torch.inf).argmax(-1)
-    print(f"{run_dir} at step {ckpt['loop']['steps']} ({cfg.train.algo}), {n_states} expert-labelled states:")
-    print(f"  argmax pi = expert:      {float((actor_B == expert_B).float().mean()):.3f}")
+    hits = {"pi = expert": actor_B == expert_B}
     if is_sac:
         assert out.q_KBA is not None
         critic_B = out.q_KBA.min(0).values.masked_fill(~out.mask_BA, -torch.inf).argmax(-1)
-        print(f"  argmax min Q = expert:   {float((critic_B == expert_B).float().mean()):.3f}")
-        print(f"  argmax pi = argmax Q:    {float((actor_B == critic_B).float().mean()):.3f}")
+        hits |= {"min Q = expert": critic_B == expert_B, "pi = argmax Q": actor_B == critic_B}
+    print(f"{run_dir} at step {ckpt['loop']['steps']} ({cfg.train.algo}), {n_states} expert-labelled states:")
+    print(f"  argmax pi = expert:      {float(hits['pi = expert'].float().mean()):.3f}")
+    if is_sac:
+        print(f"  argmax min Q = expert:   {float(hits['min Q = expert'].float().mean()):.3f}")
+        print(f"  argmax pi = argmax Q:    {float(hits['pi = argmax Q'].float().mean()):.3f}")
+    # By stratum: a critic right before a sequential goal's first part and wrong after it (say) points at
+    # the second part's credit assignment, which the overall share hides.
+    strata = [st for _, st in labelled]
+    print("  by goal type and parts achieved (argmax " + ", argmax ".join(hits) + "):")
+    for key in sorted(set(strata), key=lambda st: (GOAL_TYPES.index(st[0]), st[1])):
+        in_B = torch.tensor([st == key for st in strata])
+        cells = "  ".join(f"{float(h[in_B].float().mean()):.2f}" for h in hits.values())
+        print(f"    {key[0]:<16} parts done {key[1]}: n={int(in_B.sum()):<5} {cells}")
     return 0

@@ -87,6 +87,12 @@ def test_run_diagnosis_reads_a_trained_run(tmp_path, capsys):
     actor, critic, agree = (float(line.split(":")[1]) for line in out[1:4])
     assert all(0.0 <= x <= 1.0 for x in (actor, critic, agree))
     assert agree >= actor + critic - 1 - 1e-9  # where both match the expert, they match each other
+    # by stratum: one line per (goal type, parts done); the counts add up and the shares average back
+    strata = [line.split() for line in out[5:]]
+    assert out[4].strip().startswith("by goal type and parts achieved") and strata
+    assert all(st[0] == "grasp" and st[3] == "0:" for st in strata)  # Grasp goals end at their one part
+    assert sum(int(st[4][2:]) for st in strata) == 40
+    assert sum(int(st[4][2:]) * float(st[5]) for st in strata) / 40 == pytest.approx(actor, abs=0.01)
     with pytest.raises(SystemExit):
         main(["--run", str(tmp_path), "sac.gamma=0.5"])
     with pytest.raises(SystemExit, match="not a run directory"):
@@ -99,6 +105,16 @@ def test_sampled_types_follow_the_environment_config():
     assert sampled_types([], True) == ["grasp", "grow", "grow_then_grasp", "grow_then_grow"]
     assert sampled_types([], False) == ["grasp", "grow"]
     assert sampled_types(["grow_then_grow", "grasp"], True) == ["grasp", "grow_then_grow"]
+
+
+def test_labelled_states_name_the_goal_type_and_parts_done():
+    from sac_glam.probe import labelled_states
+
+    env = PlaygroundText(EnvConfig(goal_types=["grow_then_grasp", "grow_then_grow"]), split="train")
+    labelled = labelled_states(env, 300, seed=0, expert_share=0.5)
+    assert [x for x, _ in labelled] == expert_states(env, 300, seed=0, expert_share=0.5)
+    assert {t for (t, _) in (st for _, st in labelled)} == {"grow_then_grasp", "grow_then_grow"}
+    assert {p for _, (_, p) in labelled} == {0, 1}  # before and after the first part, never after the goal
 
 
 def test_expert_share_reaches_the_states_after_a_sequential_goals_first_part(monkeypatch):
