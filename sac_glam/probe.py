@@ -244,10 +244,8 @@ def diagnose(run_dir: Path, n_states: int, seed: int, expert_share: float = 0.0)
         critic_B = out.q_KBA.min(0).values.masked_fill(~out.mask_BA, -torch.inf).argmax(-1)
         hits |= {"min Q = expert": critic_B == expert_B, "pi = argmax Q": actor_B == critic_B}
     print(f"{run_dir} at step {ckpt['loop']['steps']} ({cfg.train.algo}), {n_states} expert-labelled states:")
-    print(f"  argmax pi = expert:      {float(hits['pi = expert'].float().mean()):.3f}")
-    if is_sac:
-        print(f"  argmax min Q = expert:   {float(hits['min Q = expert'].float().mean()):.3f}")
-        print(f"  argmax pi = argmax Q:    {float(hits['pi = argmax Q'].float().mean()):.3f}")
+    for name, hit_B in hits.items():
+        print(f"  argmax {name + ':':<18}{float(hit_B.float().mean()):.3f}")
     # By stratum: a critic right before a sequential goal's first part and wrong after it (say) points at
     # the second part's credit assignment, which the overall share hides.
     strata = [st for _, st in labelled]

@@ -113,7 +113,7 @@ def test_labelled_states_name_the_goal_type_and_parts_done():
     env = PlaygroundText(EnvConfig(goal_types=["grow_then_grasp", "grow_then_grow"]), split="train")
     labelled = labelled_states(env, 300, seed=0, expert_share=0.5)
     assert [x for x, _ in labelled] == expert_states(env, 300, seed=0, expert_share=0.5)
-    assert {t for (t, _) in (st for _, st in labelled)} == {"grow_then_grasp", "grow_then_grow"}
+    assert {t for _, (t, _) in labelled} == {"grow_then_grasp", "grow_then_grow"}
     assert {p for _, (_, p) in labelled} == {0, 1}  # before and after the first part, never after the goal
 
 
