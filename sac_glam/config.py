@@ -165,6 +165,10 @@ class BufferConfig:
     capacity: int = 100_000
     """Stored transitions, environment and HER-relabelled copies together (paper: 100,000). Counting the
     copies bounds the age of the oldest transition, which keeps n-step targets near on-policy (Appendix F)."""
+    capacity_counts: Literal["all", "env"] = "all"
+    """What ``capacity`` counts: ``all`` transitions (the paper's buffer), or only ``env`` transitions, so
+    that HER copies (references, a few bytes each) no longer shorten the window of stored episodes; on the
+    full environment ~30 copies per environment transition leave ``all`` with the last ~230 episodes."""
     n_step: int = 3
     """Rewards summed before bootstrapping, n in eq. 3 (paper: 3; 5 was unstable, Appendix F)."""
     her: bool = False

@@ -209,6 +209,31 @@ def test_len_never_exceeds_capacity_random_episodes() -> None:
     assert len(batch.prompts) == 256
 
 
+def test_capacity_counting_env_transitions_keeps_her_copies_beyond_capacity() -> None:
+    # Same episodes as above (10 env + 8 HER transitions each): counting env transitions only, four
+    # episodes fit in 40 (72 transitions stored), a fifth evicts the oldest with its copies.
+    buf = ReplayBuffer(capacity=40, n_step=3, gamma=0.9, her=True, her_strategy="uniform", capacity_counts="env")
+    tags = [f"e{i}" for i in range(6)]
+    for i, tag in enumerate(tags):
+        buf.add_episode(make_episode(tag, [0.0] * 10, terminated=False, hindsight={G1: 2, G2: 4}))
+        assert buf.n_env_transitions == buf.n_counted == 10 * min(i + 1, 4) <= buf.capacity
+        assert len(buf) == 18 * min(i + 1, 4)
+    decode = Decoder([GOAL, G1, G2], tags, 10)
+    seen = {decode(p)[1] for p in buf.sample(2000, np.random.default_rng(0)).prompts}
+    assert seen == {"e2", "e3", "e4", "e5"}
+    assert pickle.dumps(buf.state_dict()) == pickle.dumps(restore(buf, capacity_counts="env").state_dict())
+    with pytest.raises(ValueError, match="counted as 'all'"):
+        restore(buf, capacity_counts="all")  # the same state holds 72 > 40 counting copies
+    with pytest.raises(ValueError, match="capacity_counts"):
+        ReplayBuffer(capacity_counts="her")
+
+
+def restore(buf: ReplayBuffer, **kwargs: object) -> ReplayBuffer:
+    out = ReplayBuffer(capacity=buf.capacity, n_step=3, gamma=0.9, her=True, her_strategy="uniform", **kwargs)  # type: ignore[arg-type]
+    out.load_state_dict(buf.state_dict())
+    return out
+
+
 def test_episode_larger_than_capacity_is_an_error() -> None:
     buf = ReplayBuffer(capacity=5)
     with pytest.raises(ValueError, match="capacity"):
@@ -251,6 +276,7 @@ def test_state_dict_round_trip_gives_identical_batches(strategy: str, how: str, 
 
 
 def test_from_config_and_unknown_strategy() -> None:
+    assert ReplayBuffer.from_config(BufferConfig(capacity_counts="env"), gamma=0.5).capacity_counts == "env"
     buf = ReplayBuffer.from_config(BufferConfig(capacity=123, n_step=2, her=True), gamma=0.5)
     assert (buf.capacity, buf.n_step, buf.gamma, buf.her) == (123, 2, 0.5, True)
     with pytest.raises(ValueError, match="allowed: uniform, ratio, prior"):

@@ -19,6 +19,8 @@ Layout (why it looks like this):
   the age of the oldest transition, because n-step targets of old transitions are off-policy (Section
   2.2, Appendix F); counting only environment transitions would let HER copies (most of the buffer,
   Figure 7) silently enlarge it. Eviction removes the oldest episodes first with all their HER copies.
+  ``capacity_counts="env"`` counts environment transitions only: a measured alternative for environments
+  whose partner reports many goals per episode, where counting copies keeps only the newest episodes.
 
 Where the code lives: this module holds the buffer's logic (adding, evicting, n-step targets, state);
 :mod:`sac_glam.buffers.transitions` the types it takes and returns (:class:`Episode`,
@@ -56,6 +58,8 @@ class ReplayBuffer:
 
     Args:
         capacity: maximum stored transitions, environment plus HER (see the module docstring).
+        capacity_counts: ``all`` (capacity counts environment and HER transitions) or ``env`` (only
+            environment transitions; HER copies leave with their episode).
         n_step: n of eq. 3.
         gamma: discount factor.
         her: add a relabelled copy per social-partner goal (:func:`~sac_glam.buffers.her.hindsight_relabels`).
@@ -76,12 +80,16 @@ class ReplayBuffer:
         her_ratio: float = 0.5,
         goal_type_prior: Mapping[str, float] | None = None,
         goal_type_of: Callable[[str], str] = default_goal_type,
+        capacity_counts: str = "all",
     ) -> None:
         if capacity < 1 or n_step < 1:
             raise ValueError(f"capacity and n_step must be >= 1, got {capacity} and {n_step}")
+        if capacity_counts not in ("all", "env"):
+            raise ValueError(f"capacity_counts must be 'all' or 'env', got {capacity_counts!r}")
         if not 0.0 <= gamma <= 1.0:
             raise ValueError(f"gamma must be in [0, 1], got {gamma}")
         self.capacity = capacity
+        self.capacity_counts = capacity_counts
         self.n_step = n_step
         self.gamma = gamma
         self.her = her
@@ -133,6 +141,7 @@ class ReplayBuffer:
             her_strategy=cfg.her_strategy,
             her_ratio=cfg.her_ratio,
             goal_type_prior=goal_type_prior,
+            capacity_counts=cfg.capacity_counts,
         )
 
     # ------------------------------------------------------------------ sizes
@@ -151,6 +160,11 @@ class ReplayBuffer:
     @property
     def n_episodes(self) -> int:
         return len(self._episodes)
+
+    @property
+    def n_counted(self) -> int:
+        """Transitions that count against ``capacity``: all of them, or the environment's only."""
+        return self.n_env_transitions if self.capacity_counts == "env" else len(self)
 
     def her_share(self) -> float:
         """Fraction of stored transitions that are HER copies (paper Figure 7); 0 when empty."""
@@ -176,16 +190,18 @@ class ReplayBuffer:
         T = len(ep)
         cuts = hindsight_relabels(ep.goal, ep.hindsight, T) if self.her else []
         size = T + sum(t_star + 1 for _, t_star in cuts)
-        if size > self.capacity:
+        counted = T if self.capacity_counts == "env" else size
+        if counted > self.capacity:
             raise ValueError(
-                f"one episode with its HER copies has {size} transitions > capacity {self.capacity}"
+                f"one episode counts {counted} transitions (capacity_counts={self.capacity_counts!r}) "
+                f"> capacity {self.capacity}"
             )
         # Source 0 of an episode is the episode itself (terminal only if it terminated), then one HER
         # copy per cut, terminal at its cut. Goal types are looked up first: an unknown goal must raise
         # before anything is evicted or stored.
         labels = [(ep.goal, T, bool(ep.terminated), False), *((g, t + 1, True, True) for g, t in cuts)]
         gtypes = [self._type_id(goal) for goal, *_ in labels]
-        self._evict_for(size)
+        self._evict_for(counted)
 
         start = self._steps.append(
             obs=self._observations.add_many(ep.observations),
@@ -210,9 +226,9 @@ class ReplayBuffer:
         self._n_her += size - T
 
     def _evict_for(self, incoming: int) -> None:
-        """Evict the oldest episodes (with their HER copies) until ``incoming`` more transitions fit."""
-        sizes = self._episodes.col("size")
-        excess = len(self) + incoming - self.capacity
+        """Evict the oldest episodes (with their HER copies) until ``incoming`` more counted transitions fit."""
+        sizes = self._episodes.col("T" if self.capacity_counts == "env" else "size").astype(np.int64)
+        excess = self.n_counted + incoming - self.capacity
         if excess <= 0:
             return
         # Fewest oldest episodes whose sizes sum to >= excess. Example: sizes (10, 20, 5), excess 15 ->
@@ -318,11 +334,13 @@ class ReplayBuffer:
         """Restore :meth:`state_dict` output exactly: the same rng then draws the same batches."""
         if state.get("format") != _STATE_FORMAT:
             raise ValueError(f"replay buffer state format {state.get('format')!r}, expected {_STATE_FORMAT}")
-        stored = (
-            int(state["n_her"]) + len(state["steps"]["cols"]["obs"]) - len(state["episodes"]["cols"]["T"])
-        )
+        n_env = len(state["steps"]["cols"]["obs"]) - len(state["episodes"]["cols"]["T"])
+        stored = n_env if self.capacity_counts == "env" else n_env + int(state["n_her"])
         if stored > self.capacity:
-            raise ValueError(f"saved buffer holds {stored} transitions > capacity {self.capacity}")
+            raise ValueError(
+                f"saved buffer holds {stored} transitions counted as {self.capacity_counts!r} "
+                f"> capacity {self.capacity}"
+            )
         self._steps.load_state_dict(state["steps"])
         self._episodes.load_state_dict(state["episodes"])
         self._sources.load_state_dict(state["sources"])
