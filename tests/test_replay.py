@@ -212,7 +212,9 @@ def test_len_never_exceeds_capacity_random_episodes() -> None:
 def test_capacity_counting_env_transitions_keeps_her_copies_beyond_capacity() -> None:
     # Same episodes as above (10 env + 8 HER transitions each): counting env transitions only, four
     # episodes fit in 40 (72 transitions stored), a fifth evicts the oldest with its copies.
-    buf = ReplayBuffer(capacity=40, n_step=3, gamma=0.9, her=True, her_strategy="uniform", capacity_counts="env")
+    buf = ReplayBuffer(
+        capacity=40, n_step=3, gamma=0.9, her=True, her_strategy="uniform", capacity_counts="env"
+    )
     tags = [f"e{i}" for i in range(6)]
     for i, tag in enumerate(tags):
         buf.add_episode(make_episode(tag, [0.0] * 10, terminated=False, hindsight={G1: 2, G2: 4}))
