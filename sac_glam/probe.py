@@ -29,8 +29,11 @@ With ``--run DIR`` nothing is trained: the run's last checkpoint is loaded (loca
 argmax pi, and argmax min_k Q (SAC), is the expert's action is printed, over all states and by goal
 type and parts of the goal already achieved (``--expert-share`` collects the states as above). A critic
 that ranks actions right while the actor does not points at the policy update, not at credit assignment.
+``--run-episodes n`` then plays n episodes per split and goal type with the run's actor, by argmax and by
+sampling from pi (evaluation samples): the gap is what the policy's entropy costs on long plans.
 
     sac-glam probe --run runs/her_full/seed0 --states 2000 --expert-share 0.5   # the full environment
+    sac-glam probe --run runs/her_full/seed0 --states 500 --run-episodes 64
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import numpy as np
 import torch
 import yaml
 
-from sac_glam.config import from_raw, load_config
+from sac_glam.config import EnvConfig, from_raw, load_config
 from sac_glam.envs.expert import shortest_plan
 from sac_glam.envs.goals import GOAL_TYPES
 from sac_glam.envs.playground_text import PlaygroundText
@@ -118,13 +121,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--episodes", type=int, default=200, help="episodes of the final success rates")
     parser.add_argument("--run", type=Path,
-                        help="diagnose this run directory instead of cloning (uses --states, --expert-share, --seed, --threads)")  # fmt: skip
+                        help="diagnose this run directory instead of cloning (uses --states, --expert-share, --run-episodes, --seed, --threads)")  # fmt: skip
     parser.add_argument("--states", type=int, default=400, help="states labelled for --run")
+    parser.add_argument("--run-episodes", type=int, default=0,
+                        help="with --run: episodes per split and goal type of the actor's success, argmax and sampled")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     if min(args.steps, args.batch, args.eval_every, args.episodes) < 1 or args.lr <= 0:
         parser.error("--steps, --batch, --eval-every and --episodes must be >= 1 and --lr > 0")
+    if args.run_episodes < 0:
+        parser.error(f"--run-episodes must be >= 0, got {args.run_episodes}")
     if args.data < 501 or not 0.0 <= args.expert_share <= 1.0:
         parser.error(
             f"--data must be > 500 (got {args.data}) and --expert-share in [0, 1] (got {args.expert_share})"
@@ -133,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.run is not None:
         if args.overrides:
             parser.error(f"--run diagnoses the run's own config; drop the overrides {args.overrides}")
-        return diagnose(args.run, args.states, args.seed, args.expert_share)
+        return diagnose(args.run, args.states, args.seed, args.expert_share, args.run_episodes)
     cfg = load_config(args.config_name, [*(SMALLEST if args.env == "smallest" else []), *args.overrides])
     env = PlaygroundText(cfg.env, split="train")
     data = expert_states(env, args.data, args.seed, args.expert_share)
@@ -175,17 +182,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     def policy(batch: list[Example]) -> torch.Tensor:
         return forward(batch)[0]
 
-    print(f"episode success by goal type ({args.episodes} episodes each):")
-    print(f"  {'split':<5}  {'goal type':<15}  {'argmax':>6}  {'sampled':>7}")
-    for split in ("train", "test"):
-        for goal_type in sampled_types(cfg.env.goal_types, cfg.env.sequential_goals):
-            typed = PlaygroundText(replace(cfg.env, goal_types=[goal_type]), split=split)
-            rates = [episode_success(typed, policy, args.episodes, g, args.seed + 3) for g in (True, False)]
-            print(f"  {split:<5}  {goal_type:<15}  {rates[0]:>6.3f}  {rates[1]:>7.3f}", flush=True)
+    print_success_by_type(cfg.env, policy, args.episodes, args.seed + 3)
     for greedy in (True, False):
         rate = episode_success(env, policy, args.episodes, greedy, args.seed + 2)
         print(f"episode success ({'argmax' if greedy else 'sampled'}): {rate:.3f}", flush=True)
     return 0
+
+
+def print_success_by_type(
+    env_cfg: EnvConfig, log_pi: Callable[[list[Example]], torch.Tensor], n: int, seed: int
+) -> None:
+    """Episode success of ``log_pi`` per split and goal type, taking pi's argmax and sampling from pi."""
+    print(f"episode success by goal type ({n} episodes each):")
+    print(f"  {'split':<5}  {'goal type':<15}  {'argmax':>6}  {'sampled':>7}")
+    for split in ("train", "test"):
+        for goal_type in sampled_types(env_cfg.goal_types, env_cfg.sequential_goals):
+            typed = PlaygroundText(replace(env_cfg, goal_types=[goal_type]), split=split)
+            rates = [episode_success(typed, log_pi, n, greedy, seed) for greedy in (True, False)]
+            print(f"  {split:<5}  {goal_type:<15}  {rates[0]:>6.3f}  {rates[1]:>7.3f}", flush=True)
 
 
 def sampled_types(goal_types: Sequence[str], sequential: bool) -> list[str]:
@@ -212,9 +226,10 @@ def episode_success(
     return successes / n
 
 
-def diagnose(run_dir: Path, n_states: int, seed: int, expert_share: float = 0.0) -> int:
+def diagnose(run_dir: Path, n_states: int, seed: int, expert_share: float = 0.0, episodes: int = 0) -> int:
     """Print how often the trained actor's and critic's preferred actions are the expert's (``--run``),
-    over all states and then by goal type and parts of the goal already achieved."""
+    over all states and then by goal type and parts of the goal already achieved; with ``episodes``, the
+    actor's episode success by goal type, argmax against sampled (what the policy's entropy costs)."""
     from sac_glam.checkpoint import load_checkpoint
     from sac_glam.factory import make_agent
 
@@ -254,4 +269,12 @@ def diagnose(run_dir: Path, n_states: int, seed: int, expert_share: float = 0.0)
         in_B = torch.tensor([st == key for st in strata])
         cells = "  ".join(f"{float(h[in_B].float().mean()):.2f}" for h in hits.values())
         print(f"    {key[0]:<16} parts done {key[1]}: n={int(in_B.sum()):<5} {cells}")
+    if episodes:
+
+        def policy(batch: list[Example]) -> torch.Tensor:
+            with torch.no_grad():
+                one = agent.evaluate([p for p, _, _ in batch], [a for _, a, _ in batch], q=False)
+            return one.log_pi_BA[0].masked_fill(~one.mask_BA[0], -torch.inf)
+
+        print_success_by_type(cfg.env, policy, episodes, seed + 3)
     return 0

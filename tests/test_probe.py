@@ -93,6 +93,15 @@ def test_run_diagnosis_reads_a_trained_run(tmp_path, capsys):
     assert all(st[0] == "grasp" and st[3] == "0:" for st in strata)  # Grasp goals end at their one part
     assert sum(int(st[4][2:]) for st in strata) == 40
     assert sum(int(st[4][2:]) * float(st[5]) for st in strata) / 40 == pytest.approx(actor, abs=0.01)
+    # --run-episodes: the actor's episode success, one row per split and goal type the run samples
+    assert main(["--run", str(tmp_path), "--states", "40", "--threads", "1", "--run-episodes", "6"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    head = out.index("episode success by goal type (6 episodes each):")
+    rows = [line.split() for line in out[head + 2 :]]
+    assert [r[:2] for r in rows] == [["train", "grasp"], ["test", "grasp"]]
+    assert all(float(x) * 6 == pytest.approx(round(float(x) * 6), abs=0.02) for r in rows for x in r[2:])
+    with pytest.raises(SystemExit):
+        main(["--run", str(tmp_path), "--run-episodes", "-1"])
     with pytest.raises(SystemExit):
         main(["--run", str(tmp_path), "sac.gamma=0.5"])
     with pytest.raises(SystemExit, match="not a run directory"):
