@@ -196,9 +196,11 @@ class CriticConfig:
     """Hidden units of each of the head's two hidden layers (Appendix C: 1024)."""
     n_critics: int = 1
     """1: a single Q head (the paper); 2: clipped double Q (two heads, the target takes their minimum)."""
-    target: Literal["head", "adapter"] = "head"
+    target: Literal["head", "adapter", "network"] = "head"
     """What the target critic copies: ``head`` = a Polyak copy of the Q heads reading the online LLM's
-    features; ``adapter`` = also a Polyak copy of the LoRA adapter (a target LLM), one more no-grad forward."""
+    features; ``adapter`` = also a Polyak copy of the LoRA adapter (a target LLM), one more no-grad forward;
+    ``network`` (with ``share_llm=false``) = also a Polyak copy of the whole critic LLM, standard SAC's
+    target network: the bootstrap no longer moves with every critic step (same forward count)."""
     tau: float = 0.005
     """Polyak coefficient: target <- tau * online + (1 - tau) * target, after every gradient step."""
 

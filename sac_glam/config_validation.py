@@ -170,6 +170,11 @@ def _validate_parts(cfg: Config) -> None:
         cfg.critic.target != "adapter" or cfg.critic.share_llm,
         "critic.target='adapter' needs critic.share_llm=true (it copies the shared adapter)",
     )
+    _require(
+        cfg.critic.target != "network" or not cfg.critic.share_llm,
+        "critic.target='network' needs critic.share_llm=false (it copies the critic's own LLM; "
+        "with a shared LLM use 'adapter')",
+    )
     # The scene must hold every object a sampled goal needs (PlaygroundText's own rule).
     for split in dict.fromkeys(["train", *cfg.train.eval_splits]):
         try:

@@ -84,6 +84,7 @@ def test_bad_values_name_the_key_and_what_is_allowed(override, fragment):
     ("sac_glam_her_cpu", ["model.tiny.n_heads=0"], "model.tiny.n_heads: must be >= 1"),
     ("sac_glam_her_cpu", ["model.family=seq2seq"], "model.family='seq2seq' contradicts model.name='tiny-causal'"),
     ("sac_glam", ["critic.share_llm=false", "critic.target=adapter"], "critic.target='adapter' needs critic.share_llm=true"),
+    ("sac_glam", ["critic.target=network"], "critic.target='network' needs critic.share_llm=false"),
 ])  # fmt: skip
 def test_env_and_model_constraints_are_config_errors(name, overrides, fragment):
     with pytest.raises(ConfigError) as err:

@@ -117,6 +117,13 @@ class LLMAgent(nn.Module):
             self.critic_llm = load_model(model_cfg, device).model
             self.critic_llm.requires_grad_(critic_cfg.backprop_llm)
             self.critic_llm.eval()
+        # critic.target='network': the target Q reads a Polyak copy of the critic LLM, not the online one.
+        self.target_critic_llm: Any = None
+        if critic_cfg.target == "network":
+            if self.critic_llm is None:
+                raise ValueError("critic.target='network' needs critic.share_llm=false (it copies the critic LLM)")
+            self.target_critic_llm = copy.deepcopy(self.critic_llm)
+            self.target_critic_llm.requires_grad_(False)
 
         self._adapter_pairs: list[tuple[str, str]] = []
         if critic_cfg.target == "adapter":
@@ -275,17 +282,21 @@ class LLMAgent(nn.Module):
         self, prompts: list[str], actions: list[list[str]], *, q: bool, v: bool, target_q: bool
     ) -> AgentOutput:
         """:meth:`evaluate` with ``critic.share_llm=false``: the policy LLM gives log pi (and V), the
-        critic LLM the hidden states of the Q heads (one forward for online and target heads)."""
+        critic LLM the hidden states of the Q heads (one forward for online and target heads; the
+        target LLM's own with ``critic.target='network'``)."""
         fwd = self._forward(prompts, actions, "prompt" if v else "none")
         out = AgentOutput(log_pi_BA=fwd.log_pi_BA, logp_BA=fwd.logp_BA, mask_BA=fwd.mask_BA)
-        if q or target_q:
+        target_llm = self.target_critic_llm
+        if q or (target_q and target_llm is None):
             with torch.set_grad_enabled(q and torch.is_grad_enabled()):
                 fwd_c = self._forward(prompts, actions, self.q.hidden, model=self.critic_llm)
             if q:
                 out.q_KBA = self._q_values(self.q, fwd_c, actions, detach=not self.critic_cfg.backprop_llm)
-            if target_q:
-                with torch.no_grad():
-                    out.target_q_KBA = self._q_values(self.target_q, fwd_c, actions, detach=True)
+        if target_q:
+            with torch.no_grad():
+                if target_llm is not None:
+                    fwd_c = self._forward(prompts, actions, self.q.hidden, model=target_llm)
+                out.target_q_KBA = self._q_values(self.target_q, fwd_c, actions, detach=True)
         if v:
             out.v_B = self._value(fwd)
         return out
@@ -303,8 +314,11 @@ class LLMAgent(nn.Module):
 
     @torch.no_grad()
     def update_target(self, tau: float) -> None:
-        """Polyak step ``target <- tau * online + (1 - tau) * target`` of the Q heads (and target adapter)."""
+        """Polyak step ``target <- tau * online + (1 - tau) * target`` of the Q heads (and of the target
+        adapter or target critic LLM)."""
         polyak_update(self.q.parameters(), self.target_q.parameters(), tau)
+        if self.target_critic_llm is not None:
+            polyak_update(self.critic_llm.parameters(), self.target_critic_llm.parameters(), tau)
         if self._adapter_pairs:
             polyak_update(*self._adapter_params(), tau=tau)
 
@@ -357,6 +371,8 @@ class LLMAgent(nn.Module):
         state = {"llm": self._llm_state(), "heads": self._heads_state()}
         if self.critic_llm is not None:
             state["critic_llm"] = {n: t.detach() for n, t in self.critic_llm.state_dict().items()}
+        if self.target_critic_llm is not None:
+            state["target_critic_llm"] = {n: t.detach() for n, t in self.target_critic_llm.state_dict().items()}
         return state
 
     @torch.no_grad()
@@ -374,6 +390,10 @@ class LLMAgent(nn.Module):
         self._load_heads_state(state["heads"])
         if self.critic_llm is not None:
             self.critic_llm.load_state_dict(state["critic_llm"], strict=True)
+        if self.target_critic_llm is not None:
+            if "target_critic_llm" not in state:
+                raise ValueError("state has no target critic LLM, but this agent has critic.target='network'")
+            self.target_critic_llm.load_state_dict(state["target_critic_llm"], strict=True)
 
     def save(self, directory: str | Path) -> None:
         """Write ``directory``: ``adapter/`` (peft ``save_pretrained``: reload with
@@ -387,6 +407,8 @@ class LLMAgent(nn.Module):
             self.llm.save_pretrained(str(d / "model"), safe_serialization=True)
         if self.critic_llm is not None:
             self.critic_llm.save_pretrained(str(d / "critic_model"), safe_serialization=True)
+        if self.target_critic_llm is not None:
+            self.target_critic_llm.save_pretrained(str(d / "target_critic_model"), safe_serialization=True)
         self.tokenizer.save_pretrained(str(d / "tokenizer"))
         save_file(
             {k: v.detach().contiguous().cpu() for k, v in self._heads_state().items()},
@@ -425,6 +447,8 @@ class LLMAgent(nn.Module):
             self._load_full_weights(d / "model")
         if self.critic_llm is not None:
             self._load_full_weights(d / "critic_model", self.critic_llm)
+        if self.target_critic_llm is not None:
+            self._load_full_weights(d / "target_critic_model", self.target_critic_llm)
         self._load_heads_state({k: v.to(device) for k, v in load_file(d / "heads.safetensors").items()})
 
     def _load_full_weights(self, path: Path, model: Any = None) -> None:
