@@ -102,6 +102,8 @@ def test_target_network_lags_the_critic_llm_by_polyak_steps(tmp_path):
     reloaded = _agent(target="network")
     reloaded.load(tmp_path / "saved")
     with torch.no_grad():
-        assert torch.allclose(reloaded.evaluate(PROMPTS, ACTIONS, target_q=True).target_q_KBA, synced, atol=1e-6)
+        assert torch.allclose(
+            reloaded.evaluate(PROMPTS, ACTIONS, target_q=True).target_q_KBA, synced, atol=1e-6
+        )
     with pytest.raises(ValueError, match="share_llm=false"):
         LLMAgent(ModelConfig(name="tiny-t5", tiny=TINY), CriticConfig(width=16, target="network"))

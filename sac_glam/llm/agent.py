@@ -121,7 +121,9 @@ class LLMAgent(nn.Module):
         self.target_critic_llm: Any = None
         if critic_cfg.target == "network":
             if self.critic_llm is None:
-                raise ValueError("critic.target='network' needs critic.share_llm=false (it copies the critic LLM)")
+                raise ValueError(
+                    "critic.target='network' needs critic.share_llm=false (it copies the critic LLM)"
+                )
             self.target_critic_llm = copy.deepcopy(self.critic_llm)
             self.target_critic_llm.requires_grad_(False)
 
@@ -372,7 +374,9 @@ class LLMAgent(nn.Module):
         if self.critic_llm is not None:
             state["critic_llm"] = {n: t.detach() for n, t in self.critic_llm.state_dict().items()}
         if self.target_critic_llm is not None:
-            state["target_critic_llm"] = {n: t.detach() for n, t in self.target_critic_llm.state_dict().items()}
+            state["target_critic_llm"] = {
+                n: t.detach() for n, t in self.target_critic_llm.state_dict().items()
+            }
         return state
 
     @torch.no_grad()
