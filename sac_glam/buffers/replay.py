@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -80,7 +80,7 @@ class ReplayBuffer:
         her_ratio: float = 0.5,
         goal_type_prior: Mapping[str, float] | None = None,
         goal_type_of: Callable[[str], str] = default_goal_type,
-        capacity_counts: str = "all",
+        capacity_counts: Literal["all", "env"] = "all",
     ) -> None:
         if capacity < 1 or n_step < 1:
             raise ValueError(f"capacity and n_step must be >= 1, got {capacity} and {n_step}")

@@ -296,9 +296,12 @@ class LLMAgent(nn.Module):
                 out.q_KBA = self._q_values(self.q, fwd_c, actions, detach=not self.critic_cfg.backprop_llm)
         if target_q:
             with torch.no_grad():
-                if target_llm is not None:
-                    fwd_c = self._forward(prompts, actions, self.q.hidden, model=target_llm)
-                out.target_q_KBA = self._q_values(self.target_q, fwd_c, actions, detach=True)
+                fwd_t = (
+                    fwd_c
+                    if target_llm is None
+                    else self._forward(prompts, actions, self.q.hidden, model=target_llm)
+                )
+                out.target_q_KBA = self._q_values(self.target_q, fwd_t, actions, detach=True)
         if v:
             out.v_B = self._value(fwd)
         return out
