@@ -7,7 +7,8 @@ side: ``sac_glam.benchmarks.learning``, which also holds the runs' exact configu
 *worst* of them, against thresholds that every measured run cleared: ``docs/robustness.md`` has the spread
 (``sac-glam bench learning``), the thresholds beside it, and the runs showing that a broken learner fails.
 
-Each run evaluates before its first update (step 16) and at the end on the same 64 seeded episodes.
+Each run evaluates before its first update (step 16) and at the end on the same seeded episodes (256 for
+SAC-GLAM+HER, 64 for PPO-GLAM).
 ``LEARNING_TEST_OVERRIDES="sac.actor_lr=0.0"`` (any key=value list) reruns the tests with those overrides
 on top: how the broken-learner check of ``docs/robustness.md`` is reproduced.
 """
@@ -26,12 +27,11 @@ SEEDS = [0, 1]
 EXTRA = os.environ.get("LEARNING_TEST_OVERRIDES", "").split()
 
 # SAC-GLAM+HER, per seed (docs/robustness.md, "The learning tests"). With the test's configuration (the
-# preset's model, text-pretrained; target entropy 0.2 log|A|), pi's final evaluation success over 10 seeds
-# ranged 0.81-0.97 on one thread and 0.78-0.95 on two (untrained: 0.00), and the critic acting greedily
-# (argmax min_k Q, same checkpoint) succeeded in 0.78-0.98 of 64 episodes. The issue's 0.9 on every
-# seed is not met (6 of 10 seeds on one thread).
-SAC_MIN_SUCCESS = 0.65
-SAC_MIN_CRITIC_SUCCESS = 0.65
+# preset's model, text-pretrained; target entropy 0.2 log|A|; batch 128, actor lr 1e-3), pi's final eval
+# success on 256 episodes over 10 seeds was 0.93-0.98 on one thread and 0.92-0.96 on two (untrained: 0.00),
+# and the critic acting greedily (argmax min_k Q, same checkpoint) succeeded in 0.91-1.00 of 64 episodes.
+SAC_MIN_SUCCESS = 0.85
+SAC_MIN_CRITIC_SUCCESS = 0.8
 #: PPO-GLAM: the worst gain of evaluation success over the untrained policy (docs/robustness.md).
 PPO_MIN_GAIN = 0.2
 
@@ -46,8 +46,8 @@ def _curves(test: str, tmp_path: Path) -> dict[int, list[float]]:
 @pytest.mark.slow
 def test_sac_her_learns_the_smallest_environment(tmp_path: Path) -> None:
     """Every seed's critic ranks actions well enough to act on, and its policy follows it well past the
-    untrained one's 0.0 (a random model's ~0.25) and the 0.5 of "go to either object, then grasp" (the
-    issue's 0.9 on every seed is not met yet: docs/robustness.md)."""
+    untrained one's 0.0 (a random model's ~0.25) and the 0.5 of "go to either object, then grasp": every
+    one of 20 measured runs ended at 0.9 or above, the threshold sits below them by a margin."""
     curves = _curves("sac_her", tmp_path)
     critic = {s: diagnose(tmp_path / f"seed{s}", episodes=64, n_states=50, seed=12345) for s in SEEDS}
     summary = {s: (curves[s], round(critic[s]["success/argmax_q"], 3)) for s in SEEDS}
