@@ -48,7 +48,7 @@ PRETRAINED = ["model.tiny.pretrain_steps=1500", "model.tiny.pretrain_lr=3.0e-3"]
 #: pi sat at 0.48-0.91 over seeds 0-4 while its critic acted at 0.88-0.97 (docs/robustness.md). Its target
 #: entropy is 0.2 log|A| instead of the preset's 0.5, which holds pi near 0.8 on its preferred action and so
 #: caps sampled success near 0.86 even for an actor that has caught up with its critic; and it starts
-#: from the text-pretrained model (PRETRAINED), which lifted the worst of 10 seeds from 0.70 to 0.83.
+#: from the text-pretrained model (PRETRAINED), which lifted the worst of 10 seeds from 0.70 to 0.81.
 #: Then the actor still lagged its critic (pi 0.7 on the expert's action, p_Q 0.9+): a batch of 128 (replay
 #: ratio 16, at ~1.1x the wall time, where twice the gradient steps cost 1.7x) and an actor lr of 1e-3 let it
 #: catch up, and 256 evaluation episodes instead of 64 halve the measurement's noise (docs/robustness.md).
