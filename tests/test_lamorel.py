@@ -51,7 +51,7 @@ ACTIONS = [
 # so the servers run different numbers of backward passes.
 # tiny-t5 (the CPU presets' tiny-causal is covered end to end by the README's lamorel_cpu run): the module
 # functions are exact for T5 only, and the parity tests were measured on it.
-SMALL = ["model.name=tiny-t5", "model.tiny.n_heads=4", "model.tiny.d_model=32", "model.tiny.d_ff=64",
+SMALL = ["model.name=tiny-t5", "model.tiny.n_heads=4", "model.tiny.d_model=32", "model.tiny.pretrain_steps=0", "model.tiny.d_ff=64",
          "critic.width=32", "sac.chunk_size=4", "ppo.chunk_size=4",
          "train.seed=3", "train.progress=false", "train.tensorboard=false",
          # Learning rates large enough that 3 Adam steps move weights far more than the tolerance.
@@ -355,9 +355,7 @@ def test_module_functions_match_the_agent_on_lamorels_minibatch(extra, lamorel_b
     """log pi, Q and V from a forward laid out as Lamorel's equal the agent's own evaluate (1e-5)."""
     from sac_glam.factory import make_agent
 
-    cfg = load_config(
-        "lamorel_ppo_cpu", [*SMALL, "critic.share_llm=true", "model.tiny.pretrain_steps=0", *extra]
-    )
+    cfg = load_config("lamorel_ppo_cpu", [*SMALL, "critic.share_llm=true", *extra])
     agent = make_agent(cfg)
     assert agent.tokenizer.pad_token_id == 0 and agent.llm.config.decoder_start_token_id == 0
     fns = _bound_functions(lamorel_backend, agent)
@@ -728,7 +726,7 @@ def _start_tiny_lamorel_run(
     """``lamorel-launch`` of the tiny CPU Lamorel config in the background: (cmd, env, run_dir, log, proc)."""
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "sac_glam.launch", "--config-name", "lamorel_cpu", *overrides, "train.threads=1",
-           "train.progress=false", "train.tensorboard=false", "model.tiny.d_model=32", "model.tiny.d_ff=64",
+           "train.progress=false", "train.tensorboard=false", "model.tiny.d_model=32", "model.tiny.pretrain_steps=0", "model.tiny.d_ff=64",
            "critic.width=32", f"train.run_dir={run_dir}"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "first.log"

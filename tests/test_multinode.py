@@ -32,7 +32,7 @@ TINY = ["model.name=tiny-causal", "model.lora=false", "model.load_in_4bit=false"
         "lamorel_args.distributed_setup_args.n_llm_processes=1", "env.n_envs=4", "sac.learning_starts=64",
         "sac.batch_size=32", "train.eval_every=0", "train.eval_episodes=8", "train.log_every=32",
         "train.checkpoint_every=4", "train.progress=false", "train.tensorboard=false",
-        "model.tiny.d_model=32", "model.tiny.d_ff=64", "critic.width=32"]  # fmt: skip
+        "model.tiny.d_model=32", "model.tiny.pretrain_steps=0", "model.tiny.d_ff=64", "critic.width=32"]  # fmt: skip
 ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 

@@ -139,10 +139,24 @@ def test_pretrain_command_writes_the_file_that_runs_then_load(monkeypatch, tmp_p
     assert not (tmp_path / "cache").exists()  # served from the shipped folder, nothing cached
 
 
+def test_pretrain_command_does_not_redo_the_shipped_weights(monkeypatch, tmp_path, capsys):
+    """The CPU default's weights ship with the package: a bare ``sac-glam pretrain`` points at them
+    instead of spending minutes writing a copy into the user cache."""
+    from sac_glam.llm.pretrain import main
+
+    monkeypatch.setenv("SAC_GLAM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("sac_glam.llm.pretrain.pretrain_tiny", lambda *a: pytest.fail("pretrained again"))
+    assert main([]) == 0
+    assert str(models.SHIPPED_PRETRAINED) in capsys.readouterr().out
+    assert not (tmp_path / "cache").exists()
+
+
 def test_pretrain_command_refuses_a_config_without_pretraining(capsys):
     from sac_glam.llm.pretrain import main
 
-    assert main(["--config-name", "sac_glam_her_cpu"]) == 2
+    assert main(["--config-name", "sac_glam_her_full_cpu"]) == 2  # the full presets start at random
+    assert "model.tiny.pretrain_steps=0" in capsys.readouterr().err
+    assert main(["model.tiny.pretrain_steps=0"]) == 2
     assert "model.tiny.pretrain_steps=0" in capsys.readouterr().err
     assert main(["model.tiny.pretrain_steps=-1"]) == 2
 
@@ -151,16 +165,14 @@ def test_the_sac_learning_tests_pretrained_weights_ship_with_the_package():
     """The CI learning test must not spend minutes pretraining: its config's weights are in the package,
     under the name its config hashes to, and they are pretrained (the objectives' loss far below a
     random model's), not a random or stale file."""
-    from sac_glam.benchmarks.learning import LEARNING_TESTS, PRETRAINED, overrides_of
+    from sac_glam.benchmarks.learning import LEARNING_TESTS, overrides_of
 
     config, _ = LEARNING_TESTS["sac_her"]
     cfg = load_config(config, overrides_of("sac_her", 0, 1, "unused", [])).model
     assert cfg.tiny.pretrain_steps > 0
     tok = build_word_tokenizer(vocabulary())
     shipped = models.SHIPPED_PRETRAINED / models.pretrained_cache_path(cfg.name, cfg.tiny, tok).name
-    assert shipped.is_file(), (
-        f"write it: sac-glam pretrain --out {models.SHIPPED_PRETRAINED} {' '.join(PRETRAINED)}"
-    )
+    assert shipped.is_file(), f"write it: sac-glam pretrain --out {models.SHIPPED_PRETRAINED}"
 
     def loss(state: dict[str, torch.Tensor] | None) -> float:
         torch.manual_seed(0)

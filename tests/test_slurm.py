@@ -32,7 +32,7 @@ from sac_glam import experiments
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
-    "env.n_envs=4", "env.max_steps=6", "model.tiny.d_model=32", "model.tiny.n_layers=1", "model.tiny.d_ff=64",
+    "env.n_envs=4", "env.max_steps=6", "model.tiny.d_model=32", "model.tiny.pretrain_steps=0", "model.tiny.n_layers=1", "model.tiny.d_ff=64",
     "critic.width=32", "train.eval_every=0", "train.eval_episodes=8", "train.log_every=16", "train.tensorboard=false",
     "sac.batch_size=8", "sac.learning_starts=16", "sac.update_every=8", "sac.n_updates=1", "sac.chunk_size=8",
     "buffer.capacity=200", "train.checkpoint_every=4",

@@ -154,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = build_word_tokenizer(vocabulary())
     cached = models.pretrained_cache_path(cfg.model.name, cfg.model.tiny, tokenizer)
     path = args.out / cached.name if args.out else cached
-    if path.is_file():
-        print(f"{path}: already there (delete it to pretrain again)")
-        return 0
+    shipped = models.SHIPPED_PRETRAINED / cached.name
+    for found in (path,) if args.out else (shipped, path):  # runs load the shipped file before the cache
+        if found.is_file():
+            print(f"{found}: already there (delete it, or pass --out, to pretrain again)")
+            return 0
     tiny = cfg.model.tiny
     print(
         f"pretraining {cfg.model.name} {tiny}: {tiny.pretrain_steps} steps on {args.threads} thread(s)",
