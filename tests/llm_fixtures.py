@@ -16,6 +16,15 @@ from sac_glam.llm.models import LoadedModel, base_model, load_model
 
 TINY = TinyModelConfig(d_model=64, n_layers=2, n_heads=4, d_ff=128)
 
+SMALL_TINY_MODEL = [
+    "model.tiny.d_model=32",
+    "model.tiny.n_layers=1",
+    "model.tiny.d_ff=64",
+    "model.tiny.pretrain_steps=0",
+]
+"""Config overrides shrinking the presets' tiny model to one block of width 32, from a random start (the
+presets' text-pretrained start would pretrain at test time): the tests' training runs of a few seconds."""
+
 PROMPTS = [
     "Goal: Grow green mouse then grow blue rose\nYou see: green water, green mouse, blue rose\n"
     "You are on: nothing\nYou are holding: nothing\nYou have grown: nothing\nAction:",

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from llm_fixtures import SMALL_TINY_MODEL
 from test_evaluation import ByPrompt, EndsByEnv
 
 from sac_glam.backends.base import ActOutput
@@ -161,8 +162,7 @@ def test_goal_categories():
 
 
 TINY = [
-    "env.n_envs=4", "env.max_steps=6", "model.tiny.d_model=32", "model.tiny.pretrain_steps=0", "model.tiny.n_layers=1", "model.tiny.d_ff=64",
-    "critic.width=32", "train.eval_every=0", "train.eval_episodes=8", "train.progress=false",
+    "env.n_envs=4", "env.max_steps=6", *SMALL_TINY_MODEL, "critic.width=32", "train.eval_every=0", "train.eval_episodes=8", "train.progress=false",
     "train.tensorboard=false", "train.threads=1", "sac.batch_size=8", "sac.learning_starts=16",
     "sac.update_every=8", "sac.n_updates=1", "sac.chunk_size=4", "buffer.capacity=200", "train.total_steps=24",
 ]  # fmt: skip
@@ -213,8 +213,7 @@ def test_transitions_pair_the_same_episodes(tiny_run):
 
 
 def test_bench_reads_a_ppo_run_without_q_columns(tmp_path):
-    ppo = ["env.n_envs=4", "env.max_steps=6", "model.tiny.d_model=32", "model.tiny.pretrain_steps=0", "model.tiny.n_layers=1",
-           "model.tiny.d_ff=64", "train.eval_every=0", "train.eval_episodes=8", "train.progress=false",
+    ppo = ["env.n_envs=4", "env.max_steps=6", *SMALL_TINY_MODEL, "train.eval_every=0", "train.eval_episodes=8", "train.progress=false",
            "train.tensorboard=false", "train.threads=1", "ppo.n_steps=16", "ppo.epochs=1", "ppo.batch_size=16",
            "ppo.chunk_size=8", "train.total_steps=16", f"train.run_dir={tmp_path}"]  # fmt: skip
     train(load_config("ppo_glam_cpu", ppo))

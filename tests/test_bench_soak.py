@@ -4,12 +4,12 @@ import json
 import math
 
 import pytest
+from llm_fixtures import SMALL_TINY_MODEL
 
 import sac_glam.train as train_module
 from sac_glam.benchmarks.soak import analyse, main
 
-TINY = ["env.n_envs=4", "env.n_objects=3", "env.max_steps=6", "model.tiny.d_model=32", "model.tiny.pretrain_steps=0", "model.tiny.n_layers=1",
-        "model.tiny.d_ff=64", "critic.width=32", "sac.batch_size=8", "sac.learning_starts=16",
+TINY = ["env.n_envs=4", "env.n_objects=3", "env.max_steps=6", *SMALL_TINY_MODEL, "critic.width=32", "sac.batch_size=8", "sac.learning_starts=16",
         "sac.update_every=8", "sac.n_updates=1"]  # fmt: skip
 
 

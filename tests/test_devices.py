@@ -12,7 +12,7 @@ import json
 
 import pytest
 import torch
-from llm_fixtures import ACTIONS, PROMPTS
+from llm_fixtures import ACTIONS, PROMPTS, SMALL_TINY_MODEL
 from sim_device import SIM, DeviceMixError, simulated_device
 from test_sac_updater import TINY, _batch
 
@@ -125,8 +125,7 @@ def test_ppo_update_on_a_device_equals_the_cpu_update():
 
 TRAIN = [
     "env.n_envs=4", "env.n_objects=3", "env.max_steps=6", "env.goal_types=[grasp]",
-    "model.tiny.d_model=32", "model.tiny.n_layers=1", "model.tiny.d_ff=64", "model.tiny.pretrain_steps=0",
-    "critic.width=32", "train.eval_every=0", "train.eval_episodes=4", "train.log_every=8", "train.progress=false",
+    *SMALL_TINY_MODEL, "critic.width=32", "train.eval_every=0", "train.eval_episodes=4", "train.log_every=8", "train.progress=false",
     "train.tensorboard=false", "train.threads=1", "train.total_steps=32",
 ]  # fmt: skip
 SAC_TRAIN = [*TRAIN, "sac.batch_size=8", "sac.learning_starts=16", "sac.update_every=8", "sac.n_updates=1",

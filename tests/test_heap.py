@@ -7,6 +7,7 @@ import platform
 from pathlib import Path
 
 import pytest
+from llm_fixtures import SMALL_TINY_MODEL
 
 from sac_glam import heap
 
@@ -39,8 +40,7 @@ def test_the_training_loop_trims_at_each_progress_record(monkeypatch, tmp_path) 
     monkeypatch.setattr(train_module, "_log_progress",
                         lambda *a: (events.append("log"), real_log_progress(*a))[1])  # fmt: skip
     cfg = load_config("sac_glam_her_cpu", [
-        "env.n_envs=4", "env.max_steps=6", "model.tiny.d_model=32", "model.tiny.pretrain_steps=0", "model.tiny.n_layers=1",
-        "model.tiny.d_ff=64", "critic.width=32", "sac.batch_size=8", "sac.learning_starts=16",
+        "env.n_envs=4", "env.max_steps=6", *SMALL_TINY_MODEL, "critic.width=32", "sac.batch_size=8", "sac.learning_starts=16",
         "sac.update_every=8", "sac.n_updates=1", "train.total_steps=64", "train.log_every=16",
         "train.eval_every=0", "train.eval_splits=[]", "train.progress=false", "train.tensorboard=false",
         "train.threads=1", f"train.run_dir={tmp_path}",

@@ -5,6 +5,7 @@ import re
 import sys
 
 import pytest
+from llm_fixtures import SMALL_TINY_MODEL
 
 from sac_glam.config import ConfigError, load_config
 from sac_glam.launch import main as launch_main
@@ -13,7 +14,7 @@ from sac_glam.train import train
 
 TINY = [
     "env.n_envs=4", "env.n_objects=3", "env.max_steps=6", "env.goal_types=[grasp]",
-    "model.tiny.d_model=32", "model.tiny.pretrain_steps=0", "model.tiny.n_layers=1", "model.tiny.d_ff=64", "critic.width=32",
+    *SMALL_TINY_MODEL, "critic.width=32",
     "train.eval_every=0", "train.eval_episodes=8", "train.log_every=16", "train.progress=false",
     "train.tensorboard=false", "train.threads=1", "sac.batch_size=8", "sac.learning_starts=16",
     "sac.update_every=8", "sac.n_updates=1", "sac.chunk_size=4", "buffer.capacity=200",

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from llm_fixtures import SMALL_TINY_MODEL
 
 from sac_glam.config import EnvConfig
 from sac_glam.envs.expert import shortest_plan
@@ -75,7 +76,7 @@ def test_run_diagnosis_reads_a_trained_run(tmp_path, capsys):
     from sac_glam.train import train
 
     overrides = ["env.n_envs=4", "env.n_objects=2", "env.max_steps=4", "env.goal_types=[grasp]",
-                 "model.tiny.d_model=32", "model.tiny.pretrain_steps=0", "model.tiny.n_layers=1", "model.tiny.d_ff=64", "critic.width=32",
+                 *SMALL_TINY_MODEL, "critic.width=32",
                  "train.eval_every=0", "train.eval_episodes=4", "train.progress=false", "train.tensorboard=false",
                  "train.threads=1", "sac.batch_size=8", "sac.learning_starts=16", "sac.update_every=8",
                  "sac.n_updates=1", "train.total_steps=48", "train.checkpoint_every=1", f"train.run_dir={tmp_path}"]  # fmt: skip

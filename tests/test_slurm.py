@@ -27,13 +27,13 @@ from pathlib import Path
 
 import pytest
 from lamorel_procs import grad_steps, kill_lingering, pids_with_env, processes_mentioning
+from llm_fixtures import SMALL_TINY_MODEL
 
 from sac_glam import experiments
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
-    "env.n_envs=4", "env.max_steps=6", "model.tiny.d_model=32", "model.tiny.pretrain_steps=0", "model.tiny.n_layers=1", "model.tiny.d_ff=64",
-    "critic.width=32", "train.eval_every=0", "train.eval_episodes=8", "train.log_every=16", "train.tensorboard=false",
+    "env.n_envs=4", "env.max_steps=6", *SMALL_TINY_MODEL, "critic.width=32", "train.eval_every=0", "train.eval_episodes=8", "train.log_every=16", "train.tensorboard=false",
     "sac.batch_size=8", "sac.learning_starts=16", "sac.update_every=8", "sac.n_updates=1", "sac.chunk_size=8",
     "buffer.capacity=200", "train.checkpoint_every=4",
 ]  # fmt: skip

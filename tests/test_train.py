@@ -7,6 +7,7 @@ import signal
 import numpy as np
 import pytest
 import torch
+from llm_fixtures import SMALL_TINY_MODEL
 
 from sac_glam.checkpoint import load_checkpoint
 from sac_glam.config import load_config
@@ -15,7 +16,7 @@ from sac_glam.train import EXIT_PREEMPTED, EXIT_REFUSED, Preempted, RunStopped, 
 
 TINY = [
     "env.n_envs=4", "env.n_objects=3", "env.max_steps=6", "env.goal_types=[grasp]",
-    "model.tiny.d_model=32", "model.tiny.pretrain_steps=0", "model.tiny.n_layers=1", "model.tiny.d_ff=64", "critic.width=32",
+    *SMALL_TINY_MODEL, "critic.width=32",
     "train.eval_every=0", "train.eval_episodes=8", "train.log_every=16", "train.progress=false",
     "train.tensorboard=false", "train.threads=1",
 ]  # fmt: skip

@@ -3,7 +3,8 @@
 Runs each preset for ``--steps`` transitions (no evaluation, no checkpoint, updates from the first
 batch on so that the number describes the steady state) and prints transitions/s with the split of
 wall time between acting (LLM scoring + sampling), environment stepping, storing transitions, and
-updating (sampling batches + gradient steps).
+updating (sampling batches + gradient steps). ``--env full`` runs the full environment's presets
+(``*_full_cpu``: N = 6, sequential goals, 15 steps) instead of the N = 3 CPU default's.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ from sac_glam.helptext import plain
 from sac_glam.logging import read_metrics
 
 PRESETS = {"sac": "sac_glam_cpu", "sac_her": "sac_glam_her_cpu", "ppo": "ppo_glam_cpu"}
+FULL_PRESETS = {"sac": "sac_glam_full_cpu", "sac_her": "sac_glam_her_full_cpu", "ppo": "ppo_glam_full_cpu"}
+"""``--env full``: the full environment's presets (N = 6, sequential goals, 15 steps)."""
 
 
-def bench(preset: str, steps: int, threads: int, extra: list[str]) -> dict[str, float]:
+def bench(preset: str, steps: int, threads: int, extra: list[str], env: str = "n3") -> dict[str, float]:
     from sac_glam.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [f"train.total_steps={steps}", "train.eval_every=0", "train.eval_splits=[]",
                      "train.progress=false", "train.tensorboard=false", "train.checkpoint_every=0",
                      f"train.threads={threads}", f"train.run_dir={tmp}", f"train.log_every={steps}"]  # fmt: skip
-        cfg = load_config(PRESETS[preset], overrides + extra)
+        cfg = load_config((FULL_PRESETS if env == "full" else PRESETS)[preset], overrides + extra)
         if cfg.train.algo == "sac":
             cfg.sac.learning_starts = cfg.sac.batch_size
         train(cfg)
@@ -48,18 +51,21 @@ def main(argv: list[str] | None = None) -> None:
         "--steps", type=int, default=4096, help="transitions per preset (a multiple of 2048 for PPO)"
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--env", choices=["n3", "full"], default="n3", help="n3: the CPU default's N = 3 "
+                        "presets (*_cpu); full: the full environment's (*_full_cpu)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every preset")
     args = parser.parse_args(argv)
-    rows = {p: bench(p, args.steps, args.threads, args.overrides) for p in args.presets}
+    rows = {p: bench(p, args.steps, args.threads, args.overrides, args.env) for p in args.presets}
+    names = FULL_PRESETS if args.env == "full" else PRESETS
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     print(
-        f"{'preset':<10} {'config':<18} {'transitions/s':>13} {'grad steps':>10} {'act':>6} {'env':>6} {'store':>6} {'update':>7}"
+        f"{'preset':<10} {'config':<22} {'transitions/s':>13} {'grad steps':>10} {'act':>6} {'env':>6} {'store':>6} {'update':>7}"
     )
     for p, r in rows.items():
-        print(f"{p:<10} {PRESETS[p]:<18} {r['steps_per_s']:>13.1f} {r['grad_steps']:>10.0f} {r['act']:>6.1%} "
+        print(f"{p:<10} {names[p]:<22} {r['steps_per_s']:>13.1f} {r['grad_steps']:>10.0f} {r['act']:>6.1%} "
               f"{r['env']:>6.1%} {r['learn']:>6.1%} {r['update']:>7.1%}")  # fmt: skip
 
 

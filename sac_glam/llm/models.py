@@ -130,9 +130,9 @@ def pretrained_tiny_model(
     ``tiny.pretrain_seed`` alone so that every run and algorithm starts from the same weights."""
     key = (name, *dataclasses.astuple(tiny))
     path = pretrained_cache_path(name, tiny, tokenizer)
-    for found in (SHIPPED_PRETRAINED / path.name, path):
-        if key not in _PRETRAINED and found.is_file():
-            _PRETRAINED[key] = torch.load(found, map_location="cpu", weights_only=True)
+    found = pretrained_weights_file(path)
+    if key not in _PRETRAINED and found is not None:
+        _PRETRAINED[key] = torch.load(found, map_location="cpu", weights_only=True)
     if key in _PRETRAINED:
         with torch.random.fork_rng(devices=[]):  # the run's seeded RNG stream is left as it was
             model = build_tiny_model(name, tiny, tokenizer)
@@ -180,6 +180,12 @@ def pretrained_cache_path(name: str, tiny: TinyModelConfig, tokenizer: PreTraine
     digest = hashlib.sha256(repr((PRETRAIN_VERSION, name, dataclasses.astuple(tiny), vocab)).encode())
     root = Path(os.environ.get("SAC_GLAM_CACHE") or Path.home() / ".cache" / "sac-glam")
     return root / "pretrained" / f"{name}-{digest.hexdigest()[:16]}.pt"
+
+
+def pretrained_weights_file(cached: Path) -> Path | None:
+    """The file a run loads for the cache path ``cached``: the shipped copy first, then the user cache;
+    None when neither exists (the run then pretrains and writes ``cached``)."""
+    return next((f for f in (SHIPPED_PRETRAINED / cached.name, cached) if f.is_file()), None)
 
 
 def save_atomically(state: dict[str, torch.Tensor], path: Path) -> None:

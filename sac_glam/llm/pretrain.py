@@ -154,11 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = build_word_tokenizer(vocabulary())
     cached = models.pretrained_cache_path(cfg.model.name, cfg.model.tiny, tokenizer)
     path = args.out / cached.name if args.out else cached
-    shipped = models.SHIPPED_PRETRAINED / cached.name
-    for found in (path,) if args.out else (shipped, path):  # runs load the shipped file before the cache
-        if found.is_file():
-            print(f"{found}: already there (delete it, or pass --out, to pretrain again)")
-            return 0
+    found = (path if path.is_file() else None) if args.out else models.pretrained_weights_file(path)
+    if found is not None:
+        print(f"{found}: already there (delete it, or pass --out, to pretrain again)")
+        return 0
     tiny = cfg.model.tiny
     print(
         f"pretraining {cfg.model.name} {tiny}: {tiny.pretrain_steps} steps on {args.threads} thread(s)",
