@@ -156,6 +156,16 @@ class Reach:
                 "by_seed": {str(s): v for s, v in self.steps.items()}}  # fmt: skip
 
 
+def median_all_runs(reached: Stat, n: int) -> float | None:
+    """Median over all ``n`` runs of a time to a threshold (``reached``: the runs that got there), a run
+    that never did counting as later than every run that did. The mean over the reached runs alone
+    favours a method that gets there only on its luckier seeds; this median does not. None when half
+    the runs or more never reached it (the median is then "not by the budget")."""
+    times = sorted(reached.values.values()) + [float("inf")] * (n - reached.n)
+    m = float(np.median(times)) if times else float("inf")
+    return m if np.isfinite(m) else None
+
+
 @dataclass
 class LabelReport:
     """Every number of one label (one curve of the figures)."""
@@ -176,6 +186,8 @@ class LabelReport:
     """threshold -> wall seconds until the step of ``to_eval`` (:func:`wall_at_step`), seeds that reached it."""
     wall_to_rollout: dict[float, Stat]
     """threshold -> wall seconds until the step of ``to_rollout``."""
+    wall_to_eval_median: dict[float, float | None]
+    """threshold -> :func:`median_all_runs` of ``wall_to_eval`` over every seed."""
     wall_s: Stat
     steps_per_s: Stat
     final_step: dict[int, int]
@@ -202,6 +214,9 @@ class LabelReport:
             "steps_to_eval_train_success": {str(t): r.to_json() for t, r in self.to_eval.items()},
             "steps_to_rollout_success_smoothed": {str(t): r.to_json() for t, r in self.to_rollout.items()},
             "wall_s_to_eval_train_success": {str(t): st.to_json() for t, st in self.wall_to_eval.items()},
+            "wall_s_to_eval_train_success_median_all_runs": {
+                str(t): m for t, m in self.wall_to_eval_median.items()
+            },
             "wall_s_to_rollout_success_smoothed": {
                 str(t): st.to_json() for t, st in self.wall_to_rollout.items()
             },
@@ -246,6 +261,7 @@ def label_report(label: str, seeds: dict[int, Records], budgets: Sequence[int],
         found = {s: wall_at_step(seeds[s], step) for s, step in reach.steps.items()}
         return Stat({s: w for s, w in found.items() if w is not None})
 
+    wall_to_eval = {t: walls(r) for t, r in to_eval.items()}
     return LabelReport(
         label=label,
         seeds=sorted(seeds),
@@ -254,8 +270,9 @@ def label_report(label: str, seeds: dict[int, Records], budgets: Sequence[int],
         eval_steps=eval_steps,
         to_eval=to_eval,
         to_rollout=to_rollout,
-        wall_to_eval={t: walls(r) for t, r in to_eval.items()},
+        wall_to_eval=wall_to_eval,
         wall_to_rollout={t: walls(r) for t, r in to_rollout.items()},
+        wall_to_eval_median={t: median_all_runs(st, len(seeds)) for t, st in wall_to_eval.items()},
         wall_s=Stat({s: w[1] for s, w in wall.items()}),
         steps_per_s=Stat({s: w[0] / w[1] for s, w in wall.items() if w[1] > 0}),
         final_step=finals,

@@ -61,6 +61,10 @@ def _wall_reach_cell(st: Stat, reach: Reach, unit: WallUnit) -> str:
     return f"not reached (0/{reach.n})" if st.n == 0 else f"{_wall_cell(st, unit)} ({st.n}/{reach.n})"
 
 
+def _median_cell(m: float | None, unit: WallUnit) -> str:
+    return "not by the budget" if m is None else f"{m / unit[0]:.1f} {unit[1]}"
+
+
 def _final_cell(lab: LabelReport, budget: int) -> str:
     steps = sorted(lab.final_step.values())
     span = _steps(steps[0]) if steps[0] == steps[-1] else f"{_steps(steps[0])}–{_steps(steps[-1])}"
@@ -157,9 +161,8 @@ def markdown(rep: Report) -> str:
         ]
         for lab in rep.labels
     ]
-    clock_header = ["label"] + [
-        c.replace("≥", "time to ≥") for c in cost_header[1 : 1 + 2 * len(rep.thresholds)]
-    ]
+    clock_header = (["label"] + [c.replace("≥", "time to ≥") for c in cost_header[1 : 1 + 2 * len(rep.thresholds)]]
+                    + [f"eval train time to ≥ {t:g}, median of all runs" for t in rep.thresholds])  # fmt: skip
     eval_units = {t: _wall_unit([lab.wall_to_eval[t] for lab in rep.labels]) for t in rep.thresholds}
     rollout_units = {t: _wall_unit([lab.wall_to_rollout[t] for lab in rep.labels]) for t in rep.thresholds}
     clock_rows = [
@@ -169,6 +172,7 @@ def markdown(rep: Report) -> str:
             _wall_reach_cell(lab.wall_to_rollout[t], lab.to_rollout[t], rollout_units[t])
             for t in rep.thresholds
         ]
+        + [_median_cell(lab.wall_to_eval_median[t], eval_units[t]) for t in rep.thresholds]
         for lab in rep.labels
     ]
     lines = [
@@ -205,6 +209,9 @@ def markdown(rep: Report) -> str:
         "- wall time: `time/wall_s` of the last progress record (training and periodic evaluations); "
         "env steps/s: its step / wall time.",
         "- time to ≥: `time/wall_s` of the last progress record at or before the step the threshold was reached.",
+        "- median of all runs: over every seed, a seed that never reached the threshold counting as later than "
+        "all that did (so a method is not credited for its luckier seeds alone); \"not by the budget\" when half "
+        "or more never reached it.",
     ]  # fmt: skip
     for lab in rep.labels:
         for s in lab.unfinished:

@@ -121,6 +121,20 @@ def test_numbers(exp_dir: Path) -> None:
     assert a.wall_to_eval[0.8].values == pytest.approx({0: 2000 / 100, 1: 3008 / 110})
     assert a.wall_to_rollout[0.8].values == pytest.approx({0: 24.96, 1: 2496 / 110, 2: 2496 / 120})
     assert b.wall_to_eval[0.8].values == pytest.approx({0: 20.0})
+    # ... and its median over every seed, a seed that never got there counting as the latest
+    assert a.wall_to_eval_median[0.5] == pytest.approx(2000 / 110)
+    assert a.wall_to_eval_median[0.8] == pytest.approx(3008 / 110)  # 20, 27.3 and never: the middle one
+    assert b.wall_to_eval_median[0.8] is None  # 20 and never: half never got there
+
+
+def test_median_all_runs_counts_a_run_that_never_reached_as_the_latest() -> None:
+    from sac_glam.report_stats import Stat, median_all_runs
+
+    assert median_all_runs(Stat({0: 30.0, 1: 10.0, 2: 20.0}), 3) == 20.0
+    assert median_all_runs(Stat({0: 10.0, 1: 20.0}), 3) == 20.0  # not the reached runs' 15
+    assert median_all_runs(Stat({0: 10.0, 1: 20.0, 2: 40.0}), 4) == 30.0
+    assert median_all_runs(Stat({0: 10.0, 1: 20.0}), 4) is None
+    assert median_all_runs(Stat(), 0) is None
 
 
 def test_wall_at_step_reads_the_last_clock_at_or_before_the_step() -> None:
@@ -160,7 +174,10 @@ def test_markdown_cells(exp_dir: Path) -> None:
                          f"{(30.08 + 2000 / 110) / 2:.1f} ± {(30.08 - 2000 / 110) / 2:.1f} s", "105 ± 5",
                          "2,000–3,008 (1/2 ≥ 3,000)"]  # fmt: skip
     assert clock["label"] == ["eval train time to ≥ 0.5", "eval train time to ≥ 0.8",
-                              "training episodes (MA-5) time to ≥ 0.5", "training episodes (MA-5) time to ≥ 0.8"]  # fmt: skip
+                              "training episodes (MA-5) time to ≥ 0.5", "training episodes (MA-5) time to ≥ 0.8",
+                              "eval train time to ≥ 0.5, median of all runs", "eval train time to ≥ 0.8, median of all runs"]  # fmt: skip
+    assert clock["A"][4:] == [f"{2000 / 110:.1f} s", f"{3008 / 110:.1f} s"]
+    assert clock["B"][4:] == ["not by the budget", "not by the budget"]
     m, s = _pop([20.0, 3008 / 110])
     assert clock["A"][1] == f"{m:.1f} ± {s:.1f} s (2/3)"
     assert clock["B"][:2] == ["10.1 ± 0.0 s (1/2)", "20.0 ± 0.0 s (1/2)"]
