@@ -150,6 +150,18 @@ class SACConfig:
     """``reverse_kl``: E_pi[alpha log pi - Q] (the paper; KL(pi || p_Q) up to a constant); ``forward_kl``:
     the cross-entropy -E_{p_Q}[log pi] with p_Q = softmax(Q / alpha), whose gradient does not vanish on a
     saturated policy (``sac_glam/algos/sac.py``, ``actor_loss_forward_kl``)."""
+    backup: Literal["policy", "boltzmann"] = "policy"
+    """The next state's value in the critic target (eq. 3): ``policy`` = E_{a'~pi}[Q - alpha log pi] (SAC,
+    the paper); ``boltzmann`` = alpha log sum_a' exp(Q / alpha), the soft value of the critic's own
+    Boltzmann policy softmax(Q / alpha), which the actor is trained toward (soft Q-learning's backup;
+    max_a' Q as alpha -> 0). docs/agent.md, "The critic's backup"."""
+    target_lower_bound: bool = False
+    """Raise the critic target to the return observed after the transition when that is higher:
+    y = max(y, sum_i gamma^i r_{t+i}) to the end of its episode or HER copy. With non-negative rewards and
+    deterministic dynamics (Playground-Text) the observed return is a lower bound of Q*(s, a), so a
+    success seen in hindsight reaches Q at once instead of through n-step bootstraps of a critic that
+    does not yet value the states in between (optimality tightening, He et al. 2017; self-imitation's
+    max(R, V), Oh et al. 2018). Not in the paper. docs/agent.md, "The critic's backup"."""
     reward_scale: float = 1.0
     """Multiplies rewards in the critic target."""
     max_grad_norm: float | None = None

@@ -34,6 +34,17 @@ sampling from pi (evaluation samples): the gap is what the policy's entropy cost
 
     sac-glam probe --run runs/her_full/seed0 --states 2000 --expert-share 0.5   # the full environment
     sac-glam probe --run runs/her_full/seed0 --states 500 --run-episodes 64
+
+``--run`` also counts the *optimal* actions (any first action of a shortest plan; with six objects two
+are often equally short, where the expert names one) and pi's mass on them.
+
+``--critic all|taken`` asks the same question of the critic: the config's critic (its LLM and Q heads) is
+regressed on Q*(s, a) = gamma^(steps to the goal - 1) of the labelled states, on every action's value
+(``all``) or on one drawn action's per state (``taken``, what a TD update sees of a state); printed, the
+held-out share of states whose argmax min_k Q is optimal. Set against ``--run``'s share for a SAC run,
+it separates what the critic can represent from what its bootstrapped targets teach it:
+
+    sac-glam probe --env config --config-name sac_glam_her_full_cpu --expert-share 0.5 --critic all --batch 128
 """
 
 from __future__ import annotations
@@ -43,13 +54,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import yaml
 
-from sac_glam.config import EnvConfig, from_raw, load_config
-from sac_glam.envs.expert import shortest_plan
+from sac_glam.config import Config, EnvConfig, from_raw, load_config
+from sac_glam.envs.expert import action_steps, shortest_plan
 from sac_glam.envs.goals import GOAL_TYPES
 from sac_glam.envs.playground_text import PlaygroundText
 from sac_glam.helptext import plain
@@ -70,19 +82,41 @@ def expert_states(env: PlaygroundText, n: int, seed: int, expert_share: float = 
 
     An episode ends early where its goal has become unreachable (objects grow once, so a sequential
     goal's second part is lost when its object grew before the first part was achieved)."""
-    return [x for x, _ in labelled_states(env, n, seed, expert_share)]
+    return [s.example for s in labelled_states(env, n, seed, expert_share)]
 
 
 Stratum = tuple[str, int]
 """(goal type, parts of the goal already achieved): where in a goal a state is."""
 
 
+class Labelled(NamedTuple):
+    """A state of :func:`labelled_states`."""
+
+    example: Example
+    stratum: Stratum
+    steps: list[int | None] | None
+    """Per admissible action, the fewest steps to the goal with it first (``expert.action_steps``);
+    None unless asked for (it costs a search per action)."""
+
+    def optimal(self) -> list[bool]:
+        """Which actions start a shortest plan (ties included)."""
+        assert self.steps is not None
+        best = min(k for k in self.steps if k is not None)
+        return [k == best for k in self.steps]
+
+    def q_star(self, gamma: float) -> list[float]:
+        """Q*(s, a) = gamma^(steps - 1) (reward 1 at the achieving step), 0 where the goal is lost."""
+        assert self.steps is not None
+        return [0.0 if k is None else gamma ** (k - 1) for k in self.steps]
+
+
 def labelled_states(
-    env: PlaygroundText, n: int, seed: int, expert_share: float = 0.0
-) -> list[tuple[Example, Stratum]]:
-    """:func:`expert_states` with each state's :data:`Stratum`, for per-goal-type diagnoses."""
+    env: PlaygroundText, n: int, seed: int, expert_share: float = 0.0, steps: bool = False
+) -> list[Labelled]:
+    """:func:`expert_states` with each state's :data:`Stratum`, for per-goal-type diagnoses, and with
+    ``steps`` every action's distance to the goal (which actions are optimal, Q*)."""
     rng = np.random.default_rng(seed)
-    out: list[tuple[Example, Stratum]] = []
+    out: list[Labelled] = []
     while len(out) < n:
         env.reset(seed=int(rng.integers(2**31)))
         done = False
@@ -92,7 +126,9 @@ def labelled_states(
             except RuntimeError:  # a sequential goal whose second part's object grew too early: no label
                 break
             label = env.admissible_codes.index(plan[0])
-            out.append(((env.prompt, env.admissible_actions, label), (env.goal.goal_type, env.progress)))
+            dist = action_steps(env.scene, env.masks, env.state, env.progress) if steps else None
+            example = (env.prompt, env.admissible_actions, label)
+            out.append(Labelled(example, (env.goal.goal_type, env.progress), dist))
             random = int(rng.integers(len(env.admissible_codes)))
             _, _, terminated, truncated, _ = env.step_index(label if rng.random() < expert_share else random)
             done = terminated or truncated
@@ -125,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--states", type=int, default=400, help="states labelled for --run")
     parser.add_argument("--run-episodes", type=int, default=0,
                         help="with --run: episodes per split and goal type of the actor's success, argmax and sampled")  # fmt: skip
+    parser.add_argument("--critic", choices=["all", "taken"],
+                        help="regress the config's critic on Q* instead of cloning the expert: on every admissible action's Q* (all) or on one drawn action's per state, as a TD update sees it (taken)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -143,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return diagnose(args.run, args.states, args.seed, args.expert_share, args.run_episodes)
     cfg = load_config(args.config_name, [*(SMALLEST if args.env == "smallest" else []), *args.overrides])
     env = PlaygroundText(cfg.env, split="train")
+    if args.critic is not None:
+        return fit_critic(cfg, env, args)
     data = expert_states(env, args.data, args.seed, args.expert_share)
     held_out, train = data[:500], data[500:]
     torch.manual_seed(args.seed)
@@ -189,6 +229,71 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def fit_critic(cfg: Config, env: PlaygroundText, args: argparse.Namespace) -> int:
+    """``--critic``: supervised regression of the config's critic (LLM and Q heads, as SAC trains them) on
+    Q*(s, a) = gamma^(steps - 1) of expert-labelled states, the per-critic MSE summed over the K critics as
+    in ``sac.critic_loss``. Printed: the held-out share of states whose argmax min_k Q is an optimal action.
+
+    What a critic can learn per gradient step with perfect targets, against what TD learning gets from
+    its own bootstrapped ones (``--run``): ``all`` gives every action its target, ``taken`` one drawn
+    action per state, which is all a TD update sees of a state."""
+    from sac_glam.factory import make_agent
+
+    data = labelled_states(env, args.data, args.seed, args.expert_share, steps=True)
+    held_out, train = data[:500], data[500:]
+    torch.manual_seed(args.seed)
+    agent = make_agent(cfg)
+    groups = agent.parameter_groups()
+    shared = cfg.critic.share_llm and cfg.critic.backprop_llm  # the critic then trains the policy's LLM
+    opt = torch.optim.Adam(groups["critic"] + (groups["llm"] if shared else []), lr=args.lr)
+    rng = np.random.default_rng(args.seed + 1)
+
+    def q_min(batch: Sequence[Labelled]) -> tuple[torch.Tensor, torch.Tensor]:
+        out = agent.evaluate([s.example[0] for s in batch], [s.example[1] for s in batch], q=True)
+        assert out.q_KBA is not None
+        return out.q_KBA, out.mask_BA
+
+    def targets(batch: Sequence[Labelled], width: int) -> torch.Tensor:
+        q_BA = torch.zeros(len(batch), width)
+        for b, s in enumerate(batch):
+            q_BA[b, : len(s.example[1])] = torch.tensor(s.q_star(cfg.sac.gamma))
+        return q_BA
+
+    def evaluation() -> tuple[float, float]:
+        with torch.no_grad():
+            q_KBA, mask_BA = q_min(held_out)
+        q_BA = q_KBA.min(0).values
+        pick_B = q_BA.masked_fill(~mask_BA, -torch.inf).argmax(-1)
+        hit = _padded_optimal(held_out, mask_BA.shape[1]).gather(1, pick_B[:, None]).float().mean()
+        err = ((q_BA - targets(held_out, mask_BA.shape[1])) ** 2 * mask_BA).sum() / mask_BA.sum()
+        return float(hit), float(err)
+
+    tiny = cfg.model.tiny
+    print(f"critic regression on Q* ({args.critic} actions): {cfg.model.name} (d_model {tiny.d_model}, layers "
+          f"{tiny.n_layers}, pretrain_steps {tiny.pretrain_steps}), critic share_llm={cfg.critic.share_llm}, "
+          f"N = {cfg.env.n_objects}, gamma {cfg.sac.gamma}, lr {args.lr}")  # fmt: skip
+    print(f"{'grad steps':>10}  {'argmax Q optimal':>16}  {'MSE to Q*':>9}  {'wall s':>6}")
+    t0 = time.perf_counter()
+    for step in range(args.steps + 1):
+        if step % args.eval_every == 0 or step == args.steps:
+            hit, err = evaluation()
+            print(f"{step:>10}  {hit:>16.3f}  {err:>9.4f}  {time.perf_counter() - t0:>6.0f}", flush=True)
+        if step == args.steps:
+            break
+        batch = [train[int(i)] for i in rng.integers(len(train), size=args.batch)]
+        q_KBA, mask_BA = q_min(batch)
+        weight_BA = mask_BA.float()
+        if args.critic == "taken":  # one admissible action per state, uniformly
+            drawn_B = torch.tensor([int(rng.integers(len(s.example[1]))) for s in batch])
+            weight_BA = torch.zeros_like(weight_BA).scatter_(1, drawn_B[:, None], 1.0)
+        sq_KBA = (q_KBA - targets(batch, mask_BA.shape[1])) ** 2 * weight_BA
+        loss = (sq_KBA.sum(-1) / weight_BA.sum(-1)).mean(-1).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return 0
+
+
 def print_success_by_type(
     env_cfg: EnvConfig, log_pi: Callable[[list[Example]], torch.Tensor], n: int, seed: int
 ) -> None:
@@ -226,6 +331,14 @@ def episode_success(
     return successes / n
 
 
+def _padded_optimal(labelled: Sequence[Labelled], width: int) -> torch.Tensor:
+    """(B, A) bool: which admissible actions start a shortest plan, False on padding."""
+    out = torch.zeros(len(labelled), width, dtype=torch.bool)
+    for b, s in enumerate(labelled):
+        out[b, : len(s.example[1])] = torch.tensor(s.optimal())
+    return out
+
+
 def diagnose(run_dir: Path, n_states: int, seed: int, expert_share: float = 0.0, episodes: int = 0) -> int:
     """Print how often the trained actor's and critic's preferred actions are the expert's (``--run``),
     over all states and then by goal type and parts of the goal already achieved; with ``episodes``, the
@@ -246,24 +359,34 @@ def diagnose(run_dir: Path, n_states: int, seed: int, expert_share: float = 0.0,
     agent = make_agent(cfg)
     agent.load_trainable_state_dict(ckpt["backend"]["agent"])
     agent.eval()
-    labelled = labelled_states(PlaygroundText(cfg.env, split="train"), n_states, seed, expert_share)
-    data = [x for x, _ in labelled]
+    labelled = labelled_states(
+        PlaygroundText(cfg.env, split="train"), n_states, seed, expert_share, steps=True
+    )
+    data = [s.example for s in labelled]
     is_sac = cfg.train.algo == "sac"
     with torch.no_grad():
         out = agent.evaluate([p for p, _, _ in data], [a for _, a, _ in data], q=is_sac)
     expert_B = torch.tensor([y for *_, y in data])
+    optimal_BA = _padded_optimal(labelled, out.mask_BA.shape[1])
     actor_B = out.log_pi_BA.masked_fill(~out.mask_BA, -torch.inf).argmax(-1)
     hits = {"pi = expert": actor_B == expert_B}
     if is_sac:
         assert out.q_KBA is not None
         critic_B = out.q_KBA.min(0).values.masked_fill(~out.mask_BA, -torch.inf).argmax(-1)
         hits |= {"min Q = expert": critic_B == expert_B, "pi = argmax Q": actor_B == critic_B}
+    # "optimal": any action that starts a shortest plan. Ties are frequent with six objects (Go to the
+    # water or to the animal first), so the expert's one choice undercounts what is right.
+    hits["pi optimal"] = optimal_BA.gather(1, actor_B[:, None]).squeeze(1)
+    if is_sac:
+        hits["min Q optimal"] = optimal_BA.gather(1, critic_B[:, None]).squeeze(1)
     print(f"{run_dir} at step {ckpt['loop']['steps']} ({cfg.train.algo}), {n_states} expert-labelled states:")
     for name, hit_B in hits.items():
         print(f"  argmax {name + ':':<18}{float(hit_B.float().mean()):.3f}")
+    mass_B = (out.log_pi_BA.exp() * out.mask_BA * optimal_BA).sum(-1)
+    print(f"  pi's mass on optimal actions: {float(mass_B.mean()):.3f}")
     # By stratum: a critic right before a sequential goal's first part and wrong after it (say) points at
     # the second part's credit assignment, which the overall share hides.
-    strata = [st for _, st in labelled]
+    strata = [s.stratum for s in labelled]
     print("  by goal type and parts achieved (argmax " + ", argmax ".join(hits) + "):")
     for key in sorted(set(strata), key=lambda st: (GOAL_TYPES.index(st[0]), st[1])):
         in_B = torch.tensor([st == key for st in strata])

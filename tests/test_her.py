@@ -53,6 +53,9 @@ def test_relabelled_copies_cover_the_prefix_with_reward_at_the_cut(n: int) -> No
         next_goal, _, t_next = decode[batch.next_prompts[b]]
         her = bool(batch.is_her[b])
         seen[(goal, her)].add(t)
+        # The whole observed return, no window: the pursued goal's success at 5, a copy's 1 at its cut.
+        end = {G1: 2, G2: 4}[goal] if her else 5
+        assert float(batch.returns_to_go[b]) == pytest.approx(gamma ** (end - t), rel=1e-6)
         assert next_goal == goal  # the next prompt carries the same (relabelled) goal
         assert batch.actions[b] == ["Grasp", "Release", f"Go to e0 {t}"]
         assert int(batch.action_ids[b]) == [2, 0, 2, 2, 0, 1][t]

@@ -473,6 +473,7 @@ def _sac_batches(n: int, rows: int = 9) -> list[SACBatch]:
             next_actions=[ACTIONS[i] for i in nxt],
             discounts=torch.where(torch.rand(rows, generator=g) < 0.3, 0.0, 0.99 ** 3),
             is_her=torch.zeros(rows, dtype=torch.bool), goal_types=["grasp"] * rows,
+            returns_to_go=torch.rand(rows, generator=g),
         ))  # fmt: skip
     return out
 

@@ -64,6 +64,7 @@ def _sac_batch(n_states: int) -> SACBatch:
         discounts=torch.tensor([0.99, 0.0, 0.99] * reps),
         is_her=torch.tensor([False, True, False] * reps),
         goal_types=["grow_then_grow", "grasp", "grasp"] * reps,
+        returns_to_go=torch.tensor([0.5, 1.0, 0.0] * reps),
     )
 
 

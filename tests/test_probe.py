@@ -85,12 +85,13 @@ def test_run_diagnosis_reads_a_trained_run(tmp_path, capsys):
     assert main(["--run", str(tmp_path), "--states", "40", "--threads", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "at step 48 (sac), 40 expert-labelled states" in out[0]
-    actor, critic, agree = (float(line.split(":")[1]) for line in out[1:4])
-    assert all(0.0 <= x <= 1.0 for x in (actor, critic, agree))
+    actor, critic, agree, actor_opt, critic_opt, mass = (float(line.split(":")[1]) for line in out[1:7])
+    assert all(0.0 <= x <= 1.0 for x in (actor, critic, agree, actor_opt, critic_opt, mass))
     assert agree >= actor + critic - 1 - 1e-9  # where both match the expert, they match each other
+    assert actor_opt >= actor and critic_opt >= critic  # the expert's action is one of the optimal ones
     # by stratum: one line per (goal type, parts done); the counts add up and the shares average back
-    strata = [line.split() for line in out[5:]]
-    assert out[4].strip().startswith("by goal type and parts achieved") and strata
+    strata = [line.split() for line in out[8:]]
+    assert out[7].strip().startswith("by goal type and parts achieved") and strata
     assert all(st[0] == "grasp" and st[3] == "0:" for st in strata)  # Grasp goals end at their one part
     assert sum(int(st[4][2:]) for st in strata) == 40
     assert sum(int(st[4][2:]) * float(st[5]) for st in strata) / 40 == pytest.approx(actor, abs=0.01)
@@ -122,9 +123,43 @@ def test_labelled_states_name_the_goal_type_and_parts_done():
 
     env = PlaygroundText(EnvConfig(goal_types=["grow_then_grasp", "grow_then_grow"]), split="train")
     labelled = labelled_states(env, 300, seed=0, expert_share=0.5)
-    assert [x for x, _ in labelled] == expert_states(env, 300, seed=0, expert_share=0.5)
-    assert {t for _, (t, _) in labelled} == {"grow_then_grasp", "grow_then_grow"}
-    assert {p for _, (_, p) in labelled} == {0, 1}  # before and after the first part, never after the goal
+    assert [s.example for s in labelled] == expert_states(env, 300, seed=0, expert_share=0.5)
+    assert {s.stratum[0] for s in labelled} == {"grow_then_grasp", "grow_then_grow"}
+    assert {s.stratum[1] for s in labelled} == {0, 1}  # before and after the first part, never after the goal
+    assert all(s.steps is None for s in labelled)  # searched only when asked for
+
+
+def test_action_steps_name_the_optimal_actions_and_q_star():
+    """Every action's distance to the goal: the expert's action is among the optimal ones, whose distance
+    is the shortest plan's length; ties are frequent with six objects; Q* = gamma^(steps - 1)."""
+    from sac_glam.probe import labelled_states
+
+    env = PlaygroundText(EnvConfig(goal_types=["grow_then_grasp"]), split="train")
+    labelled = labelled_states(env, 200, seed=0, expert_share=0.5, steps=True)
+    ties = 0
+    for s in labelled:
+        _, actions, label = s.example
+        assert s.steps is not None and len(s.steps) == len(actions)
+        optimal = s.optimal()
+        assert optimal[label]  # the expert's first action starts a shortest plan
+        best = s.steps[label]
+        assert best is not None and all(k is None or k >= best for k in s.steps)
+        assert s.q_star(0.5) == [0.0 if k is None else 0.5 ** (k - 1) for k in s.steps]
+        ties += sum(optimal) > 1
+    assert ties > 20  # the expert's one label undercounts what is right
+
+
+def test_critic_probe_regresses_q_star(capsys):
+    """--critic: held-out rows every --eval-every steps; the MSE to Q* falls with perfect targets."""
+    args = ["--steps", "40", "--eval-every", "20", "--batch", "32", "--threads", "1", "--data", "600"]
+    for targets in ("all", "taken"):
+        assert main([*args, "--critic", targets, "--lr", "3e-3"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].startswith(f"critic regression on Q* ({targets} actions)")
+        rows = [line.split() for line in lines[2:]]
+        assert [int(r[0]) for r in rows] == [0, 20, 40]
+        assert all(0.0 <= float(r[1]) <= 1.0 for r in rows)
+        assert float(rows[-1][2]) < float(rows[0][2])
 
 
 def test_expert_share_reaches_the_states_after_a_sequential_goals_first_part(monkeypatch):

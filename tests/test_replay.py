@@ -127,7 +127,12 @@ def test_n_step_matches_reference_loop(n: int, terminated: bool) -> None:
     rewards = rng.normal(size=12).round(3).tolist()
     buf = ReplayBuffer(capacity=100, n_step=n, gamma=0.95, her_strategy="uniform")
     buf.add_episode(make_episode("e0", rewards, terminated=terminated))
-    got = per_t(buf.sample(2000, rng), Decoder([GOAL], ["e0"], 12))
+    batch = buf.sample(2000, rng)
+    got = per_t(batch, Decoder([GOAL], ["e0"], 12))
+    decode = Decoder([GOAL], ["e0"], 12)
+    for prompt, to_go in zip(batch.prompts, batch.returns_to_go.tolist(), strict=True):
+        t = decode(prompt)[2]  # returns_to_go: the n-step sum with the window stretched to the end
+        assert to_go == pytest.approx(sum(0.95**i * r for i, r in enumerate(rewards[t:])), rel=1e-5, abs=1e-6)
     for t in range(12):
         ret, k = 0.0, 0
         while k < n and t + k < 12:  # reference: accumulate until n rewards or the episode's end

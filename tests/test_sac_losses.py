@@ -50,6 +50,32 @@ def test_padding_never_reaches_the_soft_value():
     assert torch.isfinite(sac.entropy(log_pi, mask)).all()
 
 
+def test_boltzmann_backup_is_the_soft_value_of_p_q_and_tends_to_max_q():
+    """``sac.backup=boltzmann``: V(s') = alpha logsumexp(min_k Q / alpha) = sum p_Q (Q - alpha log p_Q),
+    independent of pi, padding excluded; -> max Q as alpha -> 0, above it by at most alpha log|A|."""
+    log_pi, mask = _policy([[0.0, 1.0, 2.0], [0.5, -0.5]])
+    q = torch.tensor(
+        [[[1.0, 2.0, 3.0], [4.0, 5.0, 99.0]], [[0.5, 2.5, 3.5], [3.0, 6.0, -99.0]]]
+    )  # (K=2, B=2, A=3); row 1's third action is padding
+    returns, discounts, alpha = torch.tensor([0.3, 0.1]), torch.tensor([0.5, 0.25]), 0.7
+    y = sac.critic_target(returns, discounts, log_pi, mask, q, alpha, backup="boltzmann")
+    for row, qmin in enumerate([torch.tensor([0.5, 2.0, 3.0]), torch.tensor([3.0, 5.0])]):
+        p_q = torch.softmax(qmin / alpha, -1)
+        v = (p_q * (qmin - alpha * p_q.log())).sum()
+        assert y[row].item() == pytest.approx(
+            returns[row].item() + discounts[row].item() * v.item(), abs=1e-6
+        )
+    # pi plays no part: another policy gives the same target.
+    other, _ = _policy([[3.0, -1.0, 0.0], [-2.0, 2.0]])
+    assert torch.equal(y, sac.critic_target(returns, discounts, other, mask, q, alpha, backup="boltzmann"))
+    # The policy backup differs (pi is not p_Q here), so the option is not a no-op.
+    assert not torch.allclose(y, sac.critic_target(returns, discounts, log_pi, mask, q, alpha))
+    for a in (1e-2, 1e-4):
+        v = sac.boltzmann_state_value(mask, q, a)
+        assert (v >= torch.tensor([3.0, 5.0]) - 1e-6).all()
+        assert (v <= torch.tensor([3.0, 5.0]) + a * math.log(3) + 1e-6).all()
+
+
 def test_critic_loss_is_mse_of_taken_action_summed_over_critics():
     q = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[0.0, 1.0], [1.0, 1.0]]], requires_grad=True)
     acts = torch.tensor([1, 0])

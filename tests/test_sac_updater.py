@@ -28,6 +28,7 @@ def _batch() -> SACBatch:
         discounts=torch.tensor([0.99, 0.0, 0.99]),
         is_her=torch.tensor([False, True, False]),
         goal_types=["grow_then_grow", "grasp", "grasp"],
+        returns_to_go=torch.tensor([0.5, 1.0, 0.0]),
     )
 
 
@@ -118,6 +119,32 @@ def test_bootstrap_target_skips_terminal_next_states_exactly(discounts):
     assert seen == [p for p, d in zip(b.next_prompts, discounts, strict=True) if d != 0.0]
     if any(discounts):  # the bootstrapped rows are not plain reward sums
         assert not torch.allclose(reference, b.returns * scale)
+
+
+@pytest.mark.parametrize("lower_bound", [False, True])
+def test_target_lower_bound_raises_the_critic_target_to_the_observed_return(lower_bound):
+    """``sac.target_lower_bound``: the critic regresses on max(eq. 3's target, returns_to_go); off, on
+    eq. 3's target alone."""
+    torch.manual_seed(0)
+    agent = LLMAgent(ModelConfig(name="tiny-causal", tiny=TINY, normalization="constrained"),
+                     CriticConfig(share_llm=False, width=16))  # fmt: skip
+    cfg = SACConfig(target_lower_bound=lower_bound, reward_scale=2.0)
+    updater = SACUpdater(agent, cfg, tau=0.1)
+    b = _batch()._replace(returns_to_go=torch.tensor([5.0, 0.0, -5.0]))  # above, below any target
+    with torch.no_grad():
+        plain = bootstrap_target(agent, b, updater.alpha.value, cfg.reward_scale)
+    seen: list[torch.Tensor] = []
+    critic_loss = sac.critic_loss
+
+    def recording(q_KBA, action_ids_B, target_B):
+        seen.append(target_B.clone())
+        return critic_loss(q_KBA, action_ids_B, target_B)
+
+    with mock.patch.object(sac, "critic_loss", recording):
+        updater.update(b)
+    expected = torch.maximum(plain, b.returns_to_go * cfg.reward_scale) if lower_bound else plain
+    assert torch.allclose(torch.cat(seen), expected, atol=1e-6)
+    assert (float(seen[0][0]) == 10.0) == lower_bound  # row 0 raised to its return, 2 x 5.0
 
 
 def _host_reads_in_updaters(update, batch) -> int:

@@ -10,7 +10,7 @@ pi instead of by sampling (CleanRL's ``sac_atari.py`` does the same).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -38,6 +38,24 @@ def soft_state_value(
     return (pi_BA * (q_BA - alpha * log_pi_BA) * mask_BA).sum(-1)
 
 
+def boltzmann_state_value(
+    mask_BA: torch.Tensor, q_KBA: torch.Tensor, alpha: float | torch.Tensor
+) -> torch.Tensor:
+    """V(s) = alpha log sum_a exp(min_k Q_k(s,a) / alpha) over admissible actions, shape (B,).
+
+    The soft value of the critic's own Boltzmann policy p_Q = softmax(Q / alpha): sum_a p_Q(a) [Q(s,a)
+    - alpha log p_Q(a)] equals this log-sum-exp exactly (soft Q-learning's backup, Haarnoja et al.
+    2017). It is :func:`soft_state_value` with pi replaced by the policy the actor is trained toward, and
+    tends to max_a Q(s,a) as alpha -> 0. Worked example: Q = (0.3, 0.2), alpha = 0.1 gives
+    0.1 log(e^3 + e^2) = 0.331 = E_{p_Q}[Q] (0.273, p_Q = (0.73, 0.27)) + alpha H(p_Q) (0.058).
+    """
+    q_BA = q_KBA.min(dim=0).values.masked_fill(~mask_BA, -torch.inf)
+    return alpha * torch.logsumexp(q_BA / alpha, dim=-1)
+
+
+Backup = Literal["policy", "boltzmann"]
+
+
 def critic_target(
     returns_B: torch.Tensor,
     discounts_B: torch.Tensor,
@@ -45,6 +63,7 @@ def critic_target(
     next_mask_BA: torch.Tensor,
     next_target_q_KBA: torch.Tensor,
     alpha: float | torch.Tensor,
+    backup: Backup = "policy",
 ) -> torch.Tensor:
     """The n-step soft target of eq. 3, shape (B,).
 
@@ -52,9 +71,15 @@ def critic_target(
 
     ``returns_B`` holds the discounted reward sum and ``discounts_B`` gamma^k, already 0 where the
     episode terminated inside the window (a truncation still bootstraps: the buffer decides this).
+    ``backup="boltzmann"`` takes the expectation under p_Q = softmax(Q_targ / alpha) instead of pi
+    (:func:`boltzmann_state_value`; ``sac.backup``): the value of the policy the actor is trained
+    toward, without the actor's lag.
     """
     with torch.no_grad():
-        v_next_B = soft_state_value(next_log_pi_BA, next_mask_BA, next_target_q_KBA, alpha)
+        if backup == "boltzmann":
+            v_next_B = boltzmann_state_value(next_mask_BA, next_target_q_KBA, alpha)
+        else:
+            v_next_B = soft_state_value(next_log_pi_BA, next_mask_BA, next_target_q_KBA, alpha)
         return returns_B + discounts_B * v_next_B
 
 

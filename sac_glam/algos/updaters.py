@@ -128,7 +128,12 @@ def make_alpha(cfg: SACConfig, device: torch.device | str = "cpu") -> Alpha:
 
 @torch.no_grad()
 def bootstrap_target(
-    agent: LLMAgent, b: SACBatch, alpha: float, reward_scale: float, bootstraps: list[bool] | None = None
+    agent: LLMAgent,
+    b: SACBatch,
+    alpha: float,
+    reward_scale: float,
+    bootstraps: list[bool] | None = None,
+    backup: sac.Backup = "policy",
 ) -> torch.Tensor:
     """Eq. 3's target of each transition of ``b``, with the next-state forwards (policy LLM and target
     critic) on the transitions that bootstrap only.
@@ -155,7 +160,13 @@ def bootstrap_target(
             0,
             rows,
             sac.critic_target(
-                target_B[rows], b.discounts[rows], nxt.log_pi_BA, nxt.mask_BA, nxt.target_q_KBA, alpha
+                target_B[rows],
+                b.discounts[rows],
+                nxt.log_pi_BA,
+                nxt.mask_BA,
+                nxt.target_q_KBA,
+                alpha,
+                backup,
             ),
         )
     return target_B
@@ -216,7 +227,9 @@ class SACUpdater:
         for rows in chunks:
             b = slice_batch(batch, rows)
             w = chunk_weight(rows, size)
-            target_B = bootstrap_target(agent, b, alpha, cfg.reward_scale, bootstraps[rows])
+            target_B = bootstrap_target(agent, b, alpha, cfg.reward_scale, bootstraps[rows], cfg.backup)
+            if cfg.target_lower_bound:
+                target_B = torch.maximum(target_B, b.returns_to_go * cfg.reward_scale)
             cur = agent.evaluate(b.prompts, b.actions, q=True, freeze_policy=warmup)
             assert cur.q_KBA is not None
             loss_c = sac.critic_loss(cur.q_KBA, b.action_ids, target_B)

@@ -292,6 +292,7 @@ class ReplayBuffer:
         her_r_BN = (pos_BN == end_B[:, None] - 1).astype(np.float64)
         r_BN = np.where(is_her_B[:, None], her_r_BN, env_r_BN) * in_window_BN
         returns_B = r_BN @ (self.gamma**i_N)
+        returns_to_go_B = self._returns_to_go(start_B, t_B, end_B, is_her_B)
         ends_in_window_B = t_B + k_B == end_B
         discounts_B = np.where(terminal_B & ends_in_window_B, 0.0, self.gamma**k_B)
 
@@ -311,7 +312,26 @@ class ReplayBuffer:
             discounts=torch.from_numpy(discounts_B.astype(np.float32)),
             is_her=torch.from_numpy(is_her_B.copy()),
             goal_types=[self._types[g] for g in gtype_B.tolist()],
+            returns_to_go=torch.from_numpy(returns_to_go_B.astype(np.float32)),
         )
+
+    def _returns_to_go(
+        self, start_B: np.ndarray, t_B: np.ndarray, end_B: np.ndarray, is_her_B: np.ndarray
+    ) -> np.ndarray:
+        """sum_{i < end - t} gamma^i r_{t+i}: the discounted return observed from t to the source's end.
+
+        The n-step window of :meth:`_batch` stretched to the whole rest of the source, with the same
+        rewards (a HER copy's 1 at its cut). Example, gamma = 0.9: a HER copy cut at t* = 4 gives
+        0.9^(4 - t) at t; a truncated episode that never rewarded gives 0.
+        """
+        width = int((end_B - t_B).max())
+        i_W = np.arange(width)
+        pos_BW = t_B[:, None] + i_W[None, :]
+        live_BW = pos_BW < end_B[:, None]
+        env_r_BW = self._steps.col("reward")[start_B[:, None] + np.where(live_BW, pos_BW, 0)]
+        her_r_BW = pos_BW == end_B[:, None] - 1
+        r_BW = np.where(is_her_B[:, None], her_r_BW, env_r_BW.astype(np.float64)) * live_BW
+        return r_BW @ (self.gamma**i_W)
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:

@@ -92,6 +92,9 @@ class SACBatch(NamedTuple):
     """(B,) bool: the transition comes from a HER copy."""
     goal_types: list[str]
     """(B,) goal type of the (relabelled) goal."""
+    returns_to_go: torch.Tensor
+    """(B,) float32: sum_{i >= 0} gamma^i r_{t+i} up to the end of the episode or HER copy, no bootstrap.
+    With non-negative rewards a lower bound of Q*(s_t, a_t) (``sac.target_lower_bound``)."""
 
     def to(self, device: torch.device | str) -> SACBatch:
         """The batch with its tensors on ``device`` (the updater's model device); texts unchanged."""

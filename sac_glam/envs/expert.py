@@ -50,6 +50,27 @@ def shortest_plan(scene: Scene, masks: PartMasks, state: State, progress: int = 
     raise RuntimeError(f"goal unreachable from state {state} in scene {list(scene.names)}")
 
 
+def action_steps(scene: Scene, masks: PartMasks, state: State, progress: int = 0) -> list[int | None]:
+    """For each admissible action of ``state`` (admissible order), the fewest steps to the goal when that
+    action comes first: 1 if it achieves the goal, else 1 + a shortest plan from where it leads; ``None``
+    where the goal becomes unreachable (an object the second part needs grew too early).
+
+    The optimal actions are those with the minimum (ties included: with six objects several first
+    actions often start equally short plans, where :func:`shortest_plan` names one). With reward 1 at the
+    achieving step, Q*(s, a) = gamma^(steps - 1): e.g. steps (1, 3, None) -> Q* (1, gamma^2, 0).
+    """
+    goal_progress = len(masks)
+    out: list[int | None] = []
+    for code in admissible_codes(len(scene), state.held):
+        s2, event = transition(scene, state, code)
+        p2 = advance_progress(masks, progress, event)
+        try:
+            out.append(1 if p2 == goal_progress else 1 + len(shortest_plan(scene, masks, s2, p2)))
+        except RuntimeError:
+            out.append(None)
+    return out
+
+
 def expert_plan(env: PlaygroundText) -> list[str]:
     """The action texts of a shortest plan from the environment's current state."""
     n = len(env.scene)
