@@ -384,6 +384,9 @@ def diagnose(run_dir: Path, n_states: int, seed: int, expert_share: float = 0.0,
         print(f"  argmax {name + ':':<18}{float(hit_B.float().mean()):.3f}")
     mass_B = (out.log_pi_BA.exp() * out.mask_BA * optimal_BA).sum(-1)
     print(f"  pi's mass on optimal actions: {float(mass_B.mean()):.3f}")
+    # The chance level of the "optimal" rows: a uniform action's probability of starting a shortest plan.
+    chance_B = optimal_BA.sum(-1) / out.mask_BA.sum(-1)
+    print(f"  a uniform action optimal (chance): {float(chance_B.mean()):.3f}")
     # By stratum: a critic right before a sequential goal's first part and wrong after it (say) points at
     # the second part's credit assignment, which the overall share hides.
     strata = [s.stratum for s in labelled]

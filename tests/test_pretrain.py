@@ -154,7 +154,7 @@ def test_pretrain_command_does_not_redo_the_shipped_weights(monkeypatch, tmp_pat
 def test_pretrain_command_refuses_a_config_without_pretraining(capsys):
     from sac_glam.llm.pretrain import main
 
-    assert main(["--config-name", "sac_glam_her_full_cpu"]) == 2  # the full presets start at random
+    assert main(["--config-name", "sac_glam_her_full_cpu", "model.tiny.pretrain_steps=0"]) == 2
     assert "model.tiny.pretrain_steps=0" in capsys.readouterr().err
     assert main(["model.tiny.pretrain_steps=0"]) == 2
     assert "model.tiny.pretrain_steps=0" in capsys.readouterr().err

@@ -85,13 +85,16 @@ def test_run_diagnosis_reads_a_trained_run(tmp_path, capsys):
     assert main(["--run", str(tmp_path), "--states", "40", "--threads", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "at step 48 (sac), 40 expert-labelled states" in out[0]
-    actor, critic, agree, actor_opt, critic_opt, mass = (float(line.split(":")[1]) for line in out[1:7])
+    actor, critic, agree, actor_opt, critic_opt, mass, chance = (
+        float(line.split(":")[1]) for line in out[1:8]
+    )
     assert all(0.0 <= x <= 1.0 for x in (actor, critic, agree, actor_opt, critic_opt, mass))
+    assert 1 / 4 <= chance < 1.0  # one optimal action or more among at most 4 (N = 2), not all of them
     assert agree >= actor + critic - 1 - 1e-9  # where both match the expert, they match each other
     assert actor_opt >= actor and critic_opt >= critic  # the expert's action is one of the optimal ones
     # by stratum: one line per (goal type, parts done); the counts add up and the shares average back
-    strata = [line.split() for line in out[8:]]
-    assert out[7].strip().startswith("by goal type and parts achieved") and strata
+    strata = [line.split() for line in out[9:]]
+    assert out[8].strip().startswith("by goal type and parts achieved") and strata
     assert all(st[0] == "grasp" and st[3] == "0:" for st in strata)  # Grasp goals end at their one part
     assert sum(int(st[4][2:]) for st in strata) == 40
     assert sum(int(st[4][2:]) * float(st[5]) for st in strata) / 40 == pytest.approx(actor, abs=0.01)
