@@ -134,10 +134,16 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def config_diff(
-    a: dict[str, Any], b: dict[str, Any], ignore: Sequence[str] = ()
+    a: dict[str, Any],
+    b: dict[str, Any],
+    ignore: Sequence[str] = (),
+    absent: dict[str, Any] | None = None,
 ) -> dict[str, tuple[Any, Any]]:
-    """Dotted keys whose values differ between two config dicts: ``{key: (a_value, b_value)}``."""
-    fa, fb = flatten(a), flatten(b)
+    """Dotted keys whose values differ between two config dicts: ``{key: (a_value, b_value)}``.
+
+    ``absent`` (a config dict) fills the keys ``a`` lacks: a checkpoint written before an option existed
+    ran that option's default, since a new option defaults to the behaviour before it."""
+    fa, fb = {**flatten(absent or {}), **flatten(a)}, flatten(b)
     return {
         k: (fa.get(k), fb.get(k))
         for k in sorted(set(fa) | set(fb))

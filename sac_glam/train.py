@@ -170,7 +170,11 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
         ckpt = resume_or_start(run_dir, tc.restart)
     except RunDirError as err:
         _stop(str(err), EXIT_REFUSED)
-    diff = config_diff(ckpt["config"], to_dict(cfg), ignore=RESUMABLE_KEYS) if ckpt is not None else {}
+    diff = (
+        config_diff(ckpt["config"], to_dict(cfg), ignore=RESUMABLE_KEYS, absent=to_dict(Config()))
+        if ckpt is not None
+        else {}
+    )
     if diff and not tc.allow_config_change:
         _stop(f"{run_dir}/checkpoint.pt was written by a different config; differing keys: "
               + "; ".join(f"{k}: {a!r} (checkpoint) != {b!r} (now)" for k, (a, b) in diff.items())

@@ -128,6 +128,25 @@ def test_resume_with_a_different_config_is_refused_and_names_keys(tmp_path):
     assert train(_cfg("sac_glam_her_cpu", [*SAC_TINY, "train.total_steps=128"], tmp_path)).steps == 128
 
 
+def test_a_checkpoint_older_than_an_option_resumes_at_its_default_only(tmp_path):
+    """A checkpoint written before ``sac.backup`` existed ran SAC's backup, the option's default: it
+    resumes with the default, and a run that changes the option is refused like any other change."""
+    from sac_glam.checkpoint import save_checkpoint
+
+    train(_cfg("sac_glam_her_cpu", SAC_TINY, tmp_path))
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt is not None and ckpt["config"]["sac"].pop("backup") == "policy"
+    save_checkpoint(tmp_path, ckpt)
+    with pytest.raises(RunStopped) as err:
+        train(
+            _cfg("sac_glam_her_cpu", [*SAC_TINY, "sac.backup=boltzmann", "train.total_steps=128"], tmp_path)
+        )
+    assert err.value.code == EXIT_REFUSED and "sac.backup: 'policy' (checkpoint) != 'boltzmann'" in str(
+        err.value
+    )
+    assert train(_cfg("sac_glam_her_cpu", [*SAC_TINY, "train.total_steps=128"], tmp_path)).steps == 128
+
+
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
     from sac_glam.checkpoint import load_checkpoint, save_checkpoint
 
