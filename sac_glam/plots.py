@@ -23,6 +23,7 @@ import argparse
 import json
 import re
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,9 +212,20 @@ def figure_curves(exp: ExperimentLogs, key: str = SUCCESS_KEY, x: Literal["steps
         ax.grid(alpha=0.3)
         if ax.get_lines():
             ax.legend(loc="best", fontsize=8)
-    fig.suptitle(f"{exp.title}\n{exp.seeds_caption()}", fontsize=10)
+    _suptitle(fig, exp.title, exp.seeds_caption())
     fig.tight_layout()
     return fig
+
+
+def _suptitle(fig: Figure, *lines: str) -> None:
+    """The figure's title, each line wrapped to the figure's width: matplotlib cuts a long experiment title
+    (fig2-full's) at the figure's edges instead of wrapping it."""
+    width = max(40, int(fig.get_figwidth() * TITLE_CHARS_PER_INCH))
+    fig.suptitle("\n".join(textwrap.fill(line, width) for line in lines), fontsize=10)
+
+
+#: Characters of a fontsize-10 title per inch of figure (DejaVu Sans averages ~0.55 em per character).
+TITLE_CHARS_PER_INCH = 11
 
 
 def figure_train_vs_test(exp: ExperimentLogs) -> Figure:
@@ -229,10 +241,7 @@ def figure_train_vs_test(exp: ExperimentLogs) -> Figure:
         ax.grid(alpha=0.3)
         if ax.get_lines():
             ax.legend(loc="best", fontsize=7)
-    fig.suptitle(
-        f"{exp.title}\ntrain goals (solid) vs held-out test goals (dashed); {exp.seeds_caption()}",
-        fontsize=10,
-    )
+    _suptitle(fig, exp.title, f"train goals (solid) vs held-out test goals (dashed); {exp.seeds_caption()}")
     fig.tight_layout()
     return fig
 
@@ -294,8 +303,8 @@ def figure_success_by_type(exp: ExperimentLogs) -> Figure | None:
     axes[0][0].set_ylabel("evaluation success rate")
     if axes[0][0].get_lines():
         axes[0][0].legend(loc="best", fontsize=7)
-    fig.suptitle(f"{exp.title}\nsuccess by goal type: train goals (solid), test goals (dashed); "
-                 f"{exp.seeds_caption()}", fontsize=10)  # fmt: skip
+    _suptitle(fig, exp.title,
+              f"success by goal type: train goals (solid), test goals (dashed); {exp.seeds_caption()}")  # fmt: skip
     fig.tight_layout()
     return fig
 

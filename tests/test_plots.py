@@ -132,6 +132,19 @@ def test_panels_from_the_manifest(exp_dir: Path) -> None:
     assert fig._suptitle.get_text().startswith("Update frequency")  # type: ignore[union-attr]
 
 
+def test_a_long_title_is_wrapped_to_the_figure(exp_dir: Path) -> None:
+    title = (
+        "SAC-GLAM vs PPO-GLAM on the full Playground-Text (Figure 2's environment: N = 6, sequential goals)"
+    )
+    (exp_dir / "experiment.json").write_text(json.dumps({"experiment": "fig2-full-cpu", "title": title}))
+    exp = plots.load_experiment(exp_dir)
+    for fig in (plots.figure_curves(exp), plots.figure_train_vs_test(exp)):
+        lines = fig._suptitle.get_text().splitlines()  # type: ignore[union-attr]
+        width = fig.get_figwidth() * plots.TITLE_CHARS_PER_INCH
+        assert len(lines) > 2 and all(len(line) <= width for line in lines)  # the title took two lines
+        assert " ".join(lines).startswith(title)
+
+
 def test_single_label_runs_directory(tmp_path: Path) -> None:
     for seed in (0, 1):
         _write_run(tmp_path / "sac_glam_her_cpu" / f"seed{seed}", seed, her=True)
