@@ -217,15 +217,15 @@ def figure_curves(exp: ExperimentLogs, key: str = SUCCESS_KEY, x: Literal["steps
     return fig
 
 
+#: Characters of a fontsize-10 title per inch of figure (DejaVu Sans averages ~0.55 em per character).
+TITLE_CHARS_PER_INCH = 11
+
+
 def _suptitle(fig: Figure, *lines: str) -> None:
     """The figure's title, each line wrapped to the figure's width: matplotlib cuts a long experiment title
     (fig2-full's) at the figure's edges instead of wrapping it."""
     width = max(40, int(fig.get_figwidth() * TITLE_CHARS_PER_INCH))
     fig.suptitle("\n".join(textwrap.fill(line, width) for line in lines), fontsize=10)
-
-
-#: Characters of a fontsize-10 title per inch of figure (DejaVu Sans averages ~0.55 em per character).
-TITLE_CHARS_PER_INCH = 11
 
 
 def figure_train_vs_test(exp: ExperimentLogs) -> Figure:

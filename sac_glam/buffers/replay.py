@@ -281,18 +281,9 @@ class ReplayBuffer:
         t_B = t_B.astype(np.int64)
         k_B = np.minimum(n, end_B - t_B)
 
-        i_N = np.arange(n)
-        pos_BN = t_B[:, None] + i_N[None, :]  # step index t+i inside the episode
-        in_window_BN = i_N[None, :] < k_B[:, None]
-        # Outside the window, read row o_0 (always valid) and mask the value away.
-        rows_BN = start_B[:, None] + np.where(in_window_BN, pos_BN, 0)
-        env_r_BN = self._steps.col("reward")[rows_BN].astype(np.float64)
-        # A HER copy's reward is 1 exactly at its cut t* = end - 1 and 0 before (the goal was first
-        # achieved there), whatever the environment rewarded for the pursued goal.
-        her_r_BN = (pos_BN == end_B[:, None] - 1).astype(np.float64)
-        r_BN = np.where(is_her_B[:, None], her_r_BN, env_r_BN) * in_window_BN
-        returns_B = r_BN @ (self.gamma**i_N)
-        returns_to_go_B = self._returns_to_go(start_B, t_B, end_B, is_her_B)
+        returns_B = self._reward_sums(start_B, t_B, end_B, is_her_B, k_B)
+        # The same sum over the whole rest of the source (sac.target_lower_bound's observed return).
+        returns_to_go_B = self._reward_sums(start_B, t_B, end_B, is_her_B, end_B - t_B)
         ends_in_window_B = t_B + k_B == end_B
         discounts_B = np.where(terminal_B & ends_in_window_B, 0.0, self.gamma**k_B)
 
@@ -315,22 +306,23 @@ class ReplayBuffer:
             returns_to_go=torch.from_numpy(returns_to_go_B.astype(np.float32)),
         )
 
-    def _returns_to_go(
-        self, start_B: np.ndarray, t_B: np.ndarray, end_B: np.ndarray, is_her_B: np.ndarray
+    def _reward_sums(
+        self, start_B: np.ndarray, t_B: np.ndarray, end_B: np.ndarray, is_her_B: np.ndarray, k_B: np.ndarray
     ) -> np.ndarray:
-        """sum_{i < end - t} gamma^i r_{t+i}: the discounted return observed from t to the source's end.
-
-        The n-step window of :meth:`_batch` stretched to the whole rest of the source, with the same
-        rewards (a HER copy's 1 at its cut). Example, gamma = 0.9: a HER copy cut at t* = 4 gives
-        0.9^(4 - t) at t; a truncated episode that never rewarded gives 0.
+        """sum_{i<k} gamma^i r_{t+i} of each transition over its window k_B (1 <= k <= end - t): the n-step
+        return with k = min(n, end - t), the return to go with k = end - t. Example, gamma = 0.9: a HER copy
+        cut at t* = 4 gives 0.9^(4 - t) at t with k = end - t; a truncated episode that never rewarded, 0.
         """
-        width = int((end_B - t_B).max())
-        i_W = np.arange(width)
-        pos_BW = t_B[:, None] + i_W[None, :]
-        live_BW = pos_BW < end_B[:, None]
-        env_r_BW = self._steps.col("reward")[start_B[:, None] + np.where(live_BW, pos_BW, 0)]
-        her_r_BW = pos_BW == end_B[:, None] - 1
-        r_BW = np.where(is_her_B[:, None], her_r_BW, env_r_BW.astype(np.float64)) * live_BW
+        i_W = np.arange(int(k_B.max(initial=1)))
+        pos_BW = t_B[:, None] + i_W[None, :]  # step index t+i inside the episode
+        in_window_BW = i_W[None, :] < k_B[:, None]
+        # Outside the window, read row o_0 (always valid) and mask the value away.
+        rows_BW = start_B[:, None] + np.where(in_window_BW, pos_BW, 0)
+        env_r_BW = self._steps.col("reward")[rows_BW].astype(np.float64)
+        # A HER copy's reward is 1 exactly at its cut t* = end - 1 and 0 before (the goal was first
+        # achieved there), whatever the environment rewarded for the pursued goal.
+        her_r_BW = (pos_BW == end_B[:, None] - 1).astype(np.float64)
+        r_BW = np.where(is_her_B[:, None], her_r_BW, env_r_BW) * in_window_BW
         return r_BW @ (self.gamma**i_W)
 
     # ------------------------------------------------------------------ checkpointing
