@@ -24,11 +24,12 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import yaml
 
@@ -40,6 +41,7 @@ MANIFEST = "experiment.json"
 RESULT_FILE = "result.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 EXIT_PREEMPTED = 75  # sac_glam.train.EXIT_PREEMPTED; repeated here so that planning does not import torch
+POLL_S = 1.0  # how often run_local looks at its running children
 LABEL_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
 
 Status = Literal["done", "resume", "new"]
@@ -270,10 +272,10 @@ def launch_command(spec: RunSpec) -> list[str]:
 
 
 class _Forward:
-    """Forward SIGTERM/SIGUSR1 to the running child, which checkpoints and exits with 75."""
+    """Forward SIGTERM/SIGUSR1 to the running children, which checkpoint and exit with 75."""
 
     def __init__(self) -> None:
-        self.child: subprocess.Popen[bytes] | None = None
+        self.children: list[subprocess.Popen[bytes]] = []
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -284,47 +286,90 @@ class _Forward:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
-        if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signum)
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signum)
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 
-def run_local(specs: Sequence[RunSpec], *, dry_run: bool = False, log_to_file: bool = False) -> int:
-    """Train every unfinished run one after another. Returns 0, or the first failing exit code
-    (75 when a SIGTERM/SIGUSR1 interrupted a run: re-run the same command to resume)."""
+@dataclass
+class _Running:
+    head: str
+    child: subprocess.Popen[bytes]
+    log: IO[bytes] | None
+
+
+def run_command(spec: RunSpec, jobs: int) -> list[str]:
+    """``launch_command``, on one torch thread when ``jobs`` > 1 and the overrides do not set
+    ``train.threads``: two runs with torch's default (all cores) each starve each other on a small
+    machine (a 100x slow-down was seen on 2 cores)."""
+    cmd = launch_command(spec)
+    if jobs > 1 and not any(o.lstrip("+").startswith("train.threads=") for o in spec.overrides):
+        cmd.append("train.threads=1")
+    return cmd
+
+
+def run_local(
+    specs: Sequence[RunSpec], *, dry_run: bool = False, log_to_file: bool = False, jobs: int = 1
+) -> int:
+    """Train every unfinished run, ``jobs`` at a time, in the plan's order. With ``jobs`` > 1 each run's
+    output goes to ``run_dir/launch.log`` and each run gets one torch thread (``run_command``).
+
+    Returns 0, or the first failing exit code (75 when a SIGTERM/SIGUSR1 interrupted the runs: re-run the
+    same command to resume). After a failure or a signal no new run starts; the running ones finish
+    (or checkpoint, on a signal) first."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     n = len(specs)
+    todo: list[tuple[str, Status, RunSpec]] = []
+    for i, spec in enumerate(specs, 1):
+        status = run_status(spec.run_dir, budget(spec))
+        head = f"[{i}/{n}] {spec.label} seed {spec.seed} ({spec.config}) -> {spec.run_dir}"
+        if status == "done":
+            print(f"{head}: done, skipped", flush=True)
+        elif dry_run:
+            print(f"{head}: {'would resume' if status == 'resume' else 'would start'}", flush=True)
+            print("  " + " ".join(run_command(spec, jobs)), flush=True)
+        else:
+            todo.append((head, status, spec))
+    rc_first = 0
+    running: list[_Running] = []
     with _Forward() as fwd:
-        for i, spec in enumerate(specs, 1):
-            status = run_status(spec.run_dir, budget(spec))
-            head = f"[{i}/{n}] {spec.label} seed {spec.seed} ({spec.config}) -> {spec.run_dir}"
-            if status == "done":
-                print(f"{head}: done, skipped", flush=True)
-                continue
-            print(f"{head}: {'resuming' if status == 'resume' else 'starting'}", flush=True)
-            cmd = launch_command(spec)
-            if dry_run:
-                print("  " + " ".join(cmd), flush=True)
-                continue
-            spec.run_dir.mkdir(parents=True, exist_ok=True)
-            out = (spec.run_dir / "launch.log").open("ab") if log_to_file else None
-            try:
-                fwd.child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None)
-                rc = fwd.child.wait()
-            finally:
-                fwd.child = None
-                if out is not None:
-                    out.close()
-            if rc == EXIT_PREEMPTED or fwd.received is not None:
-                print(f"{head}: interrupted (exit {rc}); run the same command to resume", flush=True)
-                return EXIT_PREEMPTED
-            if rc != 0:
-                print(f"{head}: FAILED with exit code {rc}", flush=True)
-                return rc
-            print(f"{head}: finished", flush=True)
-    return 0
+        while todo or running:
+            while todo and len(running) < jobs and fwd.received is None and rc_first == 0:
+                head, status, spec = todo.pop(0)
+                print(f"{head}: {'resuming' if status == 'resume' else 'starting'}", flush=True)
+                spec.run_dir.mkdir(parents=True, exist_ok=True)
+                log = (spec.run_dir / "launch.log").open("ab") if log_to_file or jobs > 1 else None
+                child = subprocess.Popen(
+                    run_command(spec, jobs), stdout=log, stderr=subprocess.STDOUT if log else None
+                )
+                fwd.children.append(child)
+                running.append(_Running(head, child, log))
+            if not running:
+                break  # a failure or a signal stopped the queue
+            for run in [r for r in running if r.child.poll() is not None]:
+                running.remove(run)
+                fwd.children.remove(run.child)
+                if run.log is not None:
+                    run.log.close()
+                rc = run.child.wait()
+                if rc == EXIT_PREEMPTED or fwd.received is not None:
+                    print(f"{run.head}: interrupted (exit {rc}); run the same command to resume", flush=True)
+                    rc_first = rc_first or EXIT_PREEMPTED
+                elif rc != 0:
+                    print(f"{run.head}: FAILED with exit code {rc}", flush=True)
+                    rc_first = rc_first or rc
+                else:
+                    print(f"{run.head}: finished", flush=True)
+            if running:
+                time.sleep(POLL_S)
+    if fwd.received is not None and todo:
+        rc_first = rc_first or EXIT_PREEMPTED
+    return rc_first
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -431,6 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--log-to-file", action="store_true", help="local runs: write each run's output to run_dir/launch.log"
     )
+    parser.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
+                        help="local runs: N at a time, each on one torch thread (train.threads=1 unless set) "
+                             "with its output in run_dir/launch.log (default 1)")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the commands; run nothing")
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument(
@@ -457,6 +505,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             seeds = [int(s) for seed_arg in args.seeds for s in seed_arg.split(",")]
         except ValueError:
             parser.error(f"--seeds takes integers, got {args.seeds}")
+    if args.jobs < 1:
+        parser.error(f"--jobs: {args.jobs} is not allowed; allowed: an integer >= 1")
     only: list[str] | None = args.only
     try:
         specs = plan(args.name, cpu=args.cpu, seeds=seeds, results_dir=args.results_dir, overrides=overrides,
@@ -485,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         submit_slurm(specs, template=args.template or default_template(args.cpu), sbatch_args=args.sbatch_arg,
                      dry_run=args.dry_run)  # fmt: skip
         return 0
-    rc = run_local(specs, dry_run=args.dry_run, log_to_file=args.log_to_file)
+    rc = run_local(specs, dry_run=args.dry_run, log_to_file=args.log_to_file, jobs=args.jobs)
     if rc == 0 and not args.dry_run:
         print(f"all runs finished; plot with: sac-glam plot {exp_dir}", flush=True)
     return rc

@@ -15,11 +15,12 @@ from sac_glam.experiments import RunSpec, merge_overrides, plan, run_status, sba
 from sac_glam.llm.models import SHIPPED_PRETRAINED, TINY_PRESETS, pretrained_cache_path
 from sac_glam.llm.tokenizer import build_word_tokenizer
 
-CPU_SEEDS = {"fig2": [0, 1, 2, 3, 4]}  # the README's Results table; every other CPU twin: [0, 1]
+# The README's Results table; the ablations' twins: issue 33's 3 seeds; every other CPU twin: [0, 1]
+CPU_SEEDS = {"fig2": [0, 1, 2, 3, 4], **{name: [0, 1, 2] for name in ["fig5", "fig6", "fig8", "fig9"]}}
 EXPECTED = {  # experiment: (labels, paper seeds)
     "fig2": (["SAC-GLAM", "SAC-GLAM+HER", "PPO-GLAM"], [0, 1, 2, 3]),  # CPU: CPU_SEEDS
-    "fig5": (["obs+action.head-only", "obs.head-only", "obs+action.shared", "obs.shared"], [0, 1]),
-    "fig6": (["PPO.1024x16", "PPO.1024x32", "PPO.2048x16", "PPO.2048x32", "SAC.32x1", "SAC.32x2", "SAC.128x1", "SAC.128x2"], [0, 1]),
+    "fig5": (["obs+action.head-only", "obs.head-only", "obs+action.shared", "obs.shared", "obs+action.separate"], [0, 1]),
+    "fig6": (["PPO.1024x16", "PPO.1024x32", "PPO.2048x16", "PPO.2048x32", "SAC.32x1", "SAC.32x2", "SAC.128x1", "SAC.128x2", "SAC.32x4"], [0, 1]),
     "fig8": (["HER+uniform", "HER+ratio", "HER+prior"], [0, 1]),
     "fig9": (["n1", "n3.capacity-x1", "n5", "capacity-x0.5", "capacity-x5"], [0, 1]),
 }  # fmt: skip
@@ -69,12 +70,19 @@ def test_comparisons_set_the_studied_keys() -> None:
         ("prompt", True),
         ("prompt", False),
     }
+    # The CPU twin shares the actor's LLM in the paper's four arms; its reference arm is the CPU default.
+    fig5_cpu = cfgs("fig5", cpu=True)
+    default = load_config("sac_glam_her_cpu").critic
+    assert {lab for lab, c in fig5_cpu.items() if not c.critic.share_llm} == {"obs+action.separate"}  # type: ignore[attr-defined]
+    assert fig5_cpu["obs+action.separate"].critic == default  # type: ignore[attr-defined]
     assert all(c.env.n_objects == 3 and not c.env.sequential_goals for c in fig5.values())  # type: ignore[attr-defined]
     fig6 = cfgs("fig6")
     assert {(c.ppo.n_steps, c.ppo.epochs) for lab, c in fig6.items() if lab.startswith("PPO")} == {  # type: ignore[attr-defined]
         (1024, 16), (1024, 32), (2048, 16), (2048, 32)}  # fmt: skip
     assert {(c.sac.update_every, c.sac.n_updates) for lab, c in fig6.items() if lab.startswith("SAC")} == {  # type: ignore[attr-defined]
-        (32, 1), (32, 2), (128, 1), (128, 2)}  # fmt: skip
+        (32, 1), (32, 2), (128, 1), (128, 2), (32, 4)}  # fmt: skip
+    default = load_config("sac_glam_her_cpu").sac
+    assert (default.update_every, default.n_updates) == (32, 4)  # SAC.32x4 is the CPU default
     assert {c.buffer.her_strategy for c in cfgs("fig8").values()} == {"uniform", "ratio", "prior"}  # type: ignore[attr-defined]
     fig9 = cfgs("fig9")
     assert {c.buffer.n_step for c in fig9.values()} == {1, 3, 5}  # type: ignore[attr-defined]
@@ -209,11 +217,11 @@ def test_submit_slurm_dry_run_skips_finished_seeds(
     specs = plan("fig8", cpu=True, results_dir=tmp_path)
     first = specs[0]
     first.run_dir.mkdir(parents=True)
-    (first.run_dir / "result.json").write_text(json.dumps({"steps": 10_000}))
+    (first.run_dir / "result.json").write_text(json.dumps({"steps": experiments.budget(first)}))
     assert experiments.submit_slurm(specs, template="slurm/cpu.sbatch", dry_run=True) == []
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("sbatch")]
     assert len(lines) == 3
-    assert "--array=1 " in lines[0] and "--array=0,1 " in lines[1]
+    assert "--array=1,2 " in lines[0] and "--array=0,1,2 " in lines[1]
 
 
 def test_cli_dry_run_and_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -236,13 +244,13 @@ def test_cli_dry_run_and_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[
         == 0
     )
     out = capsys.readouterr().out
-    assert out.count("starting") == 4 and "train.threads=1" in out and "train.seed=0" in out
+    assert out.count("would start") == 5 and "train.threads=1" in out and "train.seed=0" in out
     assert not (tmp_path / "fig5-cpu").exists()  # dry run writes nothing
     specs = plan("fig5", cpu=True, results_dir=tmp_path)
     path = experiments.write_manifest(specs, experiments.load_experiments()["fig5"])
     manifest = json.loads(path.read_text())
     assert list(manifest["runs"]) == EXPECTED["fig5"][0]
-    assert len(manifest["panels"]) == 2 and manifest["runs"]["obs.shared"]["seeds"] == [0, 1]
+    assert len(manifest["panels"]) == 2 and manifest["runs"]["obs.shared"]["seeds"] == [0, 1, 2]
 
 
 def test_cli_only_takes_labels_and_leaves_overrides_after_it(
@@ -253,7 +261,7 @@ def test_cli_only_takes_labels_and_leaves_overrides_after_it(
     args = ["experiment", "fig2", "--cpu", "--dry-run", "--results-dir", str(tmp_path)]
     assert main([*args, "--only", "SAC-GLAM", "PPO-GLAM", "train.threads=1"]) == 0
     out = capsys.readouterr().out
-    starts = [line for line in out.splitlines() if "starting" in line]
+    starts = [line for line in out.splitlines() if "would start" in line]
     assert len(starts) == 2 * len(CPU_SEEDS["fig2"]) and not any("SAC-GLAM+HER" in line for line in starts)
     assert out.count("train.threads=1") >= len(starts)  # in every run's command
     with pytest.raises(SystemExit):  # overrides alone are not a label
@@ -282,3 +290,68 @@ def test_bad_definitions_are_errors(tmp_path: Path) -> None:
         experiments.load_experiments(bad)
     with pytest.raises(KeyError, match="no experiment"):
         plan("nope")
+
+
+def test_run_local_with_jobs_runs_that_many_at_once_on_one_thread_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--jobs 2: two children alive at a time (never three), each with train.threads=1 and its output in
+    launch.log; an explicit train.threads override is kept."""
+    monkeypatch.setattr(experiments, "POLL_S", 0.0)
+    alive: list[FakeChild] = []
+    peak = [0]
+    launched: list[tuple[list[str], object]] = []
+
+    class FakeChild:
+        def __init__(self, cmd: list[str], **kwargs: object) -> None:
+            launched.append((cmd, kwargs["stdout"]))
+            self.polls = 0
+            alive.append(self)
+            peak[0] = max(peak[0], len(alive))
+
+        def poll(self) -> int | None:
+            self.polls += 1
+            if self.polls < 3:
+                return None
+            if self in alive:
+                alive.remove(self)
+            return 0
+
+        def wait(self) -> int:
+            return 0
+
+    monkeypatch.setattr(experiments.subprocess, "Popen", FakeChild)
+    specs = [_spec(tmp_path, s) for s in range(3)]
+    threaded = RunSpec("fig2-cpu", "X", "sac_glam_cpu", ("train.threads=2",), 9, tmp_path / "x" / "seed9")
+    assert experiments.run_local([*specs, threaded], jobs=2) == 0
+    assert peak[0] == 2 and len(launched) == 4
+    for cmd, stdout in launched[:3]:
+        assert cmd[-1] == "train.threads=1" and getattr(stdout, "name", "").endswith("launch.log")
+    assert launched[3][0].count("train.threads=2") == 1 and "train.threads=1" not in launched[3][0]
+
+
+def test_run_local_with_jobs_stops_the_queue_after_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(experiments, "POLL_S", 0.0)
+    launched: list[list[str]] = []
+
+    class Failing:
+        def __init__(self, cmd: list[str], **kwargs: object) -> None:
+            launched.append(cmd)
+
+        def poll(self) -> int:
+            return 3
+
+        def wait(self) -> int:
+            return 3
+
+    monkeypatch.setattr(experiments.subprocess, "Popen", Failing)
+    assert experiments.run_local([_spec(tmp_path, s) for s in range(4)], jobs=2) == 3
+    assert len(launched) == 2  # the two started together; none after the failure
+
+
+def test_experiment_refuses_jobs_below_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        experiments.main(["fig5", "--cpu", "--jobs", "0", "--dry-run"])
+    assert exc.value.code == 2 and "--jobs: 0 is not allowed" in capsys.readouterr().err
