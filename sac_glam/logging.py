@@ -113,6 +113,13 @@ def write_csv(records: list[dict[str, float]], path: str | Path) -> None:
         writer.writerows(records)
 
 
+def read_csv(path: str | Path) -> list[dict[str, float]]:
+    """Records of a CSV that :func:`write_csv` wrote (an export's ``seed0.csv``): the inverse of it, an
+    empty cell being a key the record did not carry."""
+    with Path(path).open(newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
 def series(records: list[dict[str, float]], key: str) -> tuple[list[float], list[float]]:
     """(steps, values) of one key, skipping records without it."""
     pts = [(r["step"], r[key]) for r in records if key in r]

@@ -2,8 +2,11 @@
 
 An experiment directory holds ``{label}/seed{seed}/metrics.jsonl`` (what ``sac-glam experiment`` writes;
 ``experiment.json`` beside them, when present, gives the labels' order, panels and the title). A
-directory of ``seed*/`` runs (``runs/{name}/``) is read as a one-label experiment. Figures, each as PNG
-and PDF in ``EXPERIMENT_DIR/plots/``:
+directory of ``seed*/`` runs (``runs/{name}/``) is read as a one-label experiment, a single run's
+directory (``train.run_dir=X``, holding ``metrics.jsonl``) as one label with one seed, and the committed
+exports of ``sac-glam report --out`` (``{label}/seed{seed}.csv``, e.g. ``experiments/results/fig2-cpu``)
+like the runs they were exported from. Figures, each as PNG and PDF in ``EXPERIMENT_DIR/plots/`` (or
+``--out``):
 
 - ``success_vs_steps``, ``success_vs_time``: training success rate vs environment steps and vs wall-clock
   time, mean and standard deviation over seeds, one curve per label, one subplot per panel
@@ -34,17 +37,20 @@ import matplotlib
 matplotlib.use("Agg")  # headless: clusters and CI have no display
 import matplotlib.pyplot as plt
 import numpy as np
+import yaml
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from sac_glam.helptext import plain
-from sac_glam.logging import METRICS_FILE, read_metrics
+from sac_glam.logging import METRICS_FILE, read_csv, read_metrics
 
 MANIFEST = "experiment.json"
+CONFIG_FILE = "config.yaml"
 SUCCESS_KEY = "rollout/success_rate"
 WALL_KEY = "time/wall_s"
 HER_KEY = "buffer/her_share"
 SEED_RE = re.compile(r"^seed(\d+)$")
+EXPORT_RE = re.compile(r"^seed(\d+)\.csv$")  # sac-glam report --out: {label}/seed{seed}.csv
 
 Records = list[dict[str, float]]
 
@@ -56,6 +62,8 @@ class LabelRuns:
     label: str
     panels: tuple[str, ...]
     seeds: dict[int, Records] = field(default_factory=dict)
+    configs: dict[int, Path] = field(default_factory=dict)
+    """``{seed: its config.yaml}`` (``seed{seed}.config.yaml`` in an export), for the seeds that have one."""
 
 
 @dataclass
@@ -78,41 +86,74 @@ class ExperimentLogs:
         return f"mean ± std over {n} seed{'s' if hi != 1 else ''}"
 
 
-def _read_seeds(label_dir: Path) -> dict[int, Records]:
-    seeds: dict[int, Records] = {}
-    for d in sorted(label_dir.iterdir()) if label_dir.is_dir() else []:
+def _read_seeds(label_dir: Path) -> LabelRuns:
+    """The seeds below ``label_dir``: ``seed*/metrics.jsonl`` runs, else ``seed*.csv`` exports."""
+    out = LabelRuns(label_dir.name, ())
+    entries = sorted(label_dir.iterdir()) if label_dir.is_dir() else []
+    for d in entries:
         m = SEED_RE.match(d.name)
         if m and (d / METRICS_FILE).exists():
             records = read_metrics(d / METRICS_FILE)
             if records:
-                seeds[int(m.group(1))] = records
-    return seeds
+                out.seeds[int(m.group(1))] = records
+                if (d / CONFIG_FILE).is_file():
+                    out.configs[int(m.group(1))] = d / CONFIG_FILE
+    for f in entries if not out.seeds else []:
+        m = EXPORT_RE.match(f.name)
+        records = read_csv(f) if m and f.is_file() else []
+        if m and records:
+            out.seeds[int(m.group(1))] = records
+            if f.with_suffix(f".{CONFIG_FILE}").is_file():
+                out.configs[int(m.group(1))] = f.with_suffix(f".{CONFIG_FILE}")
+    return out
+
+
+def _single_run(run_dir: Path) -> LabelRuns | None:
+    """A run directory itself (``train.run_dir=X``): one label (the config's name) and its seed."""
+    records = read_metrics(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).is_file() else []
+    if not records:
+        return None
+    config = run_dir / CONFIG_FILE
+    raw = yaml.safe_load(config.read_text()) if config.is_file() else None
+    raw = raw if isinstance(raw, dict) else {}
+    seed = (raw.get("train") or {}).get("seed", 0)
+    runs = LabelRuns(str(raw.get("name") or run_dir.resolve().name), ())
+    runs.seeds[int(seed)] = records
+    if config.is_file():
+        runs.configs[int(seed)] = config
+    return runs
 
 
 def load_experiment(exp_dir: str | Path) -> ExperimentLogs:
-    """Read every ``{label}/seed*/metrics.jsonl`` (or ``seed*/metrics.jsonl``) below ``exp_dir``."""
+    """Read every ``{label}/seed*/metrics.jsonl`` (or ``seed*/metrics.jsonl``, or a single run's
+    ``metrics.jsonl``, or an export's ``{label}/seed*.csv``) below ``exp_dir``."""
     exp_dir = Path(exp_dir)
     manifest = json.loads((exp_dir / MANIFEST).read_text()) if (exp_dir / MANIFEST).exists() else {}
     panels = tuple(manifest.get("panels") or [""])
-    direct = _read_seeds(exp_dir)
+    single = _single_run(exp_dir)
+    direct = _read_seeds(exp_dir) if single is None else single
     runs: list[LabelRuns] = []
-    if direct:  # runs/{name}/seed{seed}: one label
-        runs.append(LabelRuns(exp_dir.name, panels[:1], direct))
+    if direct.seeds:  # runs/{name}/seed{seed}, or one run: one label
+        direct.label = direct.label if single is not None else exp_dir.name
+        direct.panels = panels[:1]
+        runs.append(direct)
     else:
         listed = list(manifest.get("runs", {}))
-        found = (
-            sorted(d.name for d in exp_dir.iterdir() if d.is_dir() and _read_seeds(d))
+        read = (
+            {d.name: _read_seeds(d) for d in sorted(exp_dir.iterdir()) if d.is_dir()}
             if exp_dir.is_dir()
-            else []
+            else {}
         )
+        found = [name for name, r in read.items() if r.seeds]
         for label in [*[x for x in listed if x in found], *[x for x in found if x not in listed]]:
-            run_panels = tuple(manifest.get("runs", {}).get(label, {}).get("panels") or panels[:1])
-            runs.append(LabelRuns(label, run_panels, _read_seeds(exp_dir / label)))
+            read[label].panels = tuple(manifest.get("runs", {}).get(label, {}).get("panels") or panels[:1])
+            runs.append(read[label])
     if not runs:
         raise FileNotFoundError(
-            f"{exp_dir}: no {{label}}/seed*/{METRICS_FILE} (nor seed*/{METRICS_FILE}) found"
+            f"{exp_dir}: no {{label}}/seed*/{METRICS_FILE} found (nor seed*/{METRICS_FILE}, a run's own "
+            f"{METRICS_FILE}, or the {{label}}/seed*.csv of an export by sac-glam report --out)"
         )
-    name = manifest.get("experiment", exp_dir.name)
+    name = manifest.get("experiment", runs[0].label if single is not None else exp_dir.name)
     return ExperimentLogs(name=name, title=manifest.get("title", name), panels=panels, runs=runs)
 
 

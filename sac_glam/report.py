@@ -52,7 +52,7 @@ from pathlib import Path
 
 from sac_glam.helptext import plain
 from sac_glam.intervals import DEFAULT_REPS
-from sac_glam.logging import METRICS_FILE, read_metrics, write_csv
+from sac_glam.logging import write_csv
 from sac_glam.plots import load_experiment, plot_experiment
 from sac_glam.report_stats import (
     CONFIG_FILE,
@@ -121,14 +121,13 @@ def export_runs(exp_dir: str | Path, out: str | Path) -> list[Path]:
     written: list[Path] = []
     for run in load_experiment(exp_dir).runs:
         (out / run.label).mkdir(parents=True, exist_ok=True)
-        for seed in run.seeds:
-            src = run_dir(exp_dir, run.label, seed)
+        for seed, records in run.seeds.items():
             csv_path = out / run.label / f"seed{seed}.csv"
-            write_csv(read_metrics(src / METRICS_FILE), csv_path)
+            write_csv(records, csv_path)
             written.append(csv_path)
-            if (src / CONFIG_FILE).exists():
+            if seed in run.configs:
                 cfg_path = out / run.label / f"seed{seed}.{CONFIG_FILE}"
-                shutil.copyfile(src / CONFIG_FILE, cfg_path)
+                shutil.copyfile(run.configs[seed], cfg_path)
                 written.append(cfg_path)
     written += plot_experiment(exp_dir, out / "plots", formats=("png",))
     return written

@@ -334,8 +334,7 @@ def default_budgets(exp_dir: Path, exp: ExperimentLogs) -> list[int]:
     e.g. 10000 20000 30000; of the longest run's last step when no ``config.yaml`` says."""
     planned = []
     for run in exp.runs:
-        for seed in run.seeds:
-            path = run_dir(exp_dir, run.label, seed) / CONFIG_FILE
+        for path in run.configs.values():
             if path.exists():
                 total = (yaml.safe_load(path.read_text()) or {}).get("train", {}).get("total_steps")
                 if isinstance(total, int) and total > 0:

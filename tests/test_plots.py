@@ -162,3 +162,44 @@ def test_cli_writes_png_and_pdf(exp_dir: Path, capsys: pytest.CaptureFixture[str
             assert path.exists() and path.stat().st_size > 1000, path
     assert "wrote" in capsys.readouterr().out
     assert main(["plot", str(exp_dir / "nothing-here")]) == 1
+
+
+def test_plot_reads_a_single_run_directory(tmp_path: Path) -> None:
+    """``train.run_dir=X`` holds one run's ``metrics.jsonl`` directly: one label (the config's name) and
+    the seed its ``config.yaml`` names (issue 37)."""
+    run = tmp_path / "trial"
+    _write_run(run, 3, her=True)
+    (run / "config.yaml").write_text("name: sac_glam_her_cpu\ntrain:\n  seed: 3\n  total_steps: 1024\n")
+    assert plots.main([str(run), "--formats", "png"]) == 0
+    exp = plots.load_experiment(run)
+    assert [(r.label, list(r.seeds), list(r.configs)) for r in exp.runs] == [("sac_glam_her_cpu", [3], [3])]
+    assert (run / "plots" / "success_vs_steps.png").is_file()
+
+
+def test_plot_reads_the_committed_csv_exports(exp_dir: Path, tmp_path: Path) -> None:
+    """``sac-glam report --out`` exports ``{label}/seed{seed}.csv``; plotting the export gives the same
+    curves as plotting the runs (the committed ``experiments/results/*`` hold only those files)."""
+    from sac_glam.logging import read_metrics, write_csv
+
+    export = tmp_path / "export"
+    for label in LABELS:
+        (export / label).mkdir(parents=True)
+        for seed in (0, 1):
+            write_csv(
+                read_metrics(exp_dir / label / f"seed{seed}" / "metrics.jsonl"),
+                export / label / f"seed{seed}.csv",
+            )
+    runs, exported = plots.load_experiment(exp_dir), plots.load_experiment(export)
+    assert [r.label for r in exported.runs] == [r.label for r in runs.runs]
+    for a, b in zip(runs.runs, exported.runs, strict=True):
+        assert a.seeds == b.seeds  # the CSV round trip is exact, keys a record lacked included
+    assert plots.main([str(export), "--out", str(tmp_path / "figs"), "--formats", "png"]) == 0
+    assert (tmp_path / "figs" / "eval_train_vs_test.png").is_file()
+
+
+def test_plot_of_a_directory_without_runs_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert plots.main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "seed*.csv" in err

@@ -383,3 +383,18 @@ def test_report_calls_a_difference_significant_only_with_enough_runs(
         _, _, poi_table, _, _ = _tables(rep.to_markdown())
         called = "**significant**" if n_seeds >= 5 else "(excludes 0.5; < 5 runs: not called)"
         assert poi_table["HI > LO"] == [f"1.00 [1.00, 1.00] {called}"]  # no test goals logged
+
+
+def test_report_on_a_single_run_and_on_an_export(exp_dir: Path, tmp_path: Path) -> None:
+    """``sac-glam report RUN_DIR`` on one run (``train.run_dir=X``), and on the CSVs its ``--out`` exported:
+    the same numbers as the report of the experiment directory (issue 37)."""
+    assert report.main([str(exp_dir / "A" / "seed0"), "--reps", "50"]) == 0
+    single = json.loads((exp_dir / "A" / "seed0" / report.TABLE_JSON).read_text())
+    assert single["budgets"] == [1000, 2000, 3000]  # from its config.yaml's total_steps
+    export = tmp_path / "export"
+    assert report.main([str(exp_dir), "--out", str(export), "--reps", "50"]) == 0
+    again = tmp_path / "again"
+    assert report.main([str(export), "--out", str(again), "--reps", "50"]) == 0
+    a, b = (json.loads((d / report.TABLE_JSON).read_text()) for d in (export, again))
+    assert a["labels"] == b["labels"] and a["budgets"] == b["budgets"]
+    assert (again / "A" / "seed0.config.yaml").is_file()  # configs travel with the export
