@@ -88,30 +88,94 @@ def _require(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The numbers a key allows: from ``low`` to ``high`` (None: unbounded), each bound included unless
+    ``*_open``. ``str()`` is what the error says is allowed: ``>= 1``, ``> 0``, ``in (0, 1]``."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def allows(self, value: float) -> bool:
+        # Written as "not outside" would let NaN through: every comparison with NaN is False.
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return (
+            f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        )
+
+
+AT_LEAST_1, AT_LEAST_0, POSITIVE = Range(1), Range(0), Range(0, low_open=True)
+UNIT, SHARE = Range(0, 1, low_open=True), Range(0, 1)
+
+#: The allowed range of every numeric key (int or float) of :class:`~sac_glam.config.Config`, checked at
+#: load (:func:`check_ranges`); a numeric key missing here fails every load, so a new key needs its
+#: range. They refuse nonsense only (a count of 0, a negative rate), never a value a run could use.
+RANGES: dict[str, Range] = {
+    "env.n_objects": AT_LEAST_1, "env.max_steps": AT_LEAST_1, "env.n_envs": AT_LEAST_1,
+    "model.tiny.d_model": AT_LEAST_1, "model.tiny.n_layers": AT_LEAST_1, "model.tiny.n_heads": AT_LEAST_1,
+    "model.tiny.d_ff": AT_LEAST_1, "model.tiny.pretrain_steps": AT_LEAST_0,
+    "model.tiny.pretrain_corpus": AT_LEAST_1, "model.tiny.pretrain_batch": AT_LEAST_1,
+    "model.tiny.pretrain_lr": POSITIVE, "model.tiny.pretrain_seed": AT_LEAST_0,
+    "model.lora_r": AT_LEAST_1, "model.lora_alpha": AT_LEAST_1, "model.lora_dropout": Range(0, 1, high_open=True),
+    "model.minibatch_size": AT_LEAST_1,
+    "sac.gamma": UNIT, "sac.batch_size": AT_LEAST_1, "sac.update_every": AT_LEAST_1, "sac.n_updates": AT_LEAST_1,
+    # A learning rate of 0 freezes its part (docs/robustness.md's diagnosis runs sac.actor_lr=0.0).
+    "sac.learning_starts": AT_LEAST_0, "sac.warmup_updates": AT_LEAST_0, "sac.actor_lr": AT_LEAST_0,
+    "sac.critic_lr": AT_LEAST_0, "sac.alpha_init": POSITIVE,
+    # The entropy of a discrete policy is >= 0: a negative target would only drive alpha to 0.
+    "sac.target_entropy": AT_LEAST_0, "sac.alpha_lr": AT_LEAST_0, "sac.reward_scale": POSITIVE,
+    "sac.max_grad_norm": POSITIVE, "sac.chunk_size": AT_LEAST_1,
+    "buffer.capacity": AT_LEAST_1, "buffer.n_step": AT_LEAST_1, "buffer.her_ratio": SHARE,
+    "critic.width": AT_LEAST_1, "critic.n_critics": AT_LEAST_1, "critic.tau": UNIT,
+    "ppo.n_steps": AT_LEAST_1, "ppo.epochs": AT_LEAST_1, "ppo.batch_size": AT_LEAST_1, "ppo.ent_coef": AT_LEAST_0,
+    "ppo.vf_coef": AT_LEAST_0, "ppo.gamma": UNIT, "ppo.lr": AT_LEAST_0, "ppo.gae_lambda": UNIT,
+    "ppo.clip_range": POSITIVE, "ppo.max_grad_norm": POSITIVE, "ppo.chunk_size": AT_LEAST_1,
+    "train.total_steps": AT_LEAST_1, "train.seed": AT_LEAST_0, "train.eval_every": AT_LEAST_0,
+    "train.eval_episodes": AT_LEAST_1, "train.log_every": AT_LEAST_1, "train.log_window": AT_LEAST_1,
+    "train.checkpoint_every": AT_LEAST_0, "train.threads": AT_LEAST_0,
+}  # fmt: skip
+
+
+def numeric_keys(cls: type, prefix: str = "") -> list[str]:
+    """The dotted keys of every int and float field (``float | None`` too) below dataclass ``cls``."""
+    keys = []
+    for name, tp in typing.get_type_hints(cls).items():
+        union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            keys += numeric_keys(tp, f"{prefix}{name}.")
+        elif (set(typing.get_args(tp)) - {type(None)} if union else {tp}) <= {int, float}:
+            keys.append(prefix + name)
+    return keys
+
+
+def check_ranges(cfg: Config) -> None:
+    """Every numeric key inside its :data:`RANGES` entry (None, where a key allows it, is not checked)."""
+    for key in numeric_keys(type(cfg)):
+        value: Any = cfg
+        for attr in key.split("."):
+            value = getattr(value, attr)
+        allowed = RANGES[key]
+        _require(value is None or allowed.allows(value), f"{key}: must be {allowed}, got {value}")
+
+
 def validate(cfg: Config) -> None:
     """Cross-field and range checks that the types alone cannot express."""
     from sac_glam.envs.goals import GOAL_TYPES
 
-    for key in ("env.n_objects", "env.max_steps", "env.n_envs", "sac.batch_size", "sac.update_every",
-                "sac.n_updates", "sac.chunk_size", "buffer.capacity", "buffer.n_step", "ppo.n_steps",
-                "ppo.epochs", "ppo.batch_size", "ppo.chunk_size", "train.eval_episodes", "train.log_every",
-                "train.log_window", "critic.width", "critic.n_critics", "model.minibatch_size"):  # fmt: skip
-        section, attr = key.split(".")
-        value = getattr(getattr(cfg, section), attr)
-        _require(value >= 1, f"{key}: must be >= 1, got {value}")
-    for key in ("sac.gamma", "ppo.gamma", "critic.tau", "ppo.gae_lambda"):
-        section, attr = key.split(".")
-        value = getattr(getattr(cfg, section), attr)
-        _require(0.0 < value <= 1.0, f"{key}: must be in (0, 1], got {value}")
+    check_ranges(cfg)
     _require(
-        0.0 <= cfg.buffer.her_ratio <= 1.0, f"buffer.her_ratio: must be in [0, 1], got {cfg.buffer.her_ratio}"
+        cfg.sac.target_entropy_mode != "fraction" or cfg.sac.target_entropy <= 1,
+        f"sac.target_entropy: must be in [0, 1] with sac.target_entropy_mode=fraction (a share of "
+        f"log|A|), got {cfg.sac.target_entropy}",
     )
-    _require(cfg.sac.alpha_init > 0, f"sac.alpha_init: must be > 0, got {cfg.sac.alpha_init}")
-    tiny = cfg.model.tiny
-    _require(tiny.pretrain_steps >= 0, f"model.tiny.pretrain_steps: must be >= 0, got {tiny.pretrain_steps}")
-    for attr in ("pretrain_corpus", "pretrain_batch"):
-        _require(getattr(tiny, attr) >= 1, f"model.tiny.{attr}: must be >= 1, got {getattr(tiny, attr)}")
-    _require(tiny.pretrain_lr > 0, f"model.tiny.pretrain_lr: must be > 0, got {tiny.pretrain_lr}")
     for t in cfg.env.goal_types:
         _require(
             t in GOAL_TYPES, f"env.goal_types: {t!r} is not a goal type; allowed: {', '.join(GOAL_TYPES)}"
@@ -150,8 +214,6 @@ def _validate_parts(cfg: Config) -> None:
     from sac_glam.envs.rules import sampling_goals
 
     tiny = cfg.model.tiny
-    for attr in ("d_model", "n_layers", "n_heads", "d_ff"):
-        _require(getattr(tiny, attr) >= 1, f"model.tiny.{attr}: must be >= 1, got {getattr(tiny, attr)}")
     is_tiny = cfg.model.name.startswith("tiny-")
     _require(
         not is_tiny or tiny.d_model % tiny.n_heads == 0,

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import typing
 
 import pytest
 
@@ -16,6 +17,7 @@ from sac_glam.config import (
     load_config,
     to_dict,
 )
+from sac_glam.config_validation import RANGES, Range, numeric_keys
 
 
 @pytest.mark.parametrize("name", available_configs())
@@ -73,6 +75,56 @@ def test_bad_values_name_the_key_and_what_is_allowed(override, fragment):
     with pytest.raises(ConfigError, match=None) as err:
         load_config("sac_glam", [override])
     assert fragment in str(err.value)
+
+
+def _outside(allowed: Range, kind: type) -> list[float]:
+    """Values of type ``kind`` just outside each finite bound of ``allowed`` (an open bound itself)."""
+    step = 1 if kind is int else 0.5
+    out = []
+    if allowed.low is not None:
+        out.append(kind(allowed.low if allowed.low_open else allowed.low - step))
+    if allowed.high is not None:
+        out.append(kind(allowed.high if allowed.high_open else allowed.high + step))
+    return out
+
+
+def _kind(cfg: Config, key: str) -> type:
+    *sections, attr = key.split(".")
+    owner: object = cfg
+    for section in sections:
+        owner = getattr(owner, section)
+    return float if "float" in str(typing.get_type_hints(type(owner))[attr]) else int
+
+
+@pytest.mark.parametrize("key", numeric_keys(Config))
+def test_every_numeric_key_refuses_a_value_outside_its_range_in_one_line(key):
+    # Walks the dataclasses, so a new int or float key without a range fails here (KeyError).
+    allowed, kind = RANGES[key], _kind(Config(), key)
+    values = _outside(allowed, kind)
+    assert values, f"{key}: {allowed} has no finite bound"
+    for value in values:
+        with pytest.raises(ConfigError) as err:
+            load_config(DEFAULT_CONFIG, [f"{key}={value}"])
+        assert str(err.value) == f"{key}: must be {allowed}, got {value}"
+    assert not allowed.allows(float("nan"))  # NaN compares False with everything: it must not slip through
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.total_steps=-5", "train.total_steps: must be >= 1, got -5"),
+    ("train.total_steps=0", "train.total_steps: must be >= 1, got 0"),
+    ("train.threads=-1", "train.threads: must be >= 0, got -1"),
+])  # fmt: skip
+def test_issue_nonsense_is_refused_by_the_launcher_in_one_line(tmp_path, override, message):
+    run = subprocess.run([sys.executable, "-m", "sac_glam.launch", override, f"train.run_dir={tmp_path}"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert run.returncode == 2 and run.stderr.strip() == f"lamorel-launch: config error: {message}"
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_a_fractional_target_entropy_above_one_is_refused():
+    with pytest.raises(ConfigError) as err:
+        load_config(DEFAULT_CONFIG, ["sac.target_entropy_mode=fraction", "sac.target_entropy=1.5"])
+    assert str(err.value).startswith("sac.target_entropy: must be in [0, 1] with sac.target_entropy_mode")
 
 
 @pytest.mark.parametrize("name,overrides,fragment", [
