@@ -16,7 +16,8 @@ runs ``python -m sac_glam.lamorel_watch --config-path /abs/lamorel_configs --con
 Errors a user can fix (a config key, a model that cannot be loaded, a run directory that cannot be
 written, a full disk, a checkpoint of another config) print one line naming the key or path and exit
 with 2 (configuration), 1 (the machine) or the training loop's own code (74: a checkpoint could not
-be written); Ctrl-C exits with 130. A Lamorel process killed (an out-of-memory kill, a node fault) ends
+be written); Ctrl-C checkpoints and exits with 75 as a preemption does (a second Ctrl-C aborts at once:
+130). A Lamorel process killed (an out-of-memory kill, a node fault) ends
 the run with one line naming it and exit 76: the same command resumes (docs/checkpoints.md).
 """
 
@@ -157,7 +158,8 @@ def run_launcher(
     or the code of a failed process (a user error's, or :func:`sac_glam.lamorel_watch.describe`'s).
 
     SIGTERM/SIGUSR1 received meanwhile are forwarded to RL rank 0 alone (once its pid file says it
-    handles them; until then they are kept), SIGINT to the launcher (accelerate then stops every process).
+    handles them; until then they are kept); a first SIGINT (Ctrl-C) is forwarded there as SIGTERM, so
+    that it keeps the work too, a second one goes to the launcher (accelerate then stops every process).
     ``n_rl`` (the RL processes; the other ranks are LLM servers) names the ranks in a failure's line;
     ``machine_rank`` is this node's (``lamorel_args.accelerate_args.machine_rank``).
     """
@@ -178,6 +180,7 @@ def run_launcher(
             list(cmd), start_new_session=True, preexec_fn=_ignore_preempt_signals, env=env
         )
         pending: list[int] = []
+        interrupted = False
         while True:
             try:
                 returncode = proc.wait(timeout=poll_s)
@@ -186,9 +189,14 @@ def run_launcher(
                 pass
             while received:
                 sig = received.pop(0)
-                if sig == signal.SIGINT:
-                    print("lamorel-launch: SIGINT: stopping Lamorel's launcher", flush=True)
+                if sig == signal.SIGINT and interrupted:
+                    print("lamorel-launch: SIGINT again: stopping Lamorel's launcher", flush=True)
                     proc.send_signal(signal.SIGINT)
+                elif sig == signal.SIGINT:
+                    interrupted = True
+                    print("lamorel-launch: SIGINT: RL rank 0 saves a checkpoint and stops (Ctrl-C again stops "
+                          "Lamorel at once, without it)", flush=True)  # fmt: skip
+                    pending.append(signal.SIGTERM)
                 else:
                     pending.append(sig)
             pid = rl_rank0_pid(run_dir) if pending else None

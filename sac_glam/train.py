@@ -2,10 +2,11 @@
 
 ``train(cfg)`` runs one (config, seed) in one run directory. Running it again on the same directory
 resumes from the checkpoint: steps continue where they stopped, nothing is counted twice. SIGTERM and
-SIGUSR1 (what SLURM sends before a time limit or a preemption) save a checkpoint and exit with
-:data:`EXIT_PREEMPTED`. A directory that holds a run it cannot resume is refused (:data:`EXIT_REFUSED`,
-``train.restart=true`` moves it aside), and a checkpoint the disk will not take stops the run
-(:data:`EXIT_CHECKPOINT_FAILED`) with the previous checkpoint intact (docs/checkpoints.md).
+SIGUSR1 (what SLURM sends before a time limit or a preemption) and SIGINT (Ctrl-C; a second one aborts
+at once) save a checkpoint and exit with :data:`EXIT_PREEMPTED`. A directory that holds a run it cannot
+resume is refused (:data:`EXIT_REFUSED`, ``train.restart=true`` moves it aside), and a checkpoint the
+disk will not take stops the run (:data:`EXIT_CHECKPOINT_FAILED`) with the previous checkpoint intact
+(docs/checkpoints.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import collections
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -44,7 +46,7 @@ from sac_glam.logging import MetricsLogger, ProgressBar, wandb_init_args
 
 log = logging.getLogger(__name__)
 
-#: Exit code after a SIGTERM/SIGUSR1 checkpoint (EX_TEMPFAIL: "try again"): rerun the same command.
+#: Exit code after a SIGTERM/SIGUSR1/SIGINT checkpoint (EX_TEMPFAIL: "try again"): rerun the same command.
 EXIT_PREEMPTED = 75
 #: Exit code when the run directory holds a run that cannot be resumed (a usage error: nothing was run).
 EXIT_REFUSED = 2
@@ -68,7 +70,7 @@ RESUMABLE_KEYS = (
 
 
 class Preempted(SystemExit):
-    """Raised after the checkpoint of a SIGTERM/SIGUSR1 is written."""
+    """Raised after the checkpoint of a SIGTERM/SIGUSR1/SIGINT is written."""
 
     def __init__(self) -> None:
         super().__init__(EXIT_PREEMPTED)
@@ -135,7 +137,12 @@ class TrainResult:
 
 
 class _SignalFlag:
-    """Turns SIGTERM/SIGUSR1 into a flag the loop checks between iterations (never mid-update)."""
+    """Turns SIGTERM/SIGUSR1/SIGINT into a flag the loop checks between iterations (never mid-update).
+
+    Ctrl-C keeps the work as a preemption does (a paper-scale iteration can take minutes, so it says so at
+    once); a second Ctrl-C is Python's KeyboardInterrupt again: abort at once, without a checkpoint. A
+    SIGINT that the parent ignores (a job started in the background) stays ignored.
+    """
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -144,10 +151,17 @@ class _SignalFlag:
     def __enter__(self) -> _SignalFlag:
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             self._previous[sig] = signal.signal(sig, self._handle)
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            # os.write: a print() interrupted by this handler would be re-entered and raise.
+            os.write(2, b"\nCtrl-C: saving a checkpoint at the end of this iteration, "
+                     b"then stopping (Ctrl-C again aborts without it)\n")  # fmt: skip
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
@@ -273,7 +287,7 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
                 checkpoint()
                 bar.close()
                 logger.close()
-                print(f"signal {flag.received}: checkpoint saved at step {state.steps} in {run_dir}; "
+                print(f"{signal.Signals(flag.received).name}: checkpoint saved at step {state.steps} in {run_dir}; "
                       f"run the same command to resume (exit {EXIT_PREEMPTED})", flush=True)  # fmt: skip
                 raise Preempted()
     bar.close()

@@ -164,9 +164,9 @@ def test_paper_layout_is_four_servers_with_lora_and_4bit():
     assert multi.lamorel_args["accelerate_args"]["num_machines"] == 2
 
 
-# A stand-in for Lamorel's launcher and its RL rank 0, speaking the same files: it handles SIGUSR1 only
-# after announcing its pid (as rank 0 does once train() has its handlers), then "checkpoints" (writes
-# the marker) and exits with accelerate's 1.
+# A stand-in for Lamorel's launcher and its RL rank 0, speaking the same files: it handles SIGUSR1 (or
+# the signal named by argv[2]) only after announcing its pid (as rank 0 does once train() has its
+# handlers), then "checkpoints" (writes the marker) and exits with accelerate's 1.
 FAKE_LAUNCHER = """
 import os, signal, socket, sys, time
 from pathlib import Path
@@ -176,7 +176,7 @@ def stop(signum, frame):
     (run_dir / ".preempted").write_text("x")
     sys.exit(1)
 time.sleep(0.5)  # a signal sent now is held by lamorel-launch until the pid file exists
-signal.signal(signal.SIGUSR1, stop)
+signal.signal(getattr(signal, sys.argv[2]) if len(sys.argv) > 2 else signal.SIGUSR1, stop)
 (run_dir / ".lamorel_rl0.pid").write_text(f"{socket.gethostname()} {os.getpid()}")
 time.sleep(60)
 sys.exit(3)
@@ -226,6 +226,30 @@ def test_run_launcher_forwards_sigusr1_to_rank0_and_exits_75(tmp_path):
     assert time.monotonic() - start < 30
     assert not (tmp_path / ".preempted").exists() and not (tmp_path / RL_PID_FILE).exists()
     assert signal.getsignal(signal.SIGUSR1) == before
+
+
+def test_run_launcher_turns_a_first_ctrl_c_into_a_checkpoint_of_rank0_and_a_second_into_a_stop(tmp_path):
+    from sac_glam.launch import run_launcher
+
+    before = signal.getsignal(signal.SIGINT)
+    # One Ctrl-C: rank 0 gets SIGTERM (it checkpoints), held until its pid file exists: exit 75.
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        cmd = [sys.executable, "-c", FAKE_LAUNCHER, str(tmp_path), "SIGTERM"]
+        assert run_launcher(cmd, tmp_path, poll_s=0.05) == 75
+    finally:
+        timer.cancel()
+    # Two Ctrl-C before rank 0 handles signals: the second stops the launcher at once (128 + SIGINT).
+    timers = [threading.Timer(t, os.kill, (os.getpid(), signal.SIGINT)) for t in (0.1, 0.25)]
+    for t in timers:
+        t.start()
+    try:
+        assert run_launcher(cmd, tmp_path, poll_s=0.05) == 130
+    finally:
+        for t in timers:
+            t.cancel()
+    assert signal.getsignal(signal.SIGINT) == before
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,8 +1,11 @@
-"""The training loop end to end: metrics and files, exact resume after SIGTERM, config mismatch."""
+"""The training loop end to end: metrics and files, exact resume after SIGTERM, Ctrl-C, config mismatch."""
 
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -114,6 +117,54 @@ def test_resume_after_sigterm_equals_uninterrupted_run(tmp_path, monkeypatch, na
         for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
     ]
     assert steps == straight_steps
+
+
+def test_ctrl_c_saves_a_checkpoint_exits_75_and_the_rerun_resumes_past_it(tmp_path):
+    # A real lamorel-launch process, sent SIGINT as a terminal's Ctrl-C would (its pid alone), once it
+    # has logged past learning_starts; issue 37: it used to exit 130 and the rerun started at step 0.
+    cmd = [sys.executable, "-m", "sac_glam.launch", *SAC_TINY, "train.total_steps=100000",
+           f"train.run_dir={tmp_path}"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            metrics = tmp_path / "metrics.jsonl"
+            if metrics.exists() and any(
+                json.loads(x)["step"] >= 48 for x in metrics.read_text().splitlines()
+            ):
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == EXIT_PREEMPTED, err
+    stopped_at = load_checkpoint(tmp_path)["loop"]["steps"]
+    assert stopped_at >= 48 and f"SIGINT: checkpoint saved at step {stopped_at}" in out
+    assert "Ctrl-C: saving a checkpoint" in err and "Traceback" not in err
+    cmd[-2] = f"train.total_steps={stopped_at + 32}"
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming {tmp_path} at step {stopped_at}" in rerun.stdout
+    assert load_checkpoint(tmp_path)["loop"]["steps"] == stopped_at + 32
+
+
+def test_a_second_ctrl_c_aborts_at_once_without_a_checkpoint(tmp_path, monkeypatch):
+    original = SACLearner.update
+
+    def update_then_two_interrupts(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the first asks for a checkpoint at the iteration's end,
+        os.kill(os.getpid(), signal.SIGINT)  # the second aborts before it
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SACLearner, "update", update_then_two_interrupts)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg("sac_glam_her_cpu", SAC_TINY, tmp_path))
+    assert load_checkpoint(tmp_path)["loop"]["steps"] == 0  # only the step-0 checkpoint
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_resume_with_a_different_config_is_refused_and_names_keys(tmp_path):
