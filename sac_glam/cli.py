@@ -1,4 +1,5 @@
-"""``sac-glam``: utilities. ``sac-glam goals --split train`` lists goals; ``sac-glam bench ...`` measures;
+"""``sac-glam``: utilities. ``sac-glam train`` is ``lamorel-launch`` (training, with or without Lamorel);
+``sac-glam goals --split train`` lists goals; ``sac-glam bench ...`` measures;
 ``sac-glam experiment NAME`` runs one of the paper's studies; ``sac-glam plot DIR`` draws its figures;
 ``sac-glam report DIR`` tabulates it (and exports the committable CSVs and PNGs); ``sac-glam probe``
 checks by behaviour cloning whether a model can learn the task at all; ``sac-glam make-model`` writes a
@@ -11,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from sac_glam import __version__
 from sac_glam.helptext import plain
 
 BENCHMARKS = {
@@ -28,6 +30,7 @@ BENCHMARKS = {
 
 # These parse their own arguments (``sac-glam experiment -h``, ...).
 SELF_PARSING = {
+    "train": "sac_glam.launch",  # lamorel-launch under the name users without Lamorel look for
     "experiment": "sac_glam.experiments",
     "plot": "sac_glam.plots",
     "report": "sac_glam.report",
@@ -40,7 +43,11 @@ SELF_PARSING = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="sac-glam", description=plain(__doc__))
+    parser.add_argument("--version", action="version", version=f"sac-glam {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser(
+        "train", add_help=False, help="train: the same command as lamorel-launch (its --help lists the keys)"
+    )
     p_goals = sub.add_parser("goals", help="print the goals of a split, one per line")
     p_goals.add_argument("--split", default="train", choices=["train", "test", "simple-train", "simple-test"])
     p_bench = sub.add_parser("bench", help="run a benchmark and print its table (extra args go to it)")

@@ -79,17 +79,22 @@ class TinyModelConfig:
     """Dimensions of the offline presets ``tiny-t5`` / ``tiny-causal`` (randomly initialised)."""
 
     d_model: int = 64
+    """Hidden size (embeddings, attention, the last hidden state the critic reads)."""
     n_layers: int = 2
     """Encoder layers and decoder layers (each) for tiny-t5; blocks for tiny-causal."""
     n_heads: int = 4
+    """Attention heads per layer (``d_model`` must be a multiple)."""
     d_ff: int = 128
+    """Width of the feed-forward layer of each block."""
     pretrain_steps: int = 0
     """Adam steps of masked-word pretraining on Playground-Text prompts (``sac_glam/llm/pretrain.py``);
     0: the model stays randomly initialised. The weights then depend only on this config, not the run's seed."""
     pretrain_corpus: int = 20000
     """Prompts (from random-policy rollouts, train goals) the pretraining samples from."""
     pretrain_batch: int = 128
+    """Prompts per pretraining step."""
     pretrain_lr: float = 1.0e-3
+    """Adam learning rate of the pretraining."""
     pretrain_seed: int = 0
     """Seed of the initial weights, the corpus and the masks when ``pretrain_steps > 0``."""
 
@@ -106,8 +111,11 @@ class ModelConfig:
     lora: bool = False
     """Train LoRA adapters (peft) instead of all LLM weights (Appendix C)."""
     lora_r: int = 16
+    """Rank of the LoRA adapters (with ``lora``; paper: 16)."""
     lora_alpha: int = 32
+    """LoRA scaling numerator: the update is scaled by ``lora_alpha / lora_r``."""
     lora_dropout: float = 0.0
+    """Dropout on the LoRA adapters' input."""
     lora_target_modules: list[str] = field(default_factory=list)
     """Module names LoRA wraps; empty: the family's default (T5: q, v; GPT-2: c_attn; Llama-like: q_proj, v_proj)."""
     load_in_4bit: bool = False
@@ -125,6 +133,7 @@ class SACConfig:
     """SAC-GLAM (paper Tables 2 and 3; Section 2)."""
 
     gamma: float = 0.99
+    """Discount factor of the soft Q targets."""
     batch_size: int = 256
     """Transitions per gradient step."""
     update_every: int = 32
@@ -136,7 +145,9 @@ class SACConfig:
     warmup_updates: int = 0
     """Gradient steps at the start that train the critic only (Section 2.2)."""
     actor_lr: float = 1e-4
+    """Adam learning rate of the policy (the LLM, or its adapters)."""
     critic_lr: float = 1e-4
+    """Adam learning rate of the Q heads (and of the LLM through them when the critic backpropagates into it)."""
     auto_alpha: bool = True
     """Learn the entropy coefficient (Table 2 "auto"); False keeps ``alpha_init`` fixed."""
     alpha_init: float = 0.005
@@ -146,6 +157,7 @@ class SACConfig:
     target_entropy_mode: Literal["absolute", "fraction"] = "absolute"
     """``absolute``: ``target_entropy`` nats (the paper); ``fraction``: ``target_entropy * log|A_s|``."""
     alpha_lr: float = 2e-3
+    """Adam learning rate of log alpha (with ``auto_alpha``)."""
     actor_loss: Literal["reverse_kl", "forward_kl"] = "reverse_kl"
     """``reverse_kl``: E_pi[alpha log pi - Q] (the paper; KL(pi || p_Q) up to a constant); ``forward_kl``:
     the cross-entropy -E_{p_Q}[log pi] with p_Q = softmax(Q / alpha), whose gradient does not vanish on a
@@ -224,15 +236,23 @@ class PPOConfig:
     n_steps: int = 2048
     """Transitions collected between two updates, summed over environments."""
     epochs: int = 16
+    """Passes over each rollout."""
     batch_size: int = 256
     """Transitions per minibatch (gradient step)."""
     ent_coef: float = 0.01
+    """Weight of the entropy bonus in the loss."""
     vf_coef: float = 0.5
+    """Weight of the value loss."""
     gamma: float = 0.99
+    """Discount factor."""
     lr: float = 1e-4
+    """Adam learning rate (LLM and value head)."""
     gae_lambda: float = 0.99
+    """GAE's lambda (bias-variance trade-off of the advantages)."""
     clip_range: float = 0.2
+    """PPO's ratio clipping epsilon."""
     max_grad_norm: float = 0.5
+    """Clip the global gradient norm."""
     normalize_advantages: bool = True
     """Normalise advantages per minibatch to zero mean and unit variance (SB3's default)."""
     clip_value_loss: bool = False
@@ -246,13 +266,18 @@ class TrainConfig:
     """The run: algorithm, budget, evaluation, logging, checkpoints."""
 
     algo: Literal["sac", "ppo"] = "sac"
+    """``sac``: SAC-GLAM (with HER when ``buffer.her``); ``ppo``: PPO-GLAM."""
     backend: Literal["local", "lamorel"] = "local"
     """``local``: the LLM in this process (embedded default); ``lamorel``: in Lamorel's LLM servers."""
     total_steps: int = 400_000
     """Environment transitions, summed over environments (the paper's x-axis)."""
     seed: int = 0
+    """Seed of the run: the initial weights (heads; a model not pretrained), the environments, the
+    action and replay sampling."""
     run_dir: str = ""
-    """Where logs, checkpoints and plots go; empty: ``runs/{name}/seed{seed}``."""
+    """Where logs, checkpoints and plots go. Empty: ``runs/{name}/seed{seed}`` for a config as it is, and
+    ``runs/{name}/{overrides}/seed{seed}`` with overrides on the command line (``lamorel-launch``), so
+    that a trial run is not resumed by the default command (``sac_glam.launch.default_run_dir``)."""
     eval_every: int = 20_000
     """Transitions between evaluations on held-out episodes (0: only at the end)."""
     eval_episodes: int = 128
@@ -280,10 +305,12 @@ class TrainConfig:
     threads: int = 0
     """torch CPU threads (0: torch's default, all cores)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the LLM runs (``auto``: CUDA when available)."""
     progress: bool = True
     """Show a progress bar: steps, steps/s, and the episodes finished and their recent success rate,
     updated as episodes end."""
     tensorboard: bool = True
+    """Also write the metrics for TensorBoard, to ``{run_dir}/tb/``."""
     wandb: bool = False
     """Also send the metrics and the config to Weights & Biases (``pip install 'sac-glam[wandb]'``);
     its files go to ``{run_dir}/wandb/``."""
@@ -299,7 +326,7 @@ class Config:
     """Everything a run needs. YAML files in ``lamorel_configs/`` fill it."""
 
     name: str = ""
-    """Experiment name (default: the config file's name); runs go to ``runs/{name}/seed{seed}``."""
+    """Experiment name (default: the config file's name); runs go to ``runs/{name}/...`` (``train.run_dir``)."""
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)

@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import errno
+import hashlib
 import importlib.util
 import os
 import signal
@@ -36,15 +38,21 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import yaml
+from omegaconf import OmegaConf
+
 from sac_glam.config import (
     DEFAULT_CONFIG,
     Config,
     ConfigError,
     available_configs,
+    config_diff,
     config_dir,
     first_existing,
     load_config,
+    to_dict,
 )
+from sac_glam.config_help import describe_keys, expand_sweep
 from sac_glam.helptext import plain
 from sac_glam.lamorel_watch import exception_chain
 
@@ -319,7 +327,17 @@ def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    out = argparse.ArgumentParser(prog="lamorel-launch", description=plain(__doc__),
+    from sac_glam import __version__
+    from sac_glam.config_help import key_names_help
+
+    epilog = (
+        "config keys (set any as key=value; each one's type, value and docstring: --keys [PREFIX]):\n"
+        + key_names_help()
+        + "\n\nthe resolved config of a command, without running it: add --cfg job\n"
+        "a sweep, one run after another, each in its own run directory: -m train.seed=0,1,2\n"
+        "(sac-glam experiment runs the paper's studies: labels x seeds, in parallel or on SLURM)"
+    )
+    out = argparse.ArgumentParser(prog="lamorel-launch", description=plain(__doc__), epilog=epilog,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     out.add_argument(
         "--config-name", default=DEFAULT_CONFIG, help=f"config in lamorel_configs/ (default {DEFAULT_CONFIG})"
@@ -330,12 +348,50 @@ def parser() -> argparse.ArgumentParser:
         help="config directory (default: the lamorel_configs/ installed with the package)",
     )
     out.add_argument("--list", action="store_true", help="list the available configs and exit")
+    out.add_argument("--cfg", "-c", metavar="job", default=None,
+                     help="print the resolved config (hydra's --cfg job: overrides applied, run directory filled) and exit")  # fmt: skip
+    out.add_argument("--keys", nargs="?", const="", default=None, metavar="PREFIX",
+                     help="print every key (or those starting with PREFIX, e.g. sac.) with its type, its value in "
+                          "this config, its default and its docstring, and exit")  # fmt: skip
+    out.add_argument("-m", "--multirun", action="store_true",
+                     help="sweep: run every combination of comma-separated values (train.seed=0,1,2), one after another")  # fmt: skip
+    out.add_argument("--version", action="version", version=f"lamorel-launch (sac-glam {__version__})")
     out.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.seed=1 sac.batch_size=64")
     return out
 
 
+#: Overrides that do not name a different run (how it is shown, logged, checkpointed, threaded, or
+#: resumed; train.py's RESUMABLE_KEYS but the budget), left out of the default run directory's name.
+RUN_DIR_IGNORED = frozenset({"name", "train.seed", "train.run_dir", "train.progress", "train.tensorboard",
+                             "train.wandb", "train.wandb_mode", "train.wandb_project", "train.allow_config_change",
+                             "train.restart", "train.checkpoint_every", "train.threads"})  # fmt: skip
+#: A longer override part of the run directory is cut, and a hash of the whole keeps it apart.
+RUN_DIR_PART_MAX = 96
+
+
+def default_run_dir(cfg: Config, overrides: Sequence[str]) -> Path:
+    """The run directory when ``train.run_dir`` is not set: ``runs/{name}/seed{seed}`` for a config as it
+    is, ``runs/{name}/{overrides}/seed{seed}`` with overrides, hydra's ``override_dirname`` (sorted
+    ``key=value`` joined by commas, ``/`` as ``_``) without :data:`RUN_DIR_IGNORED`. So the same command
+    resumes its run, and a trial (``train.total_steps=2048``) is not resumed by the default command."""
+    given = {o.lstrip("+").split("=", 1)[0]: o.lstrip("+") for o in overrides if "=" in o}
+    part = ",".join(given[k] for k in sorted(given) if k not in RUN_DIR_IGNORED).replace("/", "_")
+    if len(part) > RUN_DIR_PART_MAX:
+        part = f"{part[: RUN_DIR_PART_MAX - 9]}-{hashlib.sha256(part.encode()).hexdigest()[:8]}"
+    return Path("runs", cfg.name, *([part] if part else []), f"seed{cfg.train.seed}")
+
+
+def resolve(config_name: str, overrides: Sequence[str], config_path: str | None) -> Config:
+    """The config of a command line, its run directory filled (:func:`default_run_dir` when not given)."""
+    cfg = load_config(config_name, overrides, config_path)
+    if not cfg.train.run_dir:
+        run_dir = str(default_run_dir(cfg, overrides))
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, run_dir=run_dir))
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_intermixed_args(argv)  # overrides before and after the options
     run_dir: Path | None = None
     try:
         if args.list:
@@ -344,14 +400,31 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--config-path {directory}: no such directory")
             print("\n".join(available_configs(directory)))
             return 0
-        cfg = load_config(args.config_name, args.overrides, args.config_path)
-        from sac_glam.train import run_dir_of
-
-        run_dir = run_dir_of(cfg)
-        check_run_dir(run_dir)
-        if cfg.train.backend == "lamorel":
-            return launch_lamorel(cfg, args)
-        return train_here(cfg)
+        if args.cfg is not None and args.cfg not in ("job", "all"):
+            raise ConfigError(
+                f"--cfg {args.cfg}: not allowed; allowed: job (all prints the same: no hydra config)"
+            )
+        sweep = expand_sweep(args.overrides) if args.multirun else [list(args.overrides)]
+        if len(sweep) > 1 and any(o.lstrip("+").startswith("train.run_dir=") for o in args.overrides):
+            raise ConfigError("-m with train.run_dir: every run of a sweep needs its own directory; leave "
+                              "train.run_dir out (each run gets runs/{name}/{overrides}/seed{seed})")  # fmt: skip
+        configs = [resolve(args.config_name, overrides, args.config_path) for overrides in sweep]
+        if args.keys is not None:
+            print(describe_keys(configs[0], args.keys), end="")
+            return 0
+        if args.cfg is not None:
+            for overrides, cfg in zip(sweep, configs, strict=True):
+                print(f"# lamorel-launch --config-name {args.config_name} {' '.join(overrides)}".rstrip())
+                print(OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))), end="")
+            return 0
+        for i, (overrides, cfg) in enumerate(zip(sweep, configs, strict=True), 1):
+            if len(sweep) > 1:
+                print(f"lamorel-launch -m: run {i}/{len(sweep)}: {' '.join(overrides)}", flush=True)
+            args.overrides, run_dir = overrides, Path(cfg.train.run_dir)
+            code = run_one(cfg, args)
+            if code != 0:
+                return code
+        return 0
     except KeyboardInterrupt:
         print("lamorel-launch: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -362,6 +435,36 @@ def main(argv: list[str] | None = None) -> int:
         message, code = failure
         print(f"lamorel-launch: {_error_kind(code)}: {message}", file=sys.stderr)
         return code
+
+
+def announce_resume(cfg: Config) -> None:
+    """A run directory with a checkpoint is resumed: say so before the model loads, with the keys that
+    differ from its ``config.yaml`` (a longer ``train.total_steps`` extends it; other keys are refused
+    by the training loop unless ``train.allow_config_change=true``)."""
+    run_dir = Path(cfg.train.run_dir)
+    if not any((run_dir / name).is_file() for name in ("checkpoint.pt", "checkpoint.prev.pt")):
+        return
+    try:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        saved = None
+    diff = (
+        config_diff(saved, to_dict(cfg), ignore=("train.run_dir",), absent=to_dict(Config()))
+        if isinstance(saved, dict)
+        else {}
+    )
+    changed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+    print(f"lamorel-launch: {run_dir} holds a run: resuming it" + (f", with {changed}" if changed else "")
+          + " (to start a new run, choose another train.run_dir)", flush=True)  # fmt: skip
+
+
+def run_one(cfg: Config, args: argparse.Namespace) -> int:
+    """Train one resolved config: here, or through Lamorel's launcher."""
+    check_run_dir(Path(cfg.train.run_dir))
+    announce_resume(cfg)
+    if cfg.train.backend == "lamorel":
+        return launch_lamorel(cfg, args)
+    return train_here(cfg)
 
 
 def train_here(cfg: Config) -> int:
