@@ -307,8 +307,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the LLM runs (``auto``: CUDA when available)."""
     progress: bool = True
-    """Show a progress bar: steps, steps/s, and the episodes finished and their recent success rate,
-    updated as episodes end."""
+    """Show a progress bar: steps, the episodes finished and their recent success rate (updated as
+    episodes end), the latest evaluation's success; steps/s and the ETA count from the first update
+    (``warm-up`` before it: those steps are several times faster)."""
     tensorboard: bool = True
     """Also write the metrics for TensorBoard, to ``{run_dir}/tb/``."""
     wandb: bool = False

@@ -14,9 +14,10 @@ import csv
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
@@ -156,33 +157,98 @@ def wandb_init_args(cfg: Config, run_dir: Path, resume: bool) -> dict[str, Any]:
     }
 
 
+class _LearningPhaseTqdm(tqdm):
+    """tqdm whose rate (and so its ETA) is :attr:`learning_rate` once that is set, and whose ETA reads
+    ``?`` until then: the bar's ``{eta_text}``."""
+
+    learning_rate: float | None = None
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = super().format_dict
+        if self.learning_rate is None:
+            d["eta_text"] = "?"
+        else:
+            d["rate"] = self.learning_rate
+            d["eta_text"] = self.format_interval((d["total"] - d["n"]) / self.learning_rate)
+        return d
+
+
 class ProgressBar:
-    """tqdm over environment steps, with live figures: episodes finished and the success rate of the
-    last ``train.log_window`` of them (what ``rollout/success_rate`` logs).
+    """tqdm over environment steps, with live figures: episodes finished, the success rate of the
+    last ``train.log_window`` of them (what ``rollout/success_rate`` logs) and the latest evaluation's
+    success per split (``eval/train``, ``eval/test``).
 
     The figures change when an episode ends, not only at log records (every ``train.log_every``
     steps, i.e. 2,048 steps of the default before the first episode count). They are set with
     ``refresh=False``: tqdm redraws at most every ``mininterval`` seconds, so a step costs one
     comparison, and a step that ends episodes one mean over the window.
+
+    **Rate and ETA are the learning phase's.** The steps before the first update (SAC's
+    ``learning_starts``, PPO's first rollout) run several times faster than the rest, so tqdm's own
+    estimate promised a 6-second ETA for 62 seconds of work (issue 37). Until the first update the bar
+    says ``warm-up`` and its ETA is ``?``; from then on the rate is the mean since the step before that
+    update (updates and evaluations included), taken at the latest step, so that a redraw later (the
+    final line, after the last evaluation) shows the same rate. The last step is drawn once, by
+    :meth:`close`.
     """
 
-    def __init__(self, total: int, initial: int, enabled: bool = True):
-        self._bar = tqdm(total=total, initial=initial, disable=not enabled, unit="step",
-                         dynamic_ncols=True, mininterval=1.0)  # fmt: skip
+    def __init__(self, total: int, initial: int, enabled: bool = True, file: TextIO | None = None,
+                 clock: Callable[[], float] = time.perf_counter, learning: bool = False):  # fmt: skip
+        """``learning``: the run has updated already (a resumed run): no warm-up to wait for."""
+        self._bar = _LearningPhaseTqdm(
+            total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True,
+            mininterval=1.0, file=file, desc="" if learning else "warm-up",
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{eta_text}, {rate_fmt}{postfix}]",
+        )  # fmt: skip
+        self._clock = clock
+        self._last = (initial, clock())
+        self._since: tuple[int, float] | None = self._last if learning else None
+        """(steps, time) of the step before the first update."""
+        self._held = 0
+        """Steps of the final update, drawn by close() (a draw of its own would make two final lines)."""
         self._episodes = -1
+        self._figures: dict[str, str] = {}
 
-    def update(self, n_steps: int, episodes: int, recent: Sequence[tuple[str, float, int]]) -> None:
-        """Advance by ``n_steps``; ``recent``: (goal type, success, length) of the latest episodes."""
-        self._bar.update(n_steps)
+    def update(
+        self, n_steps: int, episodes: int, recent: Sequence[tuple[str, float, int]], learning: bool = False
+    ) -> None:
+        """Advance by ``n_steps``; ``recent``: (goal type, success, length) of the latest episodes;
+        ``learning``: an update has happened (this step's or an earlier one)."""
+        now = self._clock()
+        if learning and self._since is None:
+            self._since = self._last
+            self._bar.set_description_str("", refresh=False)
+        self._last = (self._last[0] + n_steps, now)
+        if self._since is not None and now > self._since[1]:
+            self._bar.learning_rate = (self._last[0] - self._since[0]) / (now - self._since[1])
+        if self._last[0] >= self._bar.total:
+            self._held += n_steps
+        else:
+            self._bar.update(n_steps)
         if self._bar.disable or episodes == self._episodes:
             return
         self._episodes = episodes
-        success = f"{sum(r[1] for r in recent) / len(recent):.2f}" if recent else "-"
-        self._bar.set_postfix(episodes=episodes, success=success, refresh=False)
+        self._figures["episodes"] = str(episodes)
+        self._figures["success"] = f"{sum(r[1] for r in recent) / len(recent):.2f}" if recent else "-"
+        self._bar.set_postfix(self._figures, refresh=False)
+
+    def evaluated(self, metrics: Mapping[str, float]) -> None:
+        """Show an evaluation's success per split (``eval/{split}/success_rate`` of ``metrics``)."""
+        for key, value in metrics.items():
+            split = key.removeprefix("eval/").removesuffix("/success_rate")
+            if key == f"eval/{split}/success_rate":
+                self._figures[f"eval/{split}"] = f"{value:.2f}"
+        self._bar.set_postfix(self._figures, refresh=False)
 
     @property
     def postfix(self) -> str:
         return str(getattr(self._bar, "postfix", None) or "")
 
+    def __str__(self) -> str:
+        return str(self._bar)
+
     def close(self) -> None:
+        self._bar.n += self._held
+        self._held = 0
         self._bar.close()

@@ -238,7 +238,7 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
         state.grad_steps_at_checkpoint = state.grad_steps
 
     eval_seed = tc.seed + 10_000
-    bar = ProgressBar(tc.total_steps, state.steps, enabled=tc.progress)
+    bar = ProgressBar(tc.total_steps, state.steps, enabled=tc.progress, learning=state.grad_steps > 0)
     needs_value = getattr(learner, "needs_value", False)
     start = time.perf_counter() - state.wall_s
     with _SignalFlag() as flag:
@@ -269,7 +269,7 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
             for key, dt in (("act", t1 - t0), ("env", t2 - t1), ("learn", t3 - t2), ("update", t4 - t3)):
                 state.timers[key] += dt
             state.wall_s = time.perf_counter() - start
-            bar.update(envs.n_envs, state.episodes, state.recent)
+            bar.update(envs.n_envs, state.episodes, state.recent, learning=state.grad_steps > 0)
 
             if state.steps >= state.next_log:
                 state.next_log += tc.log_every
@@ -277,7 +277,7 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
                 heap.trim()  # RSS must not creep from the allocator's free chunks (sac_glam/heap.py)
             if tc.eval_every > 0 and state.steps >= state.next_eval:
                 state.next_eval += tc.eval_every
-                _log_eval(logger, backend, cfg, state, eval_seed)
+                bar.evaluated(_log_eval(logger, backend, cfg, state, eval_seed))
             if (
                 tc.checkpoint_every > 0
                 and state.grad_steps - state.grad_steps_at_checkpoint >= tc.checkpoint_every
@@ -290,7 +290,6 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
                 print(f"{signal.Signals(flag.received).name}: checkpoint saved at step {state.steps} in {run_dir}; "
                       f"run the same command to resume (exit {EXIT_PREEMPTED})", flush=True)  # fmt: skip
                 raise Preempted()
-    bar.close()
     # The final step gets one progress record and one evaluation, whether or not the schedule just
     # produced them (a step must not appear twice with different numbers).
     if state.last_log_step != state.steps:
@@ -298,6 +297,8 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
     final_eval = state.last_eval
     if state.last_eval_step != state.steps:
         final_eval = _log_eval(logger, backend, cfg, state, eval_seed)
+    bar.evaluated(final_eval)
+    bar.close()  # the one final line, with the final evaluation's success
     checkpoint()
     backend.save_pretrained(run_dir / "final")
     logger.close()

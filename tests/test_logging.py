@@ -1,5 +1,6 @@
 """The progress bar's live figures and the optional Weights & Biases logger."""
 
+import io
 import json
 import re
 import sys
@@ -9,7 +10,7 @@ from llm_fixtures import SMALL_TINY_MODEL
 
 from sac_glam.config import ConfigError, load_config
 from sac_glam.launch import main as launch_main
-from sac_glam.logging import WANDB_ID_FILE, read_metrics, wandb_mode
+from sac_glam.logging import WANDB_ID_FILE, ProgressBar, read_metrics, wandb_mode
 from sac_glam.train import train
 
 TINY = [
@@ -34,6 +35,39 @@ def test_progress_bar_counts_episodes_as_they_end_not_only_at_log_records(tmp_pa
     assert final["rollout/episodes"] >= 30
     assert f"episodes={int(final['rollout/episodes'])}" in bar_text, bar_text
     assert f"success={final['rollout/success_rate']:.2f}" in bar_text, bar_text
+
+
+def test_progress_rate_and_eta_are_the_learning_phases_and_the_last_line_is_drawn_once():
+    # Issue 37: the fast steps before learning starts made tqdm show ~209 steps/s and a 6 s ETA for
+    # a 62 s remainder; and the final line came twice, with different rates.
+    now = [0.0]
+    out = io.StringIO()
+    bar = ProgressBar(1000, 0, file=out, clock=lambda: now[0])
+    bar._bar.mininterval = 0  # draw at every update, as a slow run does
+    for _ in range(10):  # warm-up: 100 steps at 1,000 steps/s
+        now[0] += 0.01
+        bar.update(10, 0, [])
+    assert str(bar).startswith("warm-up:") and "<?," in str(bar), str(bar)
+    for i in range(90):  # learning: 10 steps/s, updates included
+        now[0] += 1.0
+        bar.update(10, i, [("grasp", 1.0, 6)], learning=True)
+        if i == 9:  # 800 steps left at 10 steps/s
+            assert "warm-up" not in str(bar) and "10.00step/s" in str(bar) and "<01:20," in str(bar), str(bar)
+    bar.evaluated(
+        {"eval/train/success_rate": 0.8125, "eval/test/success_rate": 0.5, "eval/train/episode_length": 5}
+    )
+    now[0] += 30.0  # the final evaluation: the rate stays the learning phase's at its last step
+    bar.close()
+    finals = [line for line in out.getvalue().split("\r") if "1000/1000" in line]
+    assert len(finals) == 1, finals
+    assert "10.00step/s" in finals[0] and "eval/train=0.81, eval/test=0.50" in finals[0], finals[0]
+
+
+def test_the_final_progress_line_shows_the_final_evaluation(tmp_path, capsys):
+    result = train(_cfg(tmp_path, "train.progress=true", "train.eval_every=1000", "train.total_steps=96"))
+    finals = [line for line in capsys.readouterr().err.split("\r") if "96/96" in line]
+    assert len(finals) == 1, finals
+    assert f"eval/train={result.eval['eval/train/success_rate']:.2f}" in finals[0], finals[0]
 
 
 def test_wandb_mode_prefers_the_config_then_the_environment_then_offline():
