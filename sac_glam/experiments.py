@@ -18,9 +18,11 @@ inside the job is the template's business.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +35,7 @@ from typing import IO, Any, Literal
 
 import yaml
 
-from sac_glam.config import ConfigError, load_config
+from sac_glam.config import ConfigError, first_existing, load_config
 from sac_glam.helptext import plain
 
 EXPERIMENTS_FILE = "experiments.yaml"
@@ -105,15 +107,14 @@ class RunSpec:
 
 
 def experiments_file() -> Path:
-    """``experiments/experiments.yaml`` of the source tree (or ``$SAC_GLAM_EXPERIMENTS``, or the cwd's)."""
+    """``$SAC_GLAM_EXPERIMENTS`` when set, else the package's ``experiments.yaml`` (a wheel's copy, or in a
+    clone the link to ``experiments/experiments.yaml``), else the source tree's or the cwd's."""
     env = os.environ.get("SAC_GLAM_EXPERIMENTS")
+    here = Path(__file__).resolve().parent
     candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[1] / "experiments" / EXPERIMENTS_FILE,
+    candidates += [here / EXPERIMENTS_FILE, here.parent / "experiments" / EXPERIMENTS_FILE,
                    Path.cwd() / "experiments" / EXPERIMENTS_FILE]  # fmt: skip
-    for path in candidates:
-        if path.is_file():
-            return path.resolve()
-    raise FileNotFoundError(f"no {EXPERIMENTS_FILE} found; looked in {', '.join(map(str, candidates))}")
+    return first_existing(candidates, EXPERIMENTS_FILE, "set SAC_GLAM_EXPERIMENTS or pass --file")
 
 
 def _strs(value: Any, where: str) -> tuple[str, ...]:
@@ -378,12 +379,21 @@ def run_local(
 
 
 def default_template(cpu: bool) -> Path:
-    """``slurm/cpu.sbatch`` for CPU twins, ``slurm/v100_single_node.sbatch`` otherwise (source tree, then cwd)."""
+    """``slurm/cpu.sbatch`` for CPU twins, ``slurm/v100_single_node.sbatch`` otherwise (source tree, then
+    cwd); a wheel carries no templates (they are launch scripts, kept outside the package): a one-line
+    ConfigError says to pass ``--template``."""
     name = "cpu.sbatch" if cpu else "v100_single_node.sbatch"
-    for base in (Path(__file__).resolve().parents[1], Path.cwd()):
-        if (base / "slurm" / name).is_file():
-            return (base / "slurm" / name).resolve()
-    return Path("slurm") / name
+    return first_existing([base / "slurm" / name for base in (Path(__file__).resolve().parents[1], Path.cwd())],
+                          f"sbatch template slurm/{name}",
+                          "pass --template PATH (a clone of the repository has them in slurm/), or run from its root")  # fmt: skip
+
+
+def check_sbatch() -> None:
+    """``--slurm`` submits with ``sbatch``: without it on PATH, one line instead of a traceback, before any
+    run directory is created."""
+    if shutil.which("sbatch") is None:
+        raise ConfigError("--slurm needs sbatch on PATH (a SLURM login node); --dry-run prints the sbatch "
+                          "lines, and without --slurm the runs train here")  # fmt: skip
 
 
 def sbatch_command(
@@ -431,9 +441,17 @@ def submit_slurm(specs: Sequence[RunSpec], *, template: str | Path, sbatch_args:
         print("  " + " ".join(cmd), flush=True)
         if dry_run:
             continue
+        made = [d for s in group for d in (s.run_dir, s.run_dir.parent) if not d.exists()]
         for s in group:  # sbatch does not create the --output directory
             s.run_dir.mkdir(parents=True, exist_ok=True)
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            for d in made:  # leave no empty run directory behind
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+            why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+            raise ConfigError(f"sbatch refused the job array of {group[0].label}: {why}")
+        out = done.stdout.strip()
         job_id = out.split(";")[0]
         print(f"  submitted job array {job_id}", flush=True)
         job_ids.append(job_id)
@@ -491,7 +509,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra = [a for a in argv if "=" in a and not a.startswith("-")]
     args = parser.parse_intermixed_args([a for a in argv if a not in extra])
 
-    experiments = load_experiments(args.file)
+    try:
+        experiments = load_experiments(args.file)
+    except (ConfigError, OSError, ValueError, yaml.YAMLError) as err:
+        print(f"sac-glam experiment: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     if args.list or not args.name:
         for name, exp in experiments.items():
             print(
@@ -520,9 +542,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--only: unknown labels {sorted(unknown)}; labels: {sorted({s.label for s in specs})}"
             )
         specs = [s for s in specs if s.label in only]
-    try:  # fail before the first run if any config or override is wrong
+    try:  # fail before the first run if any config or override is wrong, or SLURM cannot be reached
         for spec in {(s.config, s.overrides): s for s in specs}.values():
             budget(spec)
+        template = None
+        if args.slurm:
+            template = Path(args.template) if args.template else default_template(args.cpu)
+            if not template.is_file():
+                raise ConfigError(f"--template {template}: no such file")
+            if not args.dry_run:
+                check_sbatch()
     except ConfigError as err:
         print(f"sac-glam experiment: config error: {err}", file=sys.stderr)
         return 2
@@ -531,9 +560,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     exp_dir = specs[0].run_dir.parent.parent
     print(f"experiment {specs[0].experiment}: {len({s.label for s in specs})} labels x seeds "
           f"{sorted({s.seed for s in specs})} -> {exp_dir}", flush=True)  # fmt: skip
-    if args.slurm:
-        submit_slurm(specs, template=args.template or default_template(args.cpu), sbatch_args=args.sbatch_arg,
-                     dry_run=args.dry_run)  # fmt: skip
+    if template is not None:
+        try:
+            submit_slurm(specs, template=template, sbatch_args=args.sbatch_arg, dry_run=args.dry_run)
+        except ConfigError as err:
+            print(f"sac-glam experiment: {err}", file=sys.stderr)
+            return 1
         return 0
     rc = run_local(specs, dry_run=args.dry_run, log_to_file=args.log_to_file, jobs=args.jobs)
     if rc == 0 and not args.dry_run:

@@ -460,6 +460,8 @@ def announce_resume(cfg: Config) -> None:
 
 def run_one(cfg: Config, args: argparse.Namespace) -> int:
     """Train one resolved config: here, or through Lamorel's launcher."""
+    if cfg.train.backend == "lamorel":
+        check_lamorel_setup(cfg)  # e.g. Lamorel not installed: refused before any directory is made
     check_run_dir(Path(cfg.train.run_dir))
     announce_resume(cfg)
     if cfg.train.backend == "lamorel":

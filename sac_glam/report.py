@@ -1,7 +1,8 @@
 """``sac-glam report EXPERIMENT_DIR``: the numbers behind the figures, as a table for the README.
 
-Reads the same ``{label}/seed{seed}/metrics.jsonl`` runs as ``sac-glam plot`` (``plots.load_experiment``)
-and reports, per label, over its seeds (mean ± std is the population std, ddof=0, as in the figures):
+Reads the same ``{label}/seed{seed}/metrics.jsonl`` runs as ``sac-glam plot`` (``plots.load_experiment``;
+also one run's directory, or an export's ``{label}/seed{seed}.csv``) and reports, per label, over its
+seeds (mean ± std is the population std, ddof=0, as in the figures):
 
 - **success at a step budget B**: evaluation success on train goals (``eval/train/success_rate``) and on
   held-out test goals (``eval/test/success_rate``). Per run, the value is the *last evaluation at or before

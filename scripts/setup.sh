@@ -17,13 +17,39 @@ if ! "$PY" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 
   exit 1
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
+
+# torch first, pinned, and the CPU build unless told otherwise: on Linux, PyPI's torch==2.13.0 is the
+# CUDA build (29 packages, 19 of them nvidia/cuda/triton, several GB). Where pip as configured already
+# resolves it to a CPU build (a local wheel folder, a mirror), that is used; else PyTorch's CPU index.
+# SAC_GLAM_TORCH_INDEX picks another index (a CUDA build: https://download.pytorch.org/whl/cu126), or
+# `pypi` for pip's default.
+TORCH=torch==2.13.0
+TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu
+install_torch() {
+  local index=${SAC_GLAM_TORCH_INDEX:-} report
+  if [ -z "$index" ]; then
+    report=$(.venv/bin/python -m pip install -q --dry-run --no-deps --report - "$TORCH" 2>/dev/null || true)
+    if printf '%s' "$report" | grep -q '"install": \[\]'; then
+      return 0  # already installed
+    elif printf '%s' "$report" | grep -q "\"version\": \"${TORCH#torch==}+cpu\""; then
+      index=pypi  # pip's own configuration finds the CPU build
+    else
+      index=$TORCH_CPU_INDEX
+    fi
+  fi
+  if [ "$index" = pypi ]; then
+    .venv/bin/python -m pip install -q "$TORCH"
+  else
+    echo "== $TORCH from $index"
+    .venv/bin/python -m pip install -q --index-url "$index" "$TORCH"
+  fi
+}
 stamp=.venv/.sac-glam-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "== installing torch==2.13.0 (CPU) and sac-glam[dev] into .venv"
+  echo "== installing torch==2.13.0 (CPU unless SAC_GLAM_TORCH_INDEX says) and sac-glam[dev] into .venv"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  # torch is pinned first: a bare `torch` requirement would pull several GB of CUDA wheels.
-  .venv/bin/python -m pip install -q torch==2.13.0
+  install_torch
   .venv/bin/python -m pip install -q -e ".[dev]"
   echo "$want" > "$stamp"
 fi
