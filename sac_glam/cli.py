@@ -4,7 +4,8 @@
 ``sac-glam report DIR`` tabulates it (and exports the committable CSVs and PNGs); ``sac-glam probe``
 checks by behaviour cloning whether a model can learn the task at all; ``sac-glam make-model`` writes a
 paper-shaped model directory for ``model.name=DIR`` without downloads; ``sac-glam pretrain`` text-pretrains
-a tiny preset once and writes its weights where runs look for them."""
+a tiny preset once and writes its weights where runs look for them; ``sac-glam wheelhouse`` downloads
+the wheels an offline GPU node lacks."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ SELF_PARSING = {
     "probe": "sac_glam.probe",
     "make-model": "sac_glam.llm.make_model",
     "pretrain": "sac_glam.llm.pretrain",
+    "wheelhouse": "sac_glam.wheelhouse",
 }
 
 
@@ -68,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         help="write a paper-shaped random model + trained tokenizer (no download)",
     )
     sub.add_parser("pretrain", add_help=False, help="text-pretrain a tiny preset once and write its weights")
+    sub.add_parser(
+        "wheelhouse", add_help=False, help="download the wheels an offline node lacks (pip install --no-index)"
+    )
     if argv[:1] and argv[0] in SELF_PARSING:
         module = importlib.import_module(SELF_PARSING[argv[0]])
         return int(module.main(argv[1:]))

@@ -355,3 +355,29 @@ def test_experiment_refuses_jobs_below_one(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit) as exc:
         experiments.main(["fig5", "--cpu", "--jobs", "0", "--dry-run"])
     assert exc.value.code == 2 and "--jobs: 0 is not allowed" in capsys.readouterr().err
+
+
+def test_ablations_campaign_saves_finished_runs_and_a_new_machine_restores_them(tmp_path: Path) -> None:
+    """scripts/ablations.sh --save keeps the records of finished runs (never checkpoints) in
+    experiments/campaign/, and --restore puts them back where the runner counts them as done."""
+    import shutil
+    import subprocess
+
+    root = tmp_path / "clone"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[1] / "scripts" / "ablations.sh", root / "scripts")
+    done = root / "results" / "fig9-cpu" / "n1" / "seed0"
+    running = root / "results" / "fig9-cpu" / "n1" / "seed1"
+    for run in (done, running):
+        run.mkdir(parents=True)
+        for name in ("metrics.jsonl", "metrics.csv", "config.yaml", "checkpoint.pt"):
+            (run / name).write_text(name)
+    (done / "result.json").write_text(json.dumps({"steps": 20_000}))
+    subprocess.run(["bash", "scripts/ablations.sh", "--save"], cwd=root, check=True, capture_output=True)
+    saved = root / "experiments" / "campaign" / "fig9-cpu" / "n1"
+    assert sorted(p.name for p in (saved / "seed0").iterdir()) == [
+        "config.yaml", "metrics.csv", "metrics.jsonl", "result.json"]  # fmt: skip
+    assert not (saved / "seed1").exists()  # unfinished: its checkpoint stays behind
+    shutil.rmtree(root / "results")  # a new machine
+    subprocess.run(["bash", "scripts/ablations.sh", "--restore"], cwd=root, check=True, capture_output=True)
+    assert run_status(done, 20_000) == "done" and not running.exists()
