@@ -1,4 +1,5 @@
 """``sac-glam``: utilities. ``sac-glam train`` is ``lamorel-launch`` (training, with or without Lamorel);
+``sac-glam eval RUN_DIR`` evaluates what a run trained (``--show``: watch it play one episode);
 ``sac-glam goals --split train`` lists goals; ``sac-glam bench ...`` measures;
 ``sac-glam experiment NAME`` runs one of the paper's studies; ``sac-glam plot DIR`` draws its figures;
 ``sac-glam report DIR`` tabulates it (and exports the committable CSVs and PNGs); ``sac-glam probe``
@@ -32,6 +33,7 @@ BENCHMARKS = {
 # These parse their own arguments (``sac-glam experiment -h``, ...).
 SELF_PARSING = {
     "train": "sac_glam.launch",  # lamorel-launch under the name users without Lamorel look for
+    "eval": "sac_glam.trained",
     "experiment": "sac_glam.experiments",
     "plot": "sac_glam.plots",
     "report": "sac_glam.report",
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         help="write a paper-shaped random model + trained tokenizer (no download)",
     )
     sub.add_parser("pretrain", add_help=False, help="text-pretrain a tiny preset once and write its weights")
+    sub.add_parser("eval", add_help=False, help="evaluate a run's agent by goal type (--show: watch it)")
     sub.add_parser(
         "wheelhouse", add_help=False, help="download the wheels an offline node lacks (pip install --no-index)"
     )

@@ -115,6 +115,11 @@ def play_episodes(
     return ends
 
 
+def eval_seed(cfg: Config) -> int:
+    """The seed of a run's evaluations (every evaluation of the run, and ``sac-glam eval``'s default)."""
+    return cfg.train.seed + 10_000
+
+
 def evaluate(policy: Policy, cfg: Config, split: str, seed: int) -> dict[str, float]:
     """Success of ``policy`` on ``train.eval_episodes`` episodes of a goal split (:func:`play_episodes`).
 

@@ -24,7 +24,7 @@ transitions, PPO's epochs) cannot do it either, whatever its losses. README, "CP
 the expert's action with probability p (else a random one): on sequential goals a random policy seldom
 completes a goal's first part, so the states where the second part must be done are rare without it.
 
-With ``--run DIR`` nothing is trained: the run's last checkpoint is loaded (local backend) and, on
+With ``--run DIR`` nothing is trained: the run's last checkpoint is loaded (``sac_glam.trained``) and, on
 ``--states`` expert-labelled states of its own environment (train goals), the share of states where
 argmax pi, and argmax min_k Q (SAC), is the expert's action is printed, over all states and by goal
 type and parts of the goal already achieved (``--expert-share`` collects the states as above). A critic
@@ -58,9 +58,8 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import yaml
 
-from sac_glam.config import Config, EnvConfig, from_raw, load_config
+from sac_glam.config import Config, ConfigError, EnvConfig, load_config
 from sac_glam.envs.expert import action_steps, shortest_plan
 from sac_glam.envs.goals import GOAL_TYPES
 from sac_glam.envs.playground_text import PlaygroundText
@@ -343,22 +342,13 @@ def diagnose(run_dir: Path, n_states: int, seed: int, expert_share: float = 0.0,
     """Print how often the trained actor's and critic's preferred actions are the expert's (``--run``),
     over all states and then by goal type and parts of the goal already achieved; with ``episodes``, the
     actor's episode success by goal type, argmax against sampled (what the policy's entropy costs)."""
-    from sac_glam.checkpoint import load_checkpoint
-    from sac_glam.factory import make_agent
+    from sac_glam.trained import load_run
 
-    if not (run_dir / "config.yaml").exists():
-        raise SystemExit(f"sac-glam probe: {run_dir}/config.yaml not found: not a run directory")
-    cfg = from_raw(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    if cfg.train.backend != "local":
-        raise SystemExit(
-            f"sac-glam probe: --run reads local-backend runs; {run_dir} has train.backend={cfg.train.backend!r}"
-        )
-    ckpt = load_checkpoint(run_dir)
-    if ckpt is None:
-        raise SystemExit(f"sac-glam probe: no readable checkpoint in {run_dir}")
-    agent = make_agent(cfg)
-    agent.load_trainable_state_dict(ckpt["backend"]["agent"])
-    agent.eval()
+    try:
+        run = load_run(run_dir, source="checkpoint")
+    except ConfigError as err:
+        raise SystemExit(f"sac-glam probe: {err}") from err
+    cfg, agent = run.cfg, run.agent
     labelled = labelled_states(
         PlaygroundText(cfg.env, split="train"), n_states, seed, expert_share, steps=True
     )
@@ -379,7 +369,7 @@ def diagnose(run_dir: Path, n_states: int, seed: int, expert_share: float = 0.0,
     hits["pi optimal"] = optimal_BA.gather(1, actor_B[:, None]).squeeze(1)
     if is_sac:
         hits["min Q optimal"] = optimal_BA.gather(1, critic_B[:, None]).squeeze(1)
-    print(f"{run_dir} at step {ckpt['loop']['steps']} ({cfg.train.algo}), {n_states} expert-labelled states:")
+    print(f"{run_dir} at step {run.steps} ({cfg.train.algo}), {n_states} expert-labelled states:")
     for name, hit_B in hits.items():
         print(f"  argmax {name + ':':<18}{float(hit_B.float().mean()):.3f}")
     mass_B = (out.log_pi_BA.exp() * out.mask_BA * optimal_BA).sum(-1)

@@ -15,6 +15,7 @@ import collections
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -40,6 +41,7 @@ from sac_glam.checkpoint import (
 )
 from sac_glam.config import Config, config_diff, save_config, to_dict
 from sac_glam.envs.vector import PlaygroundTextVecEnv, VecObs
+from sac_glam.evaluation import eval_seed as eval_seed_of
 from sac_glam.evaluation import evaluate, sample_actions, success_by_type
 from sac_glam.learners import Learner
 from sac_glam.logging import MetricsLogger, ProgressBar, wandb_init_args
@@ -237,7 +239,7 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
         saved_step = state.steps
         state.grad_steps_at_checkpoint = state.grad_steps
 
-    eval_seed = tc.seed + 10_000
+    eval_seed = eval_seed_of(cfg)
     bar = ProgressBar(tc.total_steps, state.steps, enabled=tc.progress, learning=state.grad_steps > 0)
     needs_value = getattr(learner, "needs_value", False)
     start = time.perf_counter() - state.wall_s
@@ -307,9 +309,19 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
     plot = plot_run(run_dir)
     rollout = success_by_type(list(state.recent))
     result = TrainResult(run_dir, state.steps, rollout.get("success_rate", float("nan")), final_eval, plot)
-    (run_dir / "result.json").write_text(json.dumps({**dataclasses.asdict(result), "run_dir": str(run_dir),
-                                                     "plot": str(plot) if plot else None}, indent=2))  # fmt: skip
+    record = {**dataclasses.asdict(result), "run_dir": str(run_dir), "plot": str(plot) if plot else None}
+    # null where a figure does not exist (no training episode ended in a short run): NaN is not JSON,
+    # and strict readers (jq, JavaScript, json.loads with parse_constant) refuse the file.
+    (run_dir / "result.json").write_text(json.dumps(_null_if_not_finite(record), indent=2, allow_nan=False))
     return result
+
+
+def _null_if_not_finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _null_if_not_finite(v) for k, v in obj.items()}
+    return obj
 
 
 def _log_progress(logger: MetricsLogger, state: LoopState, learner: Learner) -> None:

@@ -39,6 +39,22 @@ def _cfg(name, overrides, run_dir):
     return load_config(name, [*overrides, f"train.run_dir={run_dir}"])
 
 
+def signal_at_update(monkeypatch, learner_cls, sig=signal.SIGTERM, call=2):
+    """Make the ``call``-th ``learner_cls.update`` send ``sig`` to this process before updating;
+    returns the original ``update`` (to put back for the resumed run)."""
+    original = learner_cls.update
+    calls = {"n": 0}
+
+    def update_then_signal(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            os.kill(os.getpid(), sig)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(learner_cls, "update", update_then_signal)
+    return original
+
+
 @pytest.mark.parametrize("name,overrides", [("sac_glam_her_cpu", SAC_TINY), ("ppo_glam_cpu", PPO_TINY)])
 def test_run_writes_metrics_config_checkpoint_and_plot(tmp_path, name, overrides):
     result = train(_cfg(name, [*overrides, "train.eval_every=48"], tmp_path))
@@ -65,16 +81,7 @@ def test_resume_after_sigterm_equals_uninterrupted_run(tmp_path, monkeypatch, na
     straight = train(_cfg(name, overrides, tmp_path / "straight"))
     # Interrupted run: SIGTERM arrives during the second update; the loop saves at the end of that
     # iteration and exits with EXIT_PREEMPTED.
-    original = learner_cls.update
-    calls = {"n": 0}
-
-    def update_then_signal(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(learner_cls, "update", update_then_signal)
+    original = signal_at_update(monkeypatch, learner_cls)
     with pytest.raises(Preempted) as exc:
         train(_cfg(name, overrides, tmp_path / "resumed"))
     assert exc.value.code == EXIT_PREEMPTED
