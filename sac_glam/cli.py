@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("pretrain", add_help=False, help="text-pretrain a tiny preset once and write its weights")
     sub.add_parser("eval", add_help=False, help="evaluate a run's agent by goal type (--show: watch it)")
     sub.add_parser(
-        "wheelhouse", add_help=False, help="download the wheels an offline node lacks (pip install --no-index)"
+        "wheelhouse",
+        add_help=False,
+        help="download the wheels an offline node lacks (pip install --no-index)",
     )
     if argv[:1] and argv[0] in SELF_PARSING:
         module = importlib.import_module(SELF_PARSING[argv[0]])

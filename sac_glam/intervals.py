@@ -19,13 +19,13 @@ Two departures from calling rliable as-is, both checked in ``tests/test_report.p
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
-from rliable import library as rly
-from rliable import metrics
 
 #: Bootstrap replicates per interval (rliable's default is 50,000; 10,000 keeps ``sac-glam report``
 #: within seconds and moves the bounds by about 0.01 at 3-10 runs).
@@ -47,6 +47,17 @@ class Interval:
 
     def to_json(self) -> dict[str, float]:
         return {"point": self.point, "low": self.low, "high": self.high}
+
+
+def _rliable(module: str) -> ModuleType:
+    """``rliable.<module>``, imported on first use: rliable (with scipy, statsmodels, pandas) is the
+    ``[report]`` extra, not a base need, so that training installs without it (pyproject.toml)."""
+    try:
+        return importlib.import_module(f"rliable.{module}")
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            f"sac-glam report's interval estimates need rliable ({e}): pip install 'sac-glam[report]'"
+        ) from e
 
 
 @contextmanager
@@ -71,7 +82,7 @@ def _as_matrix(scores: np.ndarray | list[float]) -> np.ndarray:
 
 def iqm(scores_RT: np.ndarray) -> np.ndarray:
     """rliable's IQM: the mean of the middle 50% of all run x task scores (scipy's trim_mean, 25%)."""
-    return np.array([metrics.aggregate_iqm(scores_RT)])
+    return np.array([_rliable("metrics").aggregate_iqm(scores_RT)])
 
 
 def probability_of_improvement(x_RT: np.ndarray, y_RT: np.ndarray) -> float:
@@ -90,7 +101,7 @@ def iqm_interval(scores: np.ndarray | list[float], reps: int = DEFAULT_REPS, see
     m = _as_matrix(scores)
     func: Callable[[np.ndarray], np.ndarray] = iqm
     with _seeded(seed):
-        points, cis = rly.get_interval_estimates(
+        points, cis = _rliable("library").get_interval_estimates(
             {"x": m}, func, reps=reps, confidence_interval_size=CONFIDENCE
         )
     return _interval(float(points["x"][0]), cis["x"])
@@ -106,7 +117,7 @@ def improvement_interval(
             f"X has {mx.shape[1]} tasks and Y {my.shape[1]}: they must be scored on the same tasks"
         )
     with _seeded(seed):
-        points, cis = rly.get_interval_estimates(
+        points, cis = _rliable("library").get_interval_estimates(
             {"x,y": (mx, my)}, probability_of_improvement, reps=reps, confidence_interval_size=CONFIDENCE
         )
     return _interval(float(points["x,y"]), cis["x,y"])

@@ -20,7 +20,7 @@ from sac_glam.checkpoint import load_checkpoint
 from sac_glam.config import ModelConfig, load_config
 from sac_glam.envs.goals import ALL_ACTIONS
 from sac_glam.llm import make_model as mm
-from sac_glam.llm.models import LoadedModel, load_model
+from sac_glam.llm.models import LoadedModel, base_model, load_model
 from sac_glam.llm.scoring import forward_actions
 
 #: The hub checkpoints' parameter counts (``sum(p.numel())`` of google/flan-t5-base, t5-small, gpt2).
@@ -39,16 +39,13 @@ def test_published_architecture_parameter_counts(arch):
         mm.corpus(), 300 if arch != "gpt2" else 400
     )
     config = mm.model_config(arch, tokenizer)
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
-
-    cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
     with torch.device("meta"):
-        model = cls.from_config(config)
+        model = mm.new_model(config, mm.PUBLISHED[arch].get("tie_word_embeddings", True))
     assert sum(p.numel() for p in model.parameters()) == PUBLISHED_PARAMS[arch]
     if arch == "flan-t5-base":  # T5 v1.1: gated-gelu, untied head; t5-small: relu, tied
-        assert config.is_gated_act and not config.tie_word_embeddings
+        assert config.is_gated_act and model.lm_head.weight is not model.shared.weight
     if arch == "t5-small":
-        assert not config.is_gated_act and config.tie_word_embeddings
+        assert not config.is_gated_act and model.lm_head.weight is model.shared.weight
 
 
 @pytest.mark.parametrize("arch", ["t5-small", "gpt2"])
@@ -203,6 +200,27 @@ def test_make_model_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["make-model", "--arch", "gpt2", "--out", str(tmp_path / "full")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--force" in err
+
+
+def test_flan_t5_head_stays_untied_through_save_and_load(tmp_path):
+    """T5 v1.1's own ``lm_head`` on either transformers: 5.x ties T5's head to the embedding unless
+    make-model restores ``tie_word_embeddings=False`` (it then built flan-t5-base with 24.7M parameters
+    too few); the directory must keep the head, and loading it must not tie or re-initialise it."""
+    path = mm.make_model("flan-t5-base", tmp_path / "ft5", tiny=True)
+    assert json.loads((path / "config.json").read_text())["tie_word_embeddings"] is False
+    built, _ = mm.build("flan-t5-base", tiny=True)
+    lora = base_model(load_model(ModelConfig(name=str(path), lora=True)).model)
+    assert lora.lm_head.weight.data_ptr() != lora.shared.weight.data_ptr()
+    model = load_model(ModelConfig(name=str(path))).model
+    assert model.lm_head.weight.data_ptr() != model.shared.weight.data_ptr()
+    assert torch.equal(model.lm_head.weight, built.lm_head.weight)  # the saved head, not a fresh one
+    assert not torch.equal(model.lm_head.weight[: model.shared.weight.shape[0]], model.shared.weight)
+    # A tied weight counts once in parameters(), once per name below: the encoder's and decoder's
+    # embeddings are ``shared`` (2 extra names), and a tied head would be a third.
+    n = sum(p.numel() for p in model.parameters())
+    with_names = sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False))
+    assert with_names - n == 2 * model.shared.weight.numel()
+    assert n == sum(p.numel() for p in mm._load_meta(path).parameters())
 
 
 def test_make_model_is_deterministic():

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import sys
 from pathlib import Path
@@ -163,6 +164,31 @@ def gpt2_tokenizer(lines: list[str], vocab_size: int) -> PreTrainedTokenizerFast
     )
 
 
+def new_model(config: T5Config | GPT2Config, tie_head: bool = True) -> PreTrainedModel:
+    """The randomly initialised model of ``config``, with its own ``lm_head`` unless ``tie_head``.
+
+    Why the flag: transformers 5's T5Config sets ``tie_word_embeddings`` True whatever it is given
+    (keeping False only as "do not scale the decoder output"), so a T5 built from it ties ``lm_head`` to
+    the embedding, and ``False`` set afterwards unties the encoder's and decoder's embeddings as well.
+    flan-t5-base's checkpoint has its own head (24.7M parameters), which ``from_pretrained`` keeps on
+    either version (both weights present and different: not tied). So the head is untied here, drawn
+    as transformers 4's T5 init draws it (normal, std ``initializer_factor``), and config.json is
+    written with ``tie_word_embeddings: false`` (:func:`make_model`), as the hub's."""
+    if not isinstance(config, T5Config):
+        return GPT2LMHeadModel(config)
+    model = T5ForConditionalGeneration(config)
+    if not tie_head and model.lm_head.weight is model.shared.weight:  # transformers 5
+        head = torch.nn.Parameter(torch.empty_like(model.lm_head.weight))
+        torch.nn.init.normal_(head, mean=0.0, std=config.initializer_factor * 1.0)
+        model.lm_head.weight = head
+        getattr(model, "all_tied_weights_keys", {}).pop("lm_head.weight", None)
+    return model
+
+
+def _ties_head(arch: str) -> bool:
+    return bool(PUBLISHED[arch].get("tie_word_embeddings", True))
+
+
 def model_config(arch: str, tokenizer: PreTrainedTokenizerFast, tiny: bool = False) -> T5Config | GPT2Config:
     """The published config of ``arch`` with the tokenizer's special ids (and CI dimensions if ``tiny``)."""
     kwargs = copy.deepcopy(PUBLISHED[arch])
@@ -200,9 +226,7 @@ def build(
     config = model_config(arch, tokenizer, tiny)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model: PreTrainedModel = (
-            T5ForConditionalGeneration(config) if isinstance(config, T5Config) else GPT2LMHeadModel(config)
-        )
+        model = new_model(config, _ties_head(arch))
     return model, tokenizer
 
 
@@ -216,6 +240,14 @@ def make_model(
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(path), safe_serialization=True)
     tokenizer.save_pretrained(str(path))
+    if not _ties_head(arch):  # transformers 5 writes T5's forced True (see new_model)
+        config_json = path / "config.json"
+        config_json.write_text(
+            json.dumps({**json.loads(config_json.read_text()), "tie_word_embeddings": False}, indent=2) + "\n"
+        )
+    special = path / "special_tokens_map.json"
+    if not special.exists():  # transformers 5 keeps these in tokenizer_config.json only; 4.x wrote both
+        special.write_text(json.dumps(tokenizer.special_tokens_map, indent=2) + "\n")
     AutoConfig.from_pretrained(str(path))  # fail here, not in a training run, if the write is unreadable
     return path
 
@@ -276,12 +308,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _load_meta(path: Path) -> torch.nn.Module:
     """The model of ``path`` on the meta device (parameter count without loading the weights)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     config = AutoConfig.from_pretrained(str(path))
-    cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    tie = json.loads((path / "config.json").read_text()).get("tie_word_embeddings", True)
     with torch.device("meta"):
-        return cls.from_config(config)
+        return new_model(config, tie)
 
 
 if __name__ == "__main__":

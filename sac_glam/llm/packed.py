@@ -134,7 +134,9 @@ def gpt2_last_layer_at(model: Any) -> bool:
     if not isinstance(model, GPT2LMHeadModel) or model.config._attn_implementation != "sdpa":
         return False
     tr = model.transformer
-    return not (model.config.add_cross_attention or tr.gradient_checkpointing or tr.model_parallel)
+    # ``model_parallel`` (the deprecated ``parallelize()``) is gone from transformers 5's GPT2Model.
+    parallel = getattr(tr, "model_parallel", False)
+    return not (model.config.add_cross_attention or tr.gradient_checkpointing or parallel)
 
 
 def _gpt2_at_queries(
