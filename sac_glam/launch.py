@@ -52,7 +52,7 @@ from sac_glam.config import (
     load_config,
     to_dict,
 )
-from sac_glam.config_help import describe_keys, expand_sweep
+from sac_glam.config_help import describe_keys, expand_sweep, split_sweep
 from sac_glam.helptext import plain
 from sac_glam.lamorel_watch import exception_chain
 
@@ -408,7 +408,12 @@ def main(argv: list[str] | None = None) -> int:
         if len(sweep) > 1 and any(o.lstrip("+").startswith("train.run_dir=") for o in args.overrides):
             raise ConfigError("-m with train.run_dir: every run of a sweep needs its own directory; leave "
                               "train.run_dir out (each run gets runs/{name}/{overrides}/seed{seed})")  # fmt: skip
-        configs = [resolve(args.config_name, overrides, args.config_path) for overrides in sweep]
+        try:
+            configs = [resolve(args.config_name, overrides, args.config_path) for overrides in sweep]
+        except ConfigError as err:
+            if not args.multirun and any(len(split_sweep(o.partition("=")[2])) > 1 for o in args.overrides):
+                raise ConfigError(f"{err} (to sweep comma-separated values, add -m)") from err
+            raise
         if args.keys is not None:
             print(describe_keys(configs[0], args.keys), end="")
             return 0

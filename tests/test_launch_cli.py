@@ -107,6 +107,12 @@ def test_multirun_trains_each_seed_in_its_own_directory(capsys, tmp_path, monkey
     assert dirs == ["seed0", "seed1"]
     code, _, err = _run(capsys, ["-m", "train.seed=0,1", f"train.run_dir={tmp_path / 'one'}"])
     assert code == 2 and err.count("\n") == 1 and "train.run_dir" in err
+    code, _, err = _run(capsys, ["train.seed=0,1"])  # a sweep without -m: the error says how
+    assert (
+        code == 2
+        and err.count("\n") == 1
+        and err.rstrip().endswith("(to sweep comma-separated values, add -m)")
+    )
 
 
 def test_resume_is_announced_with_what_differs(capsys, tmp_path):
