@@ -123,25 +123,24 @@ class ShowingPolicy(AgentPolicy, EpisodeHook):
         sac = self.algo == "sac"
         with torch.no_grad():
             out = self.agent.evaluate(prompts, actions, q=sac, v=not sac)
-        self.step += 1
-        self._actions = actions[0]
-        pi_A = out.log_pi_BA[0].exp()[: len(actions[0])]
-        print(f"step {self.step}\n" + "".join(f"  | {line}\n" for line in prompts[0].split("\n")), end="")
-        if sac:
-            assert out.q_KBA is not None
-            q_A = out.q_KBA[:, 0].min(0).values[: len(actions[0])]
+        self.step, self._actions = self.step + 1, actions[0]
+        n = len(actions[0])
+        pi_A = out.log_pi_BA[0, :n].exp()
+        print(f"step {self.step}")
+        print("".join(f"  | {line}\n" for line in prompts[0].split("\n")), end="")
+        q_A = None
+        if out.q_KBA is not None:  # the minimum over the K critics, as the critic's target takes it
+            q_A = out.q_KBA[:, 0, :n].min(0).values
             k = out.q_KBA.shape[0]
             print(f"  {'pi':>6}  {'Q' if k == 1 else f'min Q ({k})':>9}  action")
-        else:
-            assert out.v_B is not None
+        elif out.v_B is not None:
             print(f"  V(s) = {float(out.v_B[0]):.3f}\n  {'pi':>6}  action")
-        for i in pi_A.argsort(descending=True)[: self.top].tolist():
-            q = f"  {float(q_A[i]):>9.3f}" if sac else ""
+        top_A = pi_A.argsort(descending=True)[: self.top]
+        for i in top_A.tolist():
+            q = "" if q_A is None else f"  {float(q_A[i]):>9.3f}"
             print(f"  {float(pi_A[i]):>6.3f}{q}  {actions[0][i]}")
-        if len(actions[0]) > self.top:
-            print(
-                f"  ... {len(actions[0]) - self.top} more actions, pi {float(pi_A.sort().values[: -self.top].sum()):.3f}"
-            )
+        if n > len(top_A):
+            print(f"  ... {n - len(top_A)} more actions, pi {float(pi_A.sum() - pi_A[top_A].sum()):.3f}")
         return ActOutput(out.log_pi_BA, out.mask_BA, None)
 
     def acting(self, action_ids: np.ndarray) -> None:
