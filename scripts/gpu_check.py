@@ -21,6 +21,7 @@ import json
 import math
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -296,6 +297,8 @@ def check_training(model_dir: Path, shapes: Shapes, device: Device, run_dir: Pat
         return load_config("sac_glam_her", [*overrides(model_dir, shapes, device, True), f"train.total_steps={total}",
                                             f"train.run_dir={run_dir}"])  # fmt: skip
 
+    # A rerun with the same --work starts the run afresh: the last one's checkpoint is past train_steps.
+    shutil.rmtree(run_dir, ignore_errors=True)
     first = cfg(shapes.train_steps)
     backend = TimedBackend(make_backend(first), device)
     device.reset_peak()
