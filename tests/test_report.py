@@ -398,3 +398,18 @@ def test_report_on_a_single_run_and_on_an_export(exp_dir: Path, tmp_path: Path) 
     a, b = (json.loads((d / report.TABLE_JSON).read_text()) for d in (export, again))
     assert a["labels"] == b["labels"] and a["budgets"] == b["budgets"]
     assert (again / "A" / "seed0.config.yaml").is_file()  # configs travel with the export
+
+
+def test_without_rliable_the_intervals_say_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rliable is the ``[report]`` extra (pyproject.toml): training installs without it, and the
+    report's intervals then fail with the install hint, not a bare import error."""
+    real = intervals.importlib.import_module
+
+    def no_rliable(name: str):
+        if name.startswith("rliable"):
+            raise ModuleNotFoundError("No module named 'rliable'")
+        return real(name)
+
+    monkeypatch.setattr(intervals.importlib, "import_module", no_rliable)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'sac-glam\[report\]'"):
+        intervals.iqm_interval([0.1, 0.5, 0.9], reps=10)
