@@ -273,7 +273,11 @@ def launch_command(spec: RunSpec) -> list[str]:
 
 
 class _Forward:
-    """Forward SIGTERM/SIGUSR1 to the running children, which checkpoint and exit with 75."""
+    """Forward SIGTERM/SIGUSR1 to the running children, which checkpoint and exit with 75.
+
+    A first Ctrl-C (SIGINT) reaches them as SIGTERM: the same checkpoint, also when the SIGINT came to
+    the runner alone (``kill -INT``); from a terminal the children get the SIGINT too, which is the same
+    request. A second Ctrl-C is a KeyboardInterrupt again (the children abort as well)."""
 
     def __init__(self) -> None:
         self.children: list[subprocess.Popen[bytes]] = []
@@ -283,13 +287,18 @@ class _Forward:
     def __enter__(self) -> _Forward:
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             self._previous[sig] = signal.signal(sig, self._handle)
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            os.write(2, b"\nCtrl-C: the running runs checkpoint and stop (Ctrl-C again aborts them)\n")
         for child in self.children:
             if child.poll() is None:
-                child.send_signal(signum)
+                child.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
@@ -567,7 +576,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sac-glam experiment: {err}", file=sys.stderr)
             return 1
         return 0
-    rc = run_local(specs, dry_run=args.dry_run, log_to_file=args.log_to_file, jobs=args.jobs)
+    try:
+        rc = run_local(specs, dry_run=args.dry_run, log_to_file=args.log_to_file, jobs=args.jobs)
+    except KeyboardInterrupt:
+        print(
+            "sac-glam experiment: aborted by a second Ctrl-C; runs resume from their last checkpoint",
+            file=sys.stderr,
+        )
+        return 130
     if rc == 0 and not args.dry_run:
         print(f"all runs finished; plot with: sac-glam plot {exp_dir}", flush=True)
     return rc

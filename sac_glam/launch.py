@@ -29,6 +29,7 @@ import dataclasses
 import errno
 import hashlib
 import importlib.util
+import math
 import os
 import signal
 import socket
@@ -482,7 +483,10 @@ def train_here(cfg: Config) -> int:
           f"{cfg.train.total_steps} steps -> {run_dir_of(cfg)}", flush=True)  # fmt: skip
     result = train(cfg)
     print(f"done: {result.steps} steps in {result.run_dir}")
-    print(f"  training episodes (last {cfg.train.log_window}): success rate {result.success_rate:.3f}")
+    if math.isnan(result.success_rate):  # no training episode ended (a run shorter than max_steps)
+        print("  training episodes: none ended yet, no success rate")
+    else:
+        print(f"  training episodes (last {cfg.train.log_window}): success rate {result.success_rate:.3f}")
     for key, value in sorted(result.eval.items()):
         if key.endswith("success_rate") or "/success_rate/" in key:
             print(f"  {key}: {value:.3f}")

@@ -381,3 +381,38 @@ def test_ablations_campaign_saves_finished_runs_and_a_new_machine_restores_them(
     shutil.rmtree(root / "results")  # a new machine
     subprocess.run(["bash", "scripts/ablations.sh", "--restore"], cwd=root, check=True, capture_output=True)
     assert run_status(done, 20_000) == "done" and not running.exists()
+
+
+def test_a_ctrl_c_to_the_runner_checkpoints_its_runs_and_starts_no_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGINT to the runner alone (kill -INT, or a terminal's Ctrl-C) reaches each running child as
+    SIGTERM, the checkpointing stop; the runner then starts nothing new and returns 75, not a traceback."""
+    import os
+    import signal
+
+    monkeypatch.setattr(experiments, "POLL_S", 0.0)
+    children: list[Child] = []
+    interrupted: list[bool] = []
+
+    class Child:
+        def __init__(self, cmd: list[str], **kwargs: object) -> None:
+            self.signals: list[int] = []
+            children.append(self)
+
+        def send_signal(self, sig: int) -> None:
+            self.signals.append(sig)
+
+        def poll(self) -> int | None:
+            if len(children) == 2 and not interrupted:
+                interrupted.append(True)
+                os.kill(os.getpid(), signal.SIGINT)
+            return experiments.EXIT_PREEMPTED if self.signals else None
+
+        def wait(self) -> int:
+            return experiments.EXIT_PREEMPTED
+
+    monkeypatch.setattr(experiments.subprocess, "Popen", Child)
+    assert experiments.run_local([_spec(tmp_path, s) for s in range(4)], jobs=2) == experiments.EXIT_PREEMPTED
+    assert len(children) == 2 and all(c.signals == [signal.SIGTERM] for c in children)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the runner

@@ -91,3 +91,12 @@ def test_eval_of_a_directory_without_a_run_is_one_line_and_exit_2(tmp_path, caps
     assert main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"sac-glam eval: {tmp_path}/config.yaml not found")
+
+
+def test_the_launch_summary_of_a_run_without_a_training_episode_says_so(tmp_path, capsys):
+    from sac_glam.launch import main as launch
+
+    assert launch(["--config-name", "sac_glam_her_cpu", *SAC_TINY, "train.total_steps=4",
+                   f"train.run_dir={tmp_path / 'run'}"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "training episodes: none ended yet" in out and "nan" not in out
