@@ -149,8 +149,18 @@ def test_wheel_slurm_says_what_it_needs_and_leaves_nothing(wheel_site, tmp_path)
     assert "--template" in no_template.stderr and "Traceback" not in no_template.stderr
     template = tmp_path / "cpu.sbatch"
     shutil.copy(ROOT / "slurm" / "cpu.sbatch", template)
+    # A PATH of an empty folder: Debian's sbatch is /usr/bin/sbatch, there in CI (tests/slurm_cluster.sh).
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
     no_sbatch = _from_wheel(
-        wheel_site, tmp_path, "experiment", "fig2", "--cpu", "--slurm", f"--template={template}"
+        wheel_site,
+        tmp_path,
+        "experiment",
+        "fig2",
+        "--cpu",
+        "--slurm",
+        f"--template={template}",
+        path=str(empty),
     )
     assert no_sbatch.returncode == 2 and no_sbatch.stderr.count("\n") == 1, no_sbatch.stderr
     assert "needs sbatch on PATH" in no_sbatch.stderr
@@ -160,7 +170,7 @@ def test_wheel_slurm_says_what_it_needs_and_leaves_nothing(wheel_site, tmp_path)
     fake.write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: nope' >&2\nexit 1\n")
     fake.chmod(0o755)
     refused = _from_wheel(wheel_site, tmp_path, "experiment", "fig2", "--cpu", "--seeds", "0", "--slurm",
-                          f"--template={template}", path=f"{fake.parent}:/usr/bin:/bin")  # fmt: skip
+                          f"--template={template}", path=str(fake.parent))  # fmt: skip
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert (
         refused.stderr.strip()
