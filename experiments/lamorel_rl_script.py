@@ -14,7 +14,7 @@ those signals. On one, ``train()`` checkpoints and raises ``Preempted``; rank 0 
 
 A dead peer: a process whose collective fails because another process is gone (gloo's "Connection
 closed by peer") prints one line and exits with 76, so that ``lamorel-launch`` can tell the process
-that died from the ones that only lost it (``sac_glam/lamorel_watch.py``).
+that died from the ones that only lost it (``sac_glam/cli/lamorel_watch.py``).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from sac_glam.config import ConfigError, from_raw
 def announce_when_handled(pid_file: Path, poll_s: float = 0.1) -> threading.Thread:
     """Write ``"<hostname> <pid>"`` to ``pid_file`` once SIGTERM and SIGUSR1 both have a Python handler
     (``train()``'s): lamorel-launch forwards them only from then on, so none is lost before."""
-    from sac_glam.launch import PREEMPT_SIGNALS
+    from sac_glam.cli.launch import PREEMPT_SIGNALS
 
     def watch() -> None:
         while not all(callable(signal.getsignal(sig)) for sig in PREEMPT_SIGNALS):
@@ -70,8 +70,14 @@ def main(config: DictConfig) -> None:
     except ConfigError as err:
         print(f"lamorel_rl_script: config error: {err}", file=sys.stderr)
         sys.exit(2)
-    from sac_glam.launch import PREEMPT_SIGNALS, PREEMPTED_MARKER, RL_PID_FILE, user_error, write_user_error
-    from sac_glam.train import EXIT_PREEMPTED, Preempted, RunStopped, run_dir_of, train
+    from sac_glam.cli.launch import (
+        PREEMPT_SIGNALS,
+        PREEMPTED_MARKER,
+        RL_PID_FILE,
+        user_error,
+        write_user_error,
+    )
+    from sac_glam.run.train import EXIT_PREEMPTED, Preempted, RunStopped, run_dir_of, train
 
     # Only RL rank 0's training loop acts on SIGTERM/SIGUSR1 (train() installs its own handlers): the
     # servers and relays must live until rank 0 has checkpointed and closed them.
@@ -104,7 +110,7 @@ def main(config: DictConfig) -> None:
         write_user_error(run_dir, str(stop), int(stop.code or 1))
         raise
     except Exception as err:
-        from sac_glam.lamorel_watch import EXIT_PEER_LOST, lost_peer
+        from sac_glam.cli.lamorel_watch import EXIT_PEER_LOST, lost_peer
 
         lost = lost_peer(err)
         if lost is not None:  # another process died: lamorel-launch names it from the agent's report

@@ -5,7 +5,7 @@ python plots/goal_types.py [OUT_STEM]      # default plots/goal_types -> .png an
 
 import sys
 
-from sac_glam.plots import figure_goal_types, goal_type_proportions
+from sac_glam.analysis.plots import figure_goal_types, goal_type_proportions
 
 if __name__ == "__main__":
     stem = sys.argv[1] if len(sys.argv) > 1 else "plots/goal_types"

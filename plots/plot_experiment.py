@@ -5,7 +5,7 @@ python plots/plot_experiment.py results/fig2-cpu [--out DIR] [--formats png pdf]
 
 import sys
 
-from sac_glam.plots import main
+from sac_glam.analysis.plots import main
 
 if __name__ == "__main__":
     sys.exit(main())

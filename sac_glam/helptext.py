@@ -37,6 +37,6 @@ def _plain(match: re.Match[str]) -> str:
 
 def plain(text: str | None) -> str:
     """``text`` with its inline markup removed; worked example:
-    ``plain(":func:`~sac_glam.train.train` runs ``(config, seed)``, *once*")``
+    ``plain(":func:`~sac_glam.run.train.train` runs ``(config, seed)``, *once*")``
     -> ``"train runs (config, seed), once"``."""
     return _MARKUP.sub(_plain, text or "")

@@ -33,14 +33,14 @@ import numpy as np, torch
 torch.set_num_threads(1)
 args = json.loads(sys.argv[1])
 from sac_glam.benchmarks.scaling import fill_buffer, make_config, n_pairs
-from sac_glam.factory import make_agent, make_updater
+from sac_glam.run.factory import make_agent, make_updater
 cfg = make_config(args["overrides"])
 torch.manual_seed(0)
 agent = make_agent(cfg)
 rng = np.random.default_rng(0)
 walls, cpus, pairs = [], [], []
 if args["ppo"]:
-    from sac_glam.config import load_config
+    from sac_glam.run.configs import load_config
     from sac_glam.buffers.rollout import PPOBatch
     pcfg = load_config("ppo_glam_cpu", args["overrides"])
     torch.manual_seed(0)

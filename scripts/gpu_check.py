@@ -227,10 +227,10 @@ def check_update(
     model_dir: Path, shapes: Shapes, device: Device, algo: str, four_bit: bool
 ) -> dict[str, float]:
     """Collect with the policy until a batch is there, then two gradient steps; time the second."""
-    from sac_glam.config import load_config
     from sac_glam.envs.vector import PlaygroundTextVecEnv
-    from sac_glam.evaluation import sample_actions
-    from sac_glam.factory import make_backend, make_learner
+    from sac_glam.run.configs import load_config
+    from sac_glam.run.evaluation import sample_actions
+    from sac_glam.run.factory import make_backend, make_learner
 
     extra = [f"ppo.n_steps={shapes.batch}", "ppo.epochs=2"] if algo == "ppo" else []
     cfg = load_config(
@@ -288,10 +288,10 @@ def check_update(
 def check_training(model_dir: Path, shapes: Shapes, device: Device, run_dir: Path) -> dict[str, float]:
     """SAC-GLAM+HER for ``train_steps`` transitions, then a resume to ``train_steps + 8 vector steps``."""
     from sac_glam.benchmarks.scoring import scene_states
-    from sac_glam.checkpoint import load_checkpoint
-    from sac_glam.config import load_config
-    from sac_glam.factory import make_backend
-    from sac_glam.train import train
+    from sac_glam.run.checkpoint import load_checkpoint
+    from sac_glam.run.configs import load_config
+    from sac_glam.run.factory import make_backend
+    from sac_glam.run.train import train
 
     def cfg(total: int) -> Any:
         return load_config("sac_glam_her", [*overrides(model_dir, shapes, device, True), f"train.total_steps={total}",

@@ -22,11 +22,11 @@ from sac_glam.benchmarks.heldout import (
     train_wording,
     transitions,
 )
-from sac_glam.config import load_config
 from sac_glam.envs.goals import goals, is_test_text, parse_goal
 from sac_glam.envs.playground_text import OBJECT_BY_NAME, PlaygroundText, make_scene, sample_scene
-from sac_glam.evaluation import play_episodes
-from sac_glam.train import evaluate, train
+from sac_glam.run.configs import load_config
+from sac_glam.run.evaluation import play_episodes
+from sac_glam.run.train import evaluate, train
 
 
 def _scene(*names):

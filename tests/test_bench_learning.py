@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sac_glam.benchmarks import learning
-from sac_glam.config import load_config
+from sac_glam.run.configs import load_config
 
 
 def test_parse_seeds() -> None:

@@ -11,8 +11,8 @@ import torch
 
 from sac_glam.benchmarks.paper import main, states
 from sac_glam.cli import main as cli_main
-from sac_glam.config import load_config
 from sac_glam.llm.make_model import make_model
+from sac_glam.run.configs import load_config
 
 
 def _value(out: str, label: str) -> str:

@@ -6,7 +6,7 @@ import math
 import pytest
 from llm_fixtures import SMALL_TINY_MODEL
 
-import sac_glam.train as train_module
+import sac_glam.run.train as train_module
 from sac_glam.benchmarks.soak import analyse, main
 
 TINY = ["env.n_envs=4", "env.n_objects=3", "env.max_steps=6", *SMALL_TINY_MODEL, "critic.width=32", "sac.batch_size=8", "sac.learning_starts=16",

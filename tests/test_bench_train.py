@@ -6,7 +6,7 @@ import pytest
 from llm_fixtures import SMALL_TINY_MODEL
 
 from sac_glam.benchmarks import train as bench_train
-from sac_glam.config import load_config
+from sac_glam.run.configs import load_config
 
 SHRUNK = ["env.n_envs=4", *SMALL_TINY_MODEL, "critic.width=32", "sac.batch_size=8", "sac.n_updates=1"]  # fmt: skip
 

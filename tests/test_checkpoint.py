@@ -23,8 +23,8 @@ import pytest
 import torch
 from test_train import SAC_TINY, _cfg
 
-from sac_glam import checkpoint as ck
-from sac_glam.checkpoint import (
+from sac_glam.run import checkpoint as ck
+from sac_glam.run.checkpoint import (
     CheckpointWriteError,
     RunDirError,
     UnsafeCheckpointError,
@@ -32,7 +32,7 @@ from sac_glam.checkpoint import (
     resume_or_start,
     save_checkpoint,
 )
-from sac_glam.train import EXIT_CHECKPOINT_FAILED, EXIT_REFUSED, RunStopped, train
+from sac_glam.run.train import EXIT_CHECKPOINT_FAILED, EXIT_REFUSED, RunStopped, train
 
 SHORT = [*SAC_TINY, "train.total_steps=48"]
 
@@ -153,11 +153,11 @@ def test_malicious_checkpoint_stops_train_with_one_line(
 
 
 def test_an_old_pickled_checkpoint_is_refused_naming_its_classes(tmp_path: Path) -> None:
-    from sac_glam.train import LoopState
+    from sac_glam.run.train import LoopState
 
     # Format 1 (before this change): LoopState and numpy arrays pickled as objects.
     torch.save({"loop": LoopState(), "rng": np.zeros(3)}, tmp_path / "checkpoint.pt")
-    with pytest.raises(UnsafeCheckpointError, match=r"sac_glam\.train\.LoopState"):
+    with pytest.raises(UnsafeCheckpointError, match=r"sac_glam\.run\.train\.LoopState"):
         load_checkpoint(tmp_path)
 
 
@@ -221,7 +221,7 @@ def test_restart_still_resumes_a_readable_checkpoint(tmp_path: Path) -> None:
 def before_second_update(monkeypatch: pytest.MonkeyPatch) -> Callable[[Callable[[], None]], None]:
     """``install(action)``: ``SACLearner.update`` calls ``action()`` before its second update (after the
     first scheduled one has trained the models). ``monkeypatch.undo()`` takes it off."""
-    from sac_glam.learners import SACLearner
+    from sac_glam.run.learners import SACLearner
 
     original = SACLearner.update
 
@@ -313,7 +313,7 @@ def test_disk_full_stops_training_and_the_same_command_resumes(
             _failing_write(monkeypatch, errno.ENOSPC)
         return real_save(run_dir, state)
 
-    monkeypatch.setattr("sac_glam.train.save_checkpoint", save_then_fill)
+    monkeypatch.setattr("sac_glam.run.train.save_checkpoint", save_then_fill)
     overrides = [*SAC_TINY, "train.checkpoint_every=2"]
     with pytest.raises(RunStopped) as err:
         train(_cfg("sac_glam_her_cpu", overrides, tmp_path))

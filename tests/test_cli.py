@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from llm_fixtures import SMALL_TINY_MODEL
 
-from sac_glam import launch
+from sac_glam.cli import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 # A run of a few seconds: 96 steps of SAC on a 1-block tiny model (tests/test_train.py's TINY).
@@ -57,7 +57,7 @@ def _one_clean_line(stderr: str) -> str:
 ])  # fmt: skip
 def test_bad_model_or_env_setting_is_one_line_and_exit_2(tmp_path, override, names):
     run = subprocess.run(
-        [sys.executable, "-m", "sac_glam.launch", override, f"train.run_dir={tmp_path / 'run'}"],
+        [sys.executable, "-m", "sac_glam.cli.launch", override, f"train.run_dir={tmp_path / 'run'}"],
         capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=300,
     )  # fmt: skip
     assert run.returncode == 2, run.stderr[-2000:]
@@ -76,7 +76,7 @@ def test_checkpoint_of_another_config_is_one_line(tmp_path, capsys):
 def test_checkpoint_of_another_version_is_one_line(tmp_path, capsys, monkeypatch):
     """A checkpoint written before ``sac.actor_loss`` existed (an older version's config lacks the
     key), resumed by this version."""
-    import sac_glam.train as train_module
+    import sac_glam.run.train as train_module
 
     real_to_dict = train_module.to_dict
 
@@ -167,7 +167,7 @@ def test_interrupt_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
 # experiments/lamorel_rl_script.py does, and exits with accelerate's 1 after a traceback of its own.
 FAILED_LAUNCHER = """
 import sys
-from sac_glam.launch import write_user_error
+from sac_glam.cli.launch import write_user_error
 write_user_error(sys.argv[1], "/run/checkpoint.pt was written by a different config; differing keys: sac.gamma", 2)
 print("Traceback (most recent call last): ... ChildFailedError", file=sys.stderr)
 sys.exit(1)
@@ -211,7 +211,7 @@ MARKUP = ("``", ":func:`", ":class:`", ":meth:`", ":mod:`", ":data:`", "**")
 
 def _commands() -> list[list[str]]:
     """Every command line that has a --help: lamorel-launch, sac-glam, and each of its subcommands."""
-    from sac_glam import cli
+    from sac_glam.cli import commands as cli
 
     return [["lamorel-launch"], ["sac-glam"], *(["sac-glam", name] for name in cli.SELF_PARSING),
             *(["sac-glam", "bench", name] for name in cli.BENCHMARKS)]  # fmt: skip
@@ -219,7 +219,7 @@ def _commands() -> list[list[str]]:
 
 @pytest.mark.parametrize("argv", _commands(), ids=" ".join)
 def test_help_has_no_restructuredtext_markup(argv, capsys):
-    from sac_glam import cli
+    from sac_glam.cli import commands as cli
 
     main = launch.main if argv[0] == "lamorel-launch" else cli.main
     with pytest.raises(SystemExit) as exit_:
@@ -232,7 +232,7 @@ def test_help_has_no_restructuredtext_markup(argv, capsys):
 def test_plain_strips_markup_but_not_literal_stars():
     from sac_glam.helptext import plain
 
-    text = ":func:`~sac_glam.train.train` reads ``seed*/`` runs, *once*, **all**; 3 * 4 and x*y stay"
+    text = ":func:`~sac_glam.run.train.train` reads ``seed*/`` runs, *once*, **all**; 3 * 4 and x*y stay"
     assert plain(text) == "train reads seed*/ runs, once, all; 3 * 4 and x*y stay"
     assert plain(":meth:`the update <sac_glam.algos.updaters.SACUpdater.update>`") == "the update"
 
@@ -260,7 +260,7 @@ def test_wheel_install_lists_and_loads_its_configs(tmp_path):
                    check=True, capture_output=True, timeout=120)  # fmt: skip
     env = {**ENV, "PYTHONPATH": str(site)}
     env.pop("SAC_GLAM_CONFIG_DIR", None)
-    listed = subprocess.run([sys.executable, "-m", "sac_glam.launch", "--list"], cwd=tmp_path, env=env,
+    listed = subprocess.run([sys.executable, "-m", "sac_glam.cli.launch", "--list"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     assert {"sac_glam_her_cpu", "lamorel_cpu", "ppo_glam"} <= set(listed.stdout.split())

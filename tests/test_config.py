@@ -14,10 +14,10 @@ from sac_glam.config import (
     config_diff,
     first_existing,
     from_raw,
-    load_config,
     to_dict,
 )
-from sac_glam.config_validation import RANGES, Range, numeric_keys
+from sac_glam.config.validation import RANGES, Range, numeric_keys
+from sac_glam.run.configs import load_config
 
 
 @pytest.mark.parametrize("name", available_configs())
@@ -115,7 +115,7 @@ def test_every_numeric_key_refuses_a_value_outside_its_range_in_one_line(key):
     ("train.threads=-1", "train.threads: must be >= 0, got -1"),
 ])  # fmt: skip
 def test_issue_nonsense_is_refused_by_the_launcher_in_one_line(tmp_path, override, message):
-    run = subprocess.run([sys.executable, "-m", "sac_glam.launch", override, f"train.run_dir={tmp_path}"],
+    run = subprocess.run([sys.executable, "-m", "sac_glam.cli.launch", override, f"train.run_dir={tmp_path}"],
                          capture_output=True, text=True)  # fmt: skip
     assert run.returncode == 2 and run.stderr.strip() == f"lamorel-launch: config error: {message}"
     assert not list(tmp_path.iterdir())  # refused before anything was written
@@ -181,14 +181,14 @@ def test_first_existing_takes_the_first_place_of_the_right_kind(tmp_path):
 
 def test_no_config_directory_or_rl_script_is_one_line_naming_every_place(tmp_path, monkeypatch):
     """What an installed package run from a directory without a clone says (no traceback: ConfigError)."""
-    import sac_glam.config_loading as loading
-    import sac_glam.launch as launch
+    import sac_glam.cli.launch as launch
+    import sac_glam.config.loading as loading
 
     root = tmp_path.resolve()
     monkeypatch.chdir(root)
     monkeypatch.setenv("SAC_GLAM_CONFIG_DIR", str(root / "gone"))
-    monkeypatch.setattr(loading, "__file__", str(root / "site" / "sac_glam" / "config_loading.py"))
-    monkeypatch.setattr(launch, "__file__", str(root / "site" / "sac_glam" / "launch.py"))
+    monkeypatch.setattr(loading, "__file__", str(root / "site" / "sac_glam" / "config" / "loading.py"))
+    monkeypatch.setattr(launch, "__file__", str(root / "site" / "sac_glam" / "cli" / "launch.py"))
     with pytest.raises(ConfigError) as err:
         loading.config_dir()
     places = [root / "gone", root / "site/sac_glam/lamorel_configs", root / "site/lamorel_configs",
@@ -234,7 +234,7 @@ def test_cli_goals_prints_one_goal_per_line():
 
 def test_launch_reports_config_errors_without_traceback():
     bad = subprocess.run(
-        [sys.executable, "-m", "sac_glam.launch", "sac.gama=1"], capture_output=True, text=True
+        [sys.executable, "-m", "sac_glam.cli.launch", "sac.gama=1"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "unknown key sac.gama" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -16,12 +16,13 @@ from llm_fixtures import ACTIONS, PROMPTS, SMALL_TINY_MODEL
 from sim_device import SIM, DeviceMixError, simulated_device
 from test_sac_updater import TINY, _batch
 
-from sac_glam import factory
 from sac_glam.algos.updaters import AutoAlpha, PPOUpdater, SACUpdater
 from sac_glam.buffers.rollout import PPOBatch
-from sac_glam.config import CriticConfig, ModelConfig, PPOConfig, SACConfig, load_config
+from sac_glam.config import CriticConfig, ModelConfig, PPOConfig, SACConfig
 from sac_glam.llm.agent import LLMAgent
-from sac_glam.train import train
+from sac_glam.run import factory
+from sac_glam.run.configs import load_config
+from sac_glam.run.train import train
 
 
 def test_the_simulated_device_raises_where_cuda_raises_and_only_there():

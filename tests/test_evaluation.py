@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from sac_glam.backends.base import ActOutput
-from sac_glam.config import load_config
-from sac_glam.evaluation import EpisodeHook, evaluate, play_episodes, sample_actions, success_by_type
+from sac_glam.run.configs import load_config
+from sac_glam.run.evaluation import EpisodeHook, evaluate, play_episodes, sample_actions, success_by_type
 
 
 class ByPrompt:

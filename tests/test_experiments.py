@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from sac_glam import experiments
-from sac_glam.config import load_config
+from sac_glam.cli import experiments
+from sac_glam.cli.experiments import RunSpec, merge_overrides, plan, run_status, sbatch_command
 from sac_glam.envs.goals import vocabulary
-from sac_glam.experiments import RunSpec, merge_overrides, plan, run_status, sbatch_command
 from sac_glam.llm.models import SHIPPED_PRETRAINED, TINY_PRESETS, pretrained_cache_path
 from sac_glam.llm.tokenizer import build_word_tokenizer
+from sac_glam.run.configs import load_config
 
 # The README's Results table; the ablations' twins: issue 33's 3 seeds; every other CPU twin: [0, 1]
 CPU_SEEDS = {"fig2": [0, 1, 2, 3, 4], **{name: [0, 1, 2] for name in ["fig5", "fig6", "fig8", "fig9"]}}
@@ -160,7 +160,7 @@ def test_run_local_skips_done_and_launches_the_rest(
     assert "seed 0" in out and "done, skipped" in out and "seed 1" in out and "resuming" in out
     assert len(launched) == 1
     cmd = launched[0]
-    assert cmd[:3] == [sys.executable, "-m", "sac_glam.launch"]
+    assert cmd[:3] == [sys.executable, "-m", "sac_glam.cli.launch"]
     assert cmd[3:] == [
         "--config-name",
         "sac_glam_cpu",
@@ -188,7 +188,7 @@ def test_run_local_stops_with_75_when_a_run_is_preempted(
 
 
 def test_exit_code_matches_the_training_loop() -> None:
-    from sac_glam.train import EXIT_PREEMPTED
+    from sac_glam.run.train import EXIT_PREEMPTED
 
     assert experiments.EXIT_PREEMPTED == EXIT_PREEMPTED
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from sac_glam.backends.base import ActOutput
-from sac_glam.config import load_config
-from sac_glam.evaluation import evaluate
+from sac_glam.run.configs import load_config
+from sac_glam.run.evaluation import evaluate
 
 FULL_PRESETS = ["sac_glam_her_full_cpu", "sac_glam_full_cpu", "ppo_glam_full_cpu"]
 # Train goals by type (docs/environment.md): 136 grasp, 46 grow, 6,218 grow-then-grasp, 2,070 grow-then-grow.
@@ -91,8 +91,8 @@ def _typed_run(run_dir, by_type_at_steps):
 
 
 def test_report_and_plot_show_success_by_goal_type_including_the_sequential_ones(tmp_path):
-    from sac_glam import report
-    from sac_glam.plots import load_experiment, make_figures
+    from sac_glam.analysis import report
+    from sac_glam.analysis.plots import load_experiment, make_figures
 
     root = tmp_path / "fig2-full-cpu"
     late = {0: {"grasp": 0.9, "grow": 0.8, "grow_then_grasp": 0.4, "grow_then_grow": 0.2},
@@ -103,7 +103,7 @@ def test_report_and_plot_show_success_by_goal_type_including_the_sequential_ones
     lab = rep.labels[0]
     assert lab.by_type["train"]["grow_then_grasp"].values == {0: 0.4, 1: 0.2}  # the last budget's evaluation
     assert lab.by_type["test"]["grow_then_grow"].mean == pytest.approx(0.05)
-    md = rep.to_markdown()
+    md = report.markdown(rep)
     assert "Evaluation success by goal type at 2,000 steps" in md
     assert (
         "| label | train: grasp | train: grow | train: grow then grasp | train: grow then grow | test: grasp |"
@@ -123,15 +123,17 @@ def test_report_and_plot_show_success_by_goal_type_including_the_sequential_ones
 def test_no_goal_type_figure_or_table_without_per_type_evaluations(tmp_path):
     import json
 
-    from sac_glam import report
-    from sac_glam.plots import load_experiment, make_figures
+    from sac_glam.analysis import report
+    from sac_glam.analysis.plots import load_experiment, make_figures
 
     run = tmp_path / "exp" / "A" / "seed0"
     run.mkdir(parents=True)
     recs = [{"step": 32, "time/wall_s": 1.0}, {"step": 1000, "eval/train/success_rate": 0.5}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     assert "success_by_goal_type" not in make_figures(load_experiment(tmp_path / "exp"))
-    assert "by goal type" not in report.build_report(tmp_path / "exp", budgets=[1000], reps=10).to_markdown()
+    assert "by goal type" not in report.markdown(
+        report.build_report(tmp_path / "exp", budgets=[1000], reps=10)
+    )
 
 
 SMOKE = ["env.n_envs=8", "model.tiny.d_model=32", "model.tiny.n_layers=1", "model.tiny.n_heads=4",
@@ -143,8 +145,8 @@ SMOKE = ["env.n_envs=8", "model.tiny.d_model=32", "model.tiny.n_layers=1", "mode
 
 @pytest.mark.parametrize("name", FULL_PRESETS)
 def test_a_short_run_of_each_full_preset_evaluates_sequential_goals_by_type(name, tmp_path):
-    from sac_glam.logging import read_metrics
-    from sac_glam.train import train
+    from sac_glam.run.logging import read_metrics
+    from sac_glam.run.train import train
 
     result = train(load_config(name, [*SMOKE, f"train.run_dir={tmp_path}"]))
     assert result.steps >= 256

@@ -1,4 +1,4 @@
-"""sac_glam/heap.py: freed heap memory goes back to the OS, and the training loop asks for it."""
+"""sac_glam/algos/heap.py: freed heap memory goes back to the OS, and the training loop asks for it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from llm_fixtures import SMALL_TINY_MODEL
 
-from sac_glam import heap
+from sac_glam.algos import heap
 
 
 def _rss_mib() -> float:
@@ -31,8 +31,8 @@ def test_trim_returns_the_free_chunks_between_live_ones() -> None:
 
 
 def test_the_training_loop_trims_at_each_progress_record(monkeypatch, tmp_path) -> None:
-    import sac_glam.train as train_module
-    from sac_glam.config import load_config
+    import sac_glam.run.train as train_module
+    from sac_glam.run.configs import load_config
 
     events: list[str] = []
     real_log_progress = train_module._log_progress

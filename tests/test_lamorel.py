@@ -30,7 +30,8 @@ from lamorel_procs import grad_steps, kill_lingering, pids_with_env
 
 from sac_glam.buffers.replay import SACBatch
 from sac_glam.buffers.rollout import PPOBatch
-from sac_glam.config import Config, ConfigError, from_raw, load_config, to_dict
+from sac_glam.config import Config, ConfigError, from_raw, to_dict
+from sac_glam.run.configs import load_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -80,7 +81,7 @@ def _without_lamorel(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_lamorel_backend_without_lamorel_says_how_to_install(monkeypatch):
-    from sac_glam.factory import make_backend
+    from sac_glam.run.factory import make_backend
 
     _without_lamorel(monkeypatch)
     with pytest.raises(ConfigError, match=r"pip install 'sac-glam\[lamorel\]'"):
@@ -88,15 +89,15 @@ def test_lamorel_backend_without_lamorel_says_how_to_install(monkeypatch):
 
 
 def test_launch_builds_the_lamorel_launcher_command(tmp_path):
+    from sac_glam.cli.launch import lamorel_command, rl_script_path
     from sac_glam.config import config_dir
-    from sac_glam.launch import lamorel_command, rl_script_path
 
     overrides = ["train.total_steps=640", "+sac.batch_size=64"]
     cfg = load_config("lamorel_cpu", overrides)
     script = rl_script_path()
     assert script.is_absolute() and script.name == "lamorel_rl_script.py" and script.is_file()
     cmd = lamorel_command(cfg, "lamorel_cpu", config_dir(), overrides, script, python="python")
-    assert cmd[:3] == ["python", "-m", "sac_glam.lamorel_watch"]
+    assert cmd[:3] == ["python", "-m", "sac_glam.cli.lamorel_watch"]
     path = cmd[cmd.index("--config-path") + 1]
     assert Path(path).is_absolute() and (Path(path) / "lamorel_cpu.yaml").is_file()
     assert cmd[cmd.index("--config-name") + 1] == "lamorel_cpu"
@@ -117,7 +118,7 @@ def test_launch_builds_the_lamorel_launcher_command(tmp_path):
 def test_launch_without_lamorel_reports_the_install_message(monkeypatch, capsys):
     import importlib.util
 
-    from sac_glam import launch
+    from sac_glam.cli import launch
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -184,8 +185,8 @@ sys.exit(3)
 
 
 def test_launcher_exit_code_maps_the_preemption_marker(tmp_path):
-    from sac_glam.launch import PREEMPTED_MARKER, launcher_exit_code
-    from sac_glam.train import EXIT_PREEMPTED
+    from sac_glam.cli.launch import PREEMPTED_MARKER, launcher_exit_code
+    from sac_glam.run.train import EXIT_PREEMPTED
 
     assert launcher_exit_code(0, tmp_path) == 0
     assert launcher_exit_code(1, tmp_path) == 1
@@ -199,7 +200,7 @@ def test_launcher_exit_code_maps_the_preemption_marker(tmp_path):
 
 
 def test_rl_rank0_pid_is_read_only_on_its_host(tmp_path):
-    from sac_glam.launch import RL_PID_FILE, rl_rank0_pid
+    from sac_glam.cli.launch import RL_PID_FILE, rl_rank0_pid
 
     assert rl_rank0_pid(tmp_path) is None
     (tmp_path / RL_PID_FILE).write_text(f"{socket.gethostname()} 4242\n")
@@ -211,7 +212,7 @@ def test_rl_rank0_pid_is_read_only_on_its_host(tmp_path):
 
 
 def test_run_launcher_forwards_sigusr1_to_rank0_and_exits_75(tmp_path):
-    from sac_glam.launch import RL_PID_FILE, run_launcher
+    from sac_glam.cli.launch import RL_PID_FILE, run_launcher
 
     before = signal.getsignal(signal.SIGUSR1)
     # Sent to this process while the fake rank 0 still ignores the signal: it must be held, not lost.
@@ -229,7 +230,7 @@ def test_run_launcher_forwards_sigusr1_to_rank0_and_exits_75(tmp_path):
 
 
 def test_run_launcher_turns_a_first_ctrl_c_into_a_checkpoint_of_rank0_and_a_second_into_a_stop(tmp_path):
-    from sac_glam.launch import run_launcher
+    from sac_glam.cli.launch import run_launcher
 
     before = signal.getsignal(signal.SIGINT)
     # One Ctrl-C: rank 0 gets SIGTERM (it checkpoints), held until its pid file exists: exit 75.
@@ -377,7 +378,7 @@ def test_word_tokenizer_specials_first_puts_pad_at_zero():
 ])  # fmt: skip
 def test_module_functions_match_the_agent_on_lamorels_minibatch(extra, lamorel_backend, pad_first_tokenizer):
     """log pi, Q and V from a forward laid out as Lamorel's equal the agent's own evaluate (1e-5)."""
-    from sac_glam.factory import make_agent
+    from sac_glam.run.factory import make_agent
 
     cfg = load_config("lamorel_ppo_cpu", [*SMALL, "critic.share_llm=true", *extra])
     agent = make_agent(cfg)
@@ -405,7 +406,7 @@ def test_module_functions_match_the_agent_on_lamorels_minibatch(extra, lamorel_b
 
 
 def test_module_functions_refuse_what_they_cannot_compute_exactly(lamorel_backend, pad_first_tokenizer):
-    from sac_glam.factory import make_agent
+    from sac_glam.run.factory import make_agent
 
     mod = lamorel_backend
     agent = make_agent(load_config("lamorel_ppo_cpu", [*SMALL, "critic.share_llm=true"]))
@@ -455,7 +456,7 @@ def test_module_functions_check_the_special_tokens_lamorel_leaves_out(lamorel_ba
     a context without it, and the text module_outputs appends restores it."""
     from tokenizers.processors import TemplateProcessing
 
-    from sac_glam.factory import make_agent
+    from sac_glam.run.factory import make_agent
 
     mod = lamorel_backend
     agent = make_agent(load_config("lamorel_ppo_cpu", [*SMALL, "critic.share_llm=true"]))
@@ -581,7 +582,7 @@ def _run_lamorel(cfg: Config, tmp_path: Path, n_updates: int) -> dict[str, Any]:
 
 def _run_local(cfg: Config, n_updates: int) -> dict[str, Any]:
     from sac_glam.backends.local import LocalBackend
-    from sac_glam.factory import make_agent, make_updater
+    from sac_glam.run.factory import make_agent, make_updater
 
     agent = make_agent(cfg)
     backend = LocalBackend(agent, make_updater(cfg, agent))
@@ -698,7 +699,7 @@ def test_lamorel_module_functions_match_the_local_agent(servers, tmp_path, pad_f
     """log pi, Q and V of the registered module functions, through real Lamorel servers (their own
     pre-encoded seq2seq forward), equal the local agent's evaluate on the same prompts (1e-5)."""
     pytest.importorskip("lamorel")
-    from sac_glam.factory import make_agent
+    from sac_glam.run.factory import make_agent
 
     # model.minibatch_size=4: module_outputs sends the 3 prompts (5, 2, 4 actions) as 3 calls; with 2
     # servers, in 2 rounds, the second with a dummy call from RL rank 1.
@@ -750,7 +751,7 @@ def _start_tiny_lamorel_run(
 ) -> tuple[list[str], dict[str, str], Path, Path, Any]:
     """``lamorel-launch`` of the tiny CPU Lamorel config in the background: (cmd, env, run_dir, log, proc)."""
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "sac_glam.launch", "--config-name", "lamorel_cpu", *overrides, "train.threads=1",
+    cmd = [sys.executable, "-m", "sac_glam.cli.launch", "--config-name", "lamorel_cpu", *overrides, "train.threads=1",
            "train.progress=false", "train.tensorboard=false", "model.tiny.d_model=32", "model.tiny.pretrain_steps=0", "model.tiny.d_ff=64",
            "critic.width=32", f"train.run_dir={run_dir}"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -818,7 +819,7 @@ def _failure(rank: int, exitcode: int) -> dict[str, Any]:
 def test_failure_records_come_from_the_elastic_agents_report():
     from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
-    from sac_glam.lamorel_watch import failure_records
+    from sac_glam.cli.lamorel_watch import failure_records
 
     failures = {3: ProcessFailure(1, 4242, -signal.SIGKILL, "<N/A>"), 0: ProcessFailure(0, 4241, 76, "<N/A>")}
     assert failure_records(failures, host="node1") == [
@@ -828,7 +829,7 @@ def test_failure_records_come_from_the_elastic_agents_report():
 
 
 def test_describe_names_the_dead_process_not_the_ones_that_lost_it():
-    from sac_glam.lamorel_watch import EXIT_PEER_LOST, describe
+    from sac_glam.cli.lamorel_watch import EXIT_PEER_LOST, describe
 
     # 2 RL processes + 2 servers: rank 3 is LLM server 1; rank 0 only lost it (exit 76).
     message, code = describe([_failure(0, 76), _failure(3, -signal.SIGKILL)], 2, "/r")
@@ -848,7 +849,7 @@ def test_describe_names_the_dead_process_not_the_ones_that_lost_it():
 
 
 def test_lost_peer_recognises_gloo_and_nothing_else():
-    from sac_glam.lamorel_watch import lost_peer
+    from sac_glam.cli.lamorel_watch import lost_peer
 
     gloo = RuntimeError(
         "[gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:2966. More.\nx"
@@ -869,8 +870,8 @@ def test_lost_peer_recognises_gloo_and_nothing_else():
 
 
 def test_run_launcher_prints_the_dead_process_last_and_exits_76(tmp_path, capsys):
-    from sac_glam.lamorel_watch import failures_file
-    from sac_glam.launch import run_launcher
+    from sac_glam.cli.lamorel_watch import failures_file
+    from sac_glam.cli.launch import run_launcher
 
     # A stand-in launcher that writes what the wrapped agent writes, where lamorel-launch says.
     fake = ("import json, os, pathlib, sys; pathlib.Path(os.environ['SAC_GLAM_FAILURES_FILE']).write_text(json.dumps(" + repr([_failure(0, 76), _failure(1, -9)])

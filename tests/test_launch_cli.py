@@ -12,9 +12,12 @@ import pytest
 import yaml
 from test_cli import TINY_RUN
 
-from sac_glam import __version__, cli, launch
+from sac_glam import __version__
+from sac_glam.cli import commands as cli
+from sac_glam.cli import launch
+from sac_glam.cli.keys import expand_sweep, field_docs, key_docs, split_sweep
 from sac_glam.config import Config
-from sac_glam.config_help import expand_sweep, field_docs, key_docs, split_sweep
+from sac_glam.run import configs
 
 
 def _run(capsys: pytest.CaptureFixture[str], args: list[str], main=launch.main) -> tuple[int, str, str]:
@@ -84,8 +87,8 @@ def test_default_run_dir_tells_a_trial_from_the_default_run(capsys):
     assert swept == "runs/sac_glam_her_cpu/critic.tau=0.1,model.name=_a_b,train.total_steps=2048/seed0"
     (given,) = _resolved(capsys, ["train.run_dir=/tmp/x", "train.total_steps=2048"])
     assert given["train"]["run_dir"] == "/tmp/x"
-    long = launch.default_run_dir(Config(name="c"), [f"env.goal_types=[{','.join(['grasp'] * 40)}]"])
-    assert len(long.parts[2]) == launch.RUN_DIR_PART_MAX and long.parts[2] != "env.goal_types"
+    long = configs.default_run_dir(Config(name="c"), [f"env.goal_types=[{','.join(['grasp'] * 40)}]"])
+    assert len(long.parts[2]) == configs.RUN_DIR_PART_MAX and long.parts[2] != "env.goal_types"
 
 
 def test_sweep_syntax_keeps_lists_whole():
@@ -118,12 +121,12 @@ def test_multirun_trains_each_seed_in_its_own_directory(capsys, tmp_path, monkey
 def test_resume_is_announced_with_what_differs(capsys, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    cfg = launch.resolve("sac_glam_her_cpu", ["train.total_steps=2048", f"train.run_dir={run}"], None)
+    cfg = configs.resolve("sac_glam_her_cpu", ["train.total_steps=2048", f"train.run_dir={run}"], None)
     from sac_glam.config import save_config
 
     save_config(cfg, run / "config.yaml")
     (run / "checkpoint.pt").write_bytes(b"")
-    longer = launch.resolve("sac_glam_her_cpu", ["train.total_steps=20000", f"train.run_dir={run}"], None)
+    longer = configs.resolve("sac_glam_her_cpu", ["train.total_steps=20000", f"train.run_dir={run}"], None)
     launch.announce_resume(longer)
     assert capsys.readouterr().out.strip() == (
         f"lamorel-launch: {run} holds a run: resuming it, with train.total_steps: 2048 -> 20000 "

@@ -8,10 +8,11 @@ import sys
 import pytest
 from llm_fixtures import SMALL_TINY_MODEL
 
-from sac_glam.config import ConfigError, load_config
-from sac_glam.launch import main as launch_main
-from sac_glam.logging import WANDB_ID_FILE, ProgressBar, read_metrics, wandb_mode
-from sac_glam.train import train
+from sac_glam.cli.launch import main as launch_main
+from sac_glam.config import ConfigError
+from sac_glam.run.configs import load_config
+from sac_glam.run.logging import WANDB_ID_FILE, ProgressBar, read_metrics, wandb_mode
+from sac_glam.run.train import train
 
 TINY = [
     "env.n_envs=4", "env.n_objects=3", "env.max_steps=6", "env.goal_types=[grasp]",

@@ -152,11 +152,13 @@ def test_updaters_release_freed_memory_after_every_chunk(monkeypatch, make_updat
 
 
 def test_release_freed_memory_trims_only_between_chunks_on_the_cpu(monkeypatch):
-    from sac_glam import heap
+    from sac_glam.algos import heap
 
     trims: list[int] = []
     monkeypatch.setattr(heap, "trim", lambda: trims.append(1) or True)
-    release_freed_memory(torch.device("cpu"), 1)  # one chunk: left to the loop's trim (sac_glam/heap.py)
+    release_freed_memory(
+        torch.device("cpu"), 1
+    )  # one chunk: left to the loop's trim (sac_glam/algos/heap.py)
     release_freed_memory(torch.device("meta"), 4)  # not the CPU heap
     assert trims == []
     release_freed_memory(torch.device("cpu"), 4)

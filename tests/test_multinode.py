@@ -37,7 +37,7 @@ ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def _cmd(run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "sac_glam.launch", "--config-name", "sac_glam_her_lamorel_multinode",
+    return [sys.executable, "-m", "sac_glam.cli.launch", "--config-name", "sac_glam_her_lamorel_multinode",
             *TINY, *extra, f"train.run_dir={run_dir}"]  # fmt: skip
 
 

@@ -16,12 +16,13 @@ from llm_fixtures import brute_force_constrained, brute_force_token_logprobs
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from sac_glam.benchmarks.scoring import scene_states
-from sac_glam.checkpoint import load_checkpoint
-from sac_glam.config import ModelConfig, load_config
+from sac_glam.config import ModelConfig
 from sac_glam.envs.goals import ALL_ACTIONS
 from sac_glam.llm import make_model as mm
 from sac_glam.llm.models import LoadedModel, base_model, load_model
 from sac_glam.llm.scoring import forward_actions
+from sac_glam.run.checkpoint import load_checkpoint
+from sac_glam.run.configs import load_config
 
 #: The hub checkpoints' parameter counts (``sum(p.numel())`` of google/flan-t5-base, t5-small, gpt2).
 PUBLISHED_PARAMS = {"flan-t5-base": 247_577_856, "t5-small": 60_506_624, "gpt2": 124_439_808}
@@ -126,8 +127,8 @@ def _assert_metrics_not_counted_twice(run_dir, last_step: int) -> None:
 
 @pytest.mark.parametrize("normalization", ["sum", "constrained"])
 def test_sac_glam_her_paper_config_updates_checkpoints_and_resumes(model_dirs, tmp_path, normalization):
-    from sac_glam.factory import make_backend
-    from sac_glam.train import train
+    from sac_glam.run.factory import make_backend
+    from sac_glam.run.train import train
 
     def cfg(total):
         overrides = [f"model.name={model_dirs['t5-small']}", f"model.normalization={normalization}",
@@ -167,7 +168,7 @@ def test_sac_glam_her_paper_config_updates_checkpoints_and_resumes(model_dirs, t
 
 
 def test_ppo_glam_paper_config_updates_and_resumes(model_dirs, tmp_path):
-    from sac_glam.train import train
+    from sac_glam.run.train import train
 
     def cfg(total):
         overrides = [f"model.name={model_dirs['t5-small']}", *PPO_SMALL, f"train.total_steps={total}",

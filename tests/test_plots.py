@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from sac_glam import plots
+from sac_glam.analysis import plots
 
 LABELS = ["SAC-GLAM+HER", "PPO-GLAM"]
 
@@ -179,7 +179,7 @@ def test_plot_reads_a_single_run_directory(tmp_path: Path) -> None:
 def test_plot_reads_the_committed_csv_exports(exp_dir: Path, tmp_path: Path) -> None:
     """``sac-glam report --out`` exports ``{label}/seed{seed}.csv``; plotting the export gives the same
     curves as plotting the runs (the committed ``experiments/results/*`` hold only those files)."""
-    from sac_glam.logging import read_metrics, write_csv
+    from sac_glam.run.logging import read_metrics, write_csv
 
     export = tmp_path / "export"
     for label in LABELS:

@@ -1,15 +1,16 @@
-"""Opt-in text pretraining of the tiny presets (sac_glam/llm/pretrain.py)."""
+"""Opt-in text pretraining of the tiny presets (sac_glam/pretrain.py)."""
 
 import numpy as np
 import pytest
 import torch
 
-from sac_glam.config import ConfigError, ModelConfig, TinyModelConfig, load_config
+from sac_glam.config import ConfigError, ModelConfig, TinyModelConfig
 from sac_glam.envs.goals import vocabulary
 from sac_glam.llm import models
 from sac_glam.llm.models import build_tiny_model, load_model
-from sac_glam.llm.pretrain import example, mask_one_word, pretrain_tiny, rollout_prompts
 from sac_glam.llm.tokenizer import build_word_tokenizer
+from sac_glam.pretrain import example, mask_one_word, pretrain_tiny, rollout_prompts
+from sac_glam.run.configs import load_config
 
 PROMPT = "Goal: Grasp red tomato\nYou see: red tomato, blue desk\nYou are on: nothing\nYou are holding: nothing\nYou have grown: nothing\nAction:"  # fmt: skip
 SMALL = TinyModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, pretrain_steps=40, pretrain_corpus=300,
@@ -60,11 +61,11 @@ def test_pretrained_weights_do_not_depend_on_the_run_seed(monkeypatch, tmp_path)
     monkeypatch.setenv("SAC_GLAM_CACHE", str(tmp_path / "a"))
     cfg = ModelConfig(name="tiny-t5", tiny=SMALL)
     torch.manual_seed(1)
-    a = load_model(cfg).model.state_dict()
+    a = load_model(cfg, pretrain=pretrain_tiny).model.state_dict()
     monkeypatch.setattr(models, "_PRETRAINED", {})  # pretrain again, not from either cache
     monkeypatch.setenv("SAC_GLAM_CACHE", str(tmp_path / "b"))
     torch.manual_seed(2)
-    b = load_model(cfg).model.state_dict()
+    b = load_model(cfg, pretrain=pretrain_tiny).model.state_dict()
     torch.manual_seed(2)
     c = load_model(ModelConfig(name="tiny-t5", tiny=TinyModelConfig(**{**vars(SMALL), "pretrain_steps": 0})))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -84,18 +85,18 @@ def test_pretrained_weights_are_cached_on_disk_and_reused(monkeypatch, tmp_path)
     monkeypatch.setenv("SAC_GLAM_CACHE", str(tmp_path))
     monkeypatch.setattr(models, "_PRETRAINED", {})
     cfg = ModelConfig(name="tiny-causal", tiny=SMALL)
-    first = load_model(cfg).model.state_dict()
+    first = load_model(cfg, pretrain=pretrain_tiny).model.state_dict()
     (path,) = (tmp_path / "pretrained").iterdir()
     assert path == models.pretrained_cache_path("tiny-causal", SMALL, build_word_tokenizer(vocabulary()))
 
     monkeypatch.setattr(models, "_PRETRAINED", {})
     calls = []
-    monkeypatch.setattr("sac_glam.llm.pretrain.pretrain_tiny", lambda *a: calls.append(a))
-    again = load_model(cfg).model.state_dict()
+    counted = lambda *a: calls.append(a) or pretrain_tiny(*a)  # noqa: E731
+    again = load_model(cfg, pretrain=counted).model.state_dict()
     assert not calls and all(torch.equal(first[k], again[k]) for k in first)
 
     other = TinyModelConfig(**{**vars(SMALL), "pretrain_lr": 1.0e-3})
-    load_model(ModelConfig(name="tiny-causal", tiny=other))
+    load_model(ModelConfig(name="tiny-causal", tiny=other), pretrain=counted)
     assert len(calls) == 1  # another config is pretrained, not served the cached weights
     assert models.pretrained_cache_path("tiny-causal", other, build_word_tokenizer(vocabulary())) != path
 
@@ -105,8 +106,19 @@ def test_an_unwritable_cache_is_skipped_with_a_note(monkeypatch, tmp_path, capsy
     blocker.write_text("")
     monkeypatch.setenv("SAC_GLAM_CACHE", str(blocker))  # a file where the folder should be
     monkeypatch.setattr(models, "_PRETRAINED", {})
-    load_model(ModelConfig(name="tiny-t5", tiny=SMALL))
+    load_model(ModelConfig(name="tiny-t5", tiny=SMALL), pretrain=pretrain_tiny)
     assert "pretrained weights not cached at" in capsys.readouterr().out
+
+
+def test_a_cache_miss_without_a_pretrainer_names_the_fix(monkeypatch, tmp_path):
+    """llm/ sits below the pretraining (which reads the environment): without one handed in, a tiny
+    config whose weights are neither shipped nor cached is refused in one line, not built untrained."""
+    monkeypatch.setenv("SAC_GLAM_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "_PRETRAINED", {})
+    with pytest.raises(
+        models.ModelLoadError, match=r"pretrain_steps=40: no pretrained weights.*sac-glam pretrain"
+    ):
+        load_model(ModelConfig(name="tiny-t5", tiny=SMALL))
 
 
 SMALL_OVERRIDES = ["model.name=tiny-causal", "model.tiny.d_model=16", "model.tiny.n_layers=1", "model.tiny.n_heads=2",
@@ -117,7 +129,7 @@ SMALL_OVERRIDES = ["model.name=tiny-causal", "model.tiny.d_model=16", "model.tin
 def test_pretrain_command_writes_the_file_that_runs_then_load(monkeypatch, tmp_path, capsys):
     """``sac-glam pretrain --out DIR`` writes the weights under the name runs look for; placed in the
     shipped folder they are loaded (before the user cache) without pretraining again."""
-    from sac_glam.llm.pretrain import main
+    from sac_glam.pretrain import main
 
     monkeypatch.setattr(models, "_PRETRAINED", {})
     monkeypatch.setenv("SAC_GLAM_CACHE", str(tmp_path / "cache"))
@@ -132,8 +144,7 @@ def test_pretrain_command_writes_the_file_that_runs_then_load(monkeypatch, tmp_p
     assert "already there" in capsys.readouterr().out
 
     monkeypatch.setattr(models, "SHIPPED_PRETRAINED", tmp_path / "shipped")
-    monkeypatch.setattr("sac_glam.llm.pretrain.pretrain_tiny", lambda *a: pytest.fail("pretrained again"))
-    loaded = load_model(cfg).model.state_dict()
+    loaded = load_model(cfg, pretrain=lambda *a: pytest.fail("pretrained again")).model.state_dict()
     shipped = torch.load(written, weights_only=True)
     assert all(torch.equal(loaded[k], shipped[k]) for k in shipped)
     assert not (tmp_path / "cache").exists()  # served from the shipped folder, nothing cached
@@ -142,17 +153,17 @@ def test_pretrain_command_writes_the_file_that_runs_then_load(monkeypatch, tmp_p
 def test_pretrain_command_does_not_redo_the_shipped_weights(monkeypatch, tmp_path, capsys):
     """The CPU default's weights ship with the package: a bare ``sac-glam pretrain`` points at them
     instead of spending minutes writing a copy into the user cache."""
-    from sac_glam.llm.pretrain import main
+    from sac_glam.pretrain import main
 
     monkeypatch.setenv("SAC_GLAM_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("sac_glam.llm.pretrain.pretrain_tiny", lambda *a: pytest.fail("pretrained again"))
+    monkeypatch.setattr("sac_glam.pretrain.pretrain_tiny", lambda *a: pytest.fail("pretrained again"))
     assert main([]) == 0
     assert str(models.SHIPPED_PRETRAINED) in capsys.readouterr().out
     assert not (tmp_path / "cache").exists()
 
 
 def test_pretrain_command_refuses_a_config_without_pretraining(capsys):
-    from sac_glam.llm.pretrain import main
+    from sac_glam.pretrain import main
 
     assert main(["--config-name", "sac_glam_her_full_cpu", "model.tiny.pretrain_steps=0"]) == 2
     assert "model.tiny.pretrain_steps=0" in capsys.readouterr().err

@@ -1,13 +1,13 @@
-"""The behaviour-cloning probe (sac_glam/probe.py)."""
+"""The behaviour-cloning probe (sac_glam/analysis/probe.py)."""
 
 import pytest
 import torch
 from llm_fixtures import SMALL_TINY_MODEL
 
+from sac_glam.analysis.probe import episode_success, expert_states, main
 from sac_glam.config import EnvConfig
 from sac_glam.envs.expert import shortest_plan
 from sac_glam.envs.playground_text import PlaygroundText
-from sac_glam.probe import episode_success, expert_states, main
 
 
 def _line(prompt: str, head: str) -> str:
@@ -72,8 +72,8 @@ def test_episode_success_of_the_expert_is_one_and_of_a_wrong_policy_zero():
 
 
 def test_run_diagnosis_reads_a_trained_run(tmp_path, capsys):
-    from sac_glam.config import load_config
-    from sac_glam.train import train
+    from sac_glam.run.configs import load_config
+    from sac_glam.run.train import train
 
     overrides = ["env.n_envs=4", "env.n_objects=2", "env.max_steps=4", "env.goal_types=[grasp]",
                  *SMALL_TINY_MODEL, "critic.width=32",
@@ -114,7 +114,7 @@ def test_run_diagnosis_reads_a_trained_run(tmp_path, capsys):
 
 
 def test_sampled_types_follow_the_environment_config():
-    from sac_glam.probe import sampled_types
+    from sac_glam.analysis.probe import sampled_types
 
     assert sampled_types([], True) == ["grasp", "grow", "grow_then_grasp", "grow_then_grow"]
     assert sampled_types([], False) == ["grasp", "grow"]
@@ -122,7 +122,7 @@ def test_sampled_types_follow_the_environment_config():
 
 
 def test_labelled_states_name_the_goal_type_and_parts_done():
-    from sac_glam.probe import labelled_states
+    from sac_glam.analysis.probe import labelled_states
 
     env = PlaygroundText(EnvConfig(goal_types=["grow_then_grasp", "grow_then_grow"]), split="train")
     labelled = labelled_states(env, 300, seed=0, expert_share=0.5)
@@ -135,7 +135,7 @@ def test_labelled_states_name_the_goal_type_and_parts_done():
 def test_action_steps_name_the_optimal_actions_and_q_star():
     """Every action's distance to the goal: the expert's action is among the optimal ones, whose distance
     is the shortest plan's length; ties are frequent with six objects; Q* = gamma^(steps - 1)."""
-    from sac_glam.probe import labelled_states
+    from sac_glam.analysis.probe import labelled_states
 
     env = PlaygroundText(EnvConfig(goal_types=["grow_then_grasp"]), split="train")
     labelled = labelled_states(env, 200, seed=0, expert_share=0.5, steps=True)
@@ -168,7 +168,7 @@ def test_critic_probe_regresses_q_star(capsys):
 def test_expert_share_reaches_the_states_after_a_sequential_goals_first_part(monkeypatch):
     """A random policy seldom achieves a sequential goal's first part (8% of its states, seed 0); following
     the expert half the time gets there in over a third, so the second part's states get labelled too."""
-    from sac_glam import probe
+    from sac_glam.analysis import probe
 
     env = PlaygroundText(EnvConfig(goal_types=["grow_then_grasp", "grow_then_grow"]), split="train")
 

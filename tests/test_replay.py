@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from sac_glam.buffers.replay import Episode, ReplayBuffer, SACBatch
-from sac_glam.checkpoint import load_checkpoint, save_checkpoint
 from sac_glam.config import BufferConfig
 from sac_glam.prompts import render_prompt
+from sac_glam.run.checkpoint import load_checkpoint, save_checkpoint
 
 GOAL = "Grasp red dog"
 OTHER = "Grow blue cat"

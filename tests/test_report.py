@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sac_glam import intervals, report
-from sac_glam.logging import read_metrics
+from sac_glam.analysis import intervals, report
+from sac_glam.run.logging import read_metrics
 
 N_ENVS = 16  # first record at step 16, as the training loop logs after its first iteration
 EVAL_STEPS = [16, 1008, 2000, 3008]  # eval_every=1000 overshot by < n_envs
@@ -128,7 +128,7 @@ def test_numbers(exp_dir: Path) -> None:
 
 
 def test_median_all_runs_counts_a_run_that_never_reached_as_the_latest() -> None:
-    from sac_glam.report_stats import Stat, median_all_runs
+    from sac_glam.analysis.stats import Stat, median_all_runs
 
     assert median_all_runs(Stat({0: 30.0, 1: 10.0, 2: 20.0}), 3) == 20.0
     assert median_all_runs(Stat({0: 10.0, 1: 20.0}), 3) == 20.0  # not the reached runs' 15
@@ -156,9 +156,9 @@ def _tables(md: str) -> list[dict[str, list[str]]]:
 
 
 def test_markdown_cells(exp_dir: Path) -> None:
-    md = report.build_report(
-        exp_dir, budgets=[1000, 3000], command="sac-glam report X", reps=200
-    ).to_markdown()
+    md = report.markdown(
+        report.build_report(exp_dir, budgets=[1000, 3000], command="sac-glam report X", reps=200)
+    )
     budget, _, _, cost, clock = _tables(md)
     assert budget["label"] == ["seeds", "train goals @ 1,000", "test goals @ 1,000", "train goals @ 3,000",
                                "test goals @ 3,000"]  # fmt: skip
@@ -187,8 +187,8 @@ def test_markdown_cells(exp_dir: Path) -> None:
 
 def test_a_wall_time_column_has_one_unit() -> None:
     # 100 s and 400 s in one column: both in minutes (the largest mean picks), not "100.0 s" beside "6.7 min"
-    from sac_glam.report_stats import Reach, Stat
-    from sac_glam.report_tables import _wall_reach_cell, _wall_unit
+    from sac_glam.analysis.stats import Reach, Stat
+    from sac_glam.analysis.tables import _wall_reach_cell, _wall_unit
 
     fast, slow = Stat({0: 90.0, 1: 110.0}), Stat({0: 400.0})
     unit = _wall_unit([fast, slow, Stat()])
@@ -202,7 +202,7 @@ def test_a_wall_time_column_has_one_unit() -> None:
 def test_not_reached_cells(exp_dir: Path) -> None:
     path = exp_dir / "B" / "seed0" / "metrics.jsonl"  # B's seed0 now also stops at step 2000
     path.write_text("".join(json.dumps(r) + "\n" for r in read_metrics(path) if r["step"] <= 2000))
-    md = report.build_report(exp_dir, budgets=[3000], thresholds=[0.95], reps=200).to_markdown()
+    md = report.markdown(report.build_report(exp_dir, budgets=[3000], thresholds=[0.95], reps=200))
     budget, _, _, cost, clock = _tables(md)
     assert budget["B"] == ["2", "no run this long (0/2)", "—"]
     assert clock["B"][:2] == ["not reached (0/2)", "not reached (0/2)"]
@@ -356,7 +356,7 @@ def test_report_intervals(exp_dir: Path) -> None:
     poi = rep.improvement["train"][("A", "B")]
     assert poi.point == pytest.approx(0.5) and not poi.excludes(0.5)
     assert rep.improvement["test"] == {}
-    _, iqm_table, poi_table, _, _ = _tables(rep.to_markdown())
+    _, iqm_table, poi_table, _, _ = _tables(report.markdown(rep))
     assert iqm_table["label"] == ["train goals @ 1,000", "test goals @ 1,000", "train goals @ 2,000",
                                   "test goals @ 2,000"]  # fmt: skip
     assert iqm_table["A"][0] == f"{a_1000.point:.2f} [{a_1000.low:.2f}, {a_1000.high:.2f}]"
@@ -380,7 +380,7 @@ def test_report_calls_a_difference_significant_only_with_enough_runs(
                 _write_run(root / label / f"seed{seed}", label, seed)
         rep = report.build_report(root, budgets=[3000], reps=300)
         assert rep.improvement["train"][("HI", "LO")] == intervals.Interval(1.0, 1.0, 1.0)
-        _, _, poi_table, _, _ = _tables(rep.to_markdown())
+        _, _, poi_table, _, _ = _tables(report.markdown(rep))
         called = "**significant**" if n_seeds >= 5 else "(excludes 0.5; < 5 runs: not called)"
         assert poi_table["HI > LO"] == [f"1.00 [1.00, 1.00] {called}"]  # no test goals logged
 

@@ -29,7 +29,7 @@ import pytest
 from lamorel_procs import grad_steps, kill_lingering, pids_with_env, processes_mentioning
 from llm_fixtures import SMALL_TINY_MODEL
 
-from sac_glam import experiments
+from sac_glam.cli import experiments
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [

@@ -12,10 +12,10 @@ import pytest
 import torch
 from llm_fixtures import SMALL_TINY_MODEL
 
-from sac_glam.checkpoint import load_checkpoint
-from sac_glam.config import load_config
-from sac_glam.learners import PPOLearner, SACLearner
-from sac_glam.train import EXIT_PREEMPTED, EXIT_REFUSED, Preempted, RunStopped, train
+from sac_glam.run.checkpoint import load_checkpoint
+from sac_glam.run.configs import load_config
+from sac_glam.run.learners import PPOLearner, SACLearner
+from sac_glam.run.train import EXIT_PREEMPTED, EXIT_REFUSED, Preempted, RunStopped, train
 
 TINY = [
     "env.n_envs=4", "env.n_objects=3", "env.max_steps=6", "env.goal_types=[grasp]",
@@ -104,7 +104,7 @@ def test_resume_after_sigterm_equals_uninterrupted_run(tmp_path, monkeypatch, na
     )
     if name.startswith("sac"):
         cfg = _cfg(name, overrides, tmp_path / "x")
-        from sac_glam.factory import make_learner
+        from sac_glam.run.factory import make_learner
 
         la, lb = make_learner(cfg, np.random.default_rng(0)), make_learner(cfg, np.random.default_rng(0))
         la.load_state_dict(a["learner"])
@@ -129,7 +129,7 @@ def test_resume_after_sigterm_equals_uninterrupted_run(tmp_path, monkeypatch, na
 def test_ctrl_c_saves_a_checkpoint_exits_75_and_the_rerun_resumes_past_it(tmp_path):
     # A real lamorel-launch process, sent SIGINT as a terminal's Ctrl-C would (its pid alone), once it
     # has logged past learning_starts; issue 37: it used to exit 130 and the rerun started at step 0.
-    cmd = [sys.executable, "-m", "sac_glam.launch", *SAC_TINY, "train.total_steps=100000",
+    cmd = [sys.executable, "-m", "sac_glam.cli.launch", *SAC_TINY, "train.total_steps=100000",
            f"train.run_dir={tmp_path}"]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -189,7 +189,7 @@ def test_resume_with_a_different_config_is_refused_and_names_keys(tmp_path):
 def test_a_checkpoint_older_than_an_option_resumes_at_its_default_only(tmp_path):
     """A checkpoint written before ``sac.backup`` existed ran SAC's backup, the option's default: it
     resumes with the default, and a run that changes the option is refused like any other change."""
-    from sac_glam.checkpoint import save_checkpoint
+    from sac_glam.run.checkpoint import save_checkpoint
 
     train(_cfg("sac_glam_her_cpu", SAC_TINY, tmp_path))
     ckpt = load_checkpoint(tmp_path)
@@ -206,7 +206,7 @@ def test_a_checkpoint_older_than_an_option_resumes_at_its_default_only(tmp_path)
 
 
 def test_corrupt_checkpoint_falls_back_to_previous(tmp_path):
-    from sac_glam.checkpoint import load_checkpoint, save_checkpoint
+    from sac_glam.run.checkpoint import load_checkpoint, save_checkpoint
 
     save_checkpoint(tmp_path, {"step": 1})
     save_checkpoint(tmp_path, {"step": 2})

@@ -7,11 +7,11 @@ import os
 import pytest
 from test_train import PPO_TINY, SAC_TINY, signal_at_update
 
-from sac_glam import cli
-from sac_glam.config import load_config
-from sac_glam.learners import SACLearner
-from sac_glam.train import Preempted, train
-from sac_glam.trained import load_run, main
+from sac_glam.cli import commands as cli
+from sac_glam.run.configs import load_config
+from sac_glam.run.learners import SACLearner
+from sac_glam.run.train import Preempted, train
+from sac_glam.run.trained import load_run, main
 
 
 def _strict_json(text):
@@ -94,7 +94,7 @@ def test_eval_of_a_directory_without_a_run_is_one_line_and_exit_2(tmp_path, caps
 
 
 def test_the_launch_summary_of_a_run_without_a_training_episode_says_so(tmp_path, capsys):
-    from sac_glam.launch import main as launch
+    from sac_glam.cli.launch import main as launch
 
     assert launch(["--config-name", "sac_glam_her_cpu", *SAC_TINY, "train.total_steps=4",
                    f"train.run_dir={tmp_path / 'run'}"]) == 0  # fmt: skip

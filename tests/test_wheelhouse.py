@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sac_glam import wheelhouse as wh
+from sac_glam.cli import wheelhouse as wh
 
 
 def _wheel(directory: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from sac_glam import heap
+from sac_glam.algos import heap
 
 
 def chunk_slices(batch_size: int, chunk_size: int) -> list[slice]:
@@ -42,7 +42,7 @@ def release_freed_memory(device: torch.device, n_chunks: int) -> None:
     alone. On CUDA, torch's caching allocator reuses its blocks: nothing to do. An update of one chunk
     has no earlier chunk to make room for, and a trim per gradient step would cost the CPU default about
     10% of its throughput (48 against 54 transitions/s, alternated in one run): the training loop's trim
-    at each progress record (``sac_glam/heap.py``) keeps its long-run RSS flat instead.
+    at each progress record (``sac_glam/algos/heap.py``) keeps its long-run RSS flat instead.
     """
     if device.type == "cpu" and n_chunks > 1:
         heap.trim()

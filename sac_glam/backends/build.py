@@ -2,7 +2,7 @@
 
 The local backend builds them in the RL process, the Lamorel backend in each LLM server
 (:class:`~sac_glam.backends.lamorel.server.AgentInitializer`, ``AgentUpdater``): one function each, so
-that both backends train the very same model with the very same seed. ``sac_glam.factory`` re-exports
+that both backends train the very same model with the very same seed. ``sac_glam.run.factory`` re-exports
 them; they live here, below the backends, so that no backend imports the factory that imports it.
 """
 
@@ -13,6 +13,7 @@ import torch
 from sac_glam.algos.updaters import PPOUpdater, SACUpdater
 from sac_glam.config import Config, ConfigError
 from sac_glam.llm.agent import LLMAgent
+from sac_glam.pretrain import pretrain_tiny
 
 
 def device_of(cfg: Config) -> torch.device:
@@ -35,5 +36,7 @@ def make_updater(cfg: Config, agent: LLMAgent) -> SACUpdater | PPOUpdater:
 def make_agent(cfg: Config) -> LLMAgent:
     torch.manual_seed(cfg.train.seed)
     device = device_of(cfg)
-    agent = LLMAgent(cfg.model, cfg.critic, need_value=cfg.train.algo == "ppo", device=device)
+    agent = LLMAgent(
+        cfg.model, cfg.critic, need_value=cfg.train.algo == "ppo", device=device, pretrain=pretrain_tiny
+    )
     return agent.to(device)

@@ -47,8 +47,8 @@ def load_run(path: Path, prog: str, algos: tuple[str, ...] = ("sac",)) -> tuple[
     ``path`` may also be a checkpoint file (a copy such as ``RUN_DIR/snapshots/step10016.pt``): the
     config is read from ``config.yaml`` beside it or one directory up. Errors are one line naming ``prog``.
     """
-    from sac_glam.checkpoint import FORMAT, decode, load_checkpoint
-    from sac_glam.factory import make_backend
+    from sac_glam.run.checkpoint import FORMAT, decode, load_checkpoint
+    from sac_glam.run.factory import make_backend
 
     run_dir = path if path.is_dir() else path.parent
     if not (run_dir / "config.yaml").is_file() and (run_dir.parent / "config.yaml").is_file():
@@ -60,7 +60,7 @@ def load_run(path: Path, prog: str, algos: tuple[str, ...] = ("sac",)) -> tuple[
         raise SystemExit(f"{prog}: {path} is not a local-backend {' or '.join(a.upper() for a in algos)} run")
     if path.is_dir():
         ckpt = load_checkpoint(path)
-    else:  # weights_only: a copied checkpoint is data, like the run's own (sac_glam/checkpoint.py)
+    else:  # weights_only: a copied checkpoint is data, like the run's own (sac_glam/run/checkpoint.py)
         raw = torch.load(path, map_location="cpu", weights_only=True)
         ckpt = (
             decode({k: v for k, v in raw.items() if k != "format"}) if raw.get("format") == FORMAT else None
@@ -74,9 +74,9 @@ def load_run(path: Path, prog: str, algos: tuple[str, ...] = ("sac",)) -> tuple[
 
 
 def diagnose(run_dir: Path, episodes: int, n_states: int, seed: int) -> dict[str, float]:
+    from sac_glam.analysis.probe import expert_states
     from sac_glam.envs.playground_text import PlaygroundText
-    from sac_glam.evaluation import evaluate
-    from sac_glam.probe import expert_states
+    from sac_glam.run.evaluation import evaluate
 
     cfg, ckpt, backend = load_run(run_dir, "sac-glam bench actor-critic")
     cfg.train.eval_episodes = episodes

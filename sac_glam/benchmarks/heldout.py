@@ -2,7 +2,7 @@
 
 Loads each run's newest checkpoint (or a checkpoint file copied out of a run, such as
 ``RUN_DIR/snapshots/step12288.pt``) and plays ``--episodes`` episodes of ``--split`` through the training
-loop's evaluation (``play_episodes`` in sac_glam/evaluation.py: the same environments, seeds, sampling).
+loop's evaluation (``play_episodes`` in sac_glam/run/evaluation.py: the same environments, seeds, sampling).
 With the default ``--seed`` (the loop's, ``train.seed + 10000``) and ``--policy pi``, the success is the
 run's logged ``eval/{split}/success_rate`` at that step. It reports:
 
@@ -35,9 +35,9 @@ from sac_glam.envs.goals import CATEGORY_TYPES, THING, Goal, SimpleGoal
 from sac_glam.envs.playground_text import PlaygroundText
 from sac_glam.envs.rules import Scene, State, advance_progress, part_masks, transition
 from sac_glam.envs.vector import EpisodeEnd, PlaygroundTextVecEnv, VecObs
-from sac_glam.evaluation import EpisodeHook, Policy, play_episodes
 from sac_glam.helptext import plain
 from sac_glam.prompts import render_prompt
+from sac_glam.run.evaluation import EpisodeHook, Policy, play_episodes
 
 PROG = "sac-glam bench heldout"
 SplitName = Literal["train", "test"]
@@ -182,7 +182,7 @@ def rollout(
     greedy: bool,
     reword: bool = False,
 ) -> list[Episode]:
-    """``evaluate``'s episodes (:func:`~sac_glam.evaluation.play_episodes`), with their actions.
+    """``evaluate``'s episodes (:func:`~sac_glam.run.evaluation.play_episodes`), with their actions.
 
     ``reword``: the policy reads :func:`train_wording`'s text instead of the goal where there is one.
     """

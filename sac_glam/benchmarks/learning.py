@@ -66,7 +66,7 @@ def overrides_of(test: str, seed: int, threads: int, run_dir: str | Path, extra:
 
 def eval_curve(run_dir: str | Path) -> list[float]:
     """``eval/train/success_rate`` at each evaluation of a run, in order."""
-    from sac_glam.logging import read_metrics
+    from sac_glam.run.logging import read_metrics
 
     return [r[EVAL_KEY] for r in read_metrics(Path(run_dir) / "metrics.jsonl") if EVAL_KEY in r]
 
@@ -75,8 +75,8 @@ def run_learning_test(
     test: str, seed: int, threads: int, run_dir: str | Path, extra: list[str]
 ) -> list[float]:
     """Train one learning test's run in this process; returns its evaluation curve."""
-    from sac_glam.config import load_config
-    from sac_glam.train import train
+    from sac_glam.run.configs import load_config
+    from sac_glam.run.train import train
 
     config, _ = LEARNING_TESTS[test]
     train(load_config(config, overrides_of(test, seed, threads, run_dir, extra)))

@@ -44,10 +44,11 @@ import numpy as np
 import torch
 
 from sac_glam.benchmarks import print_rows
-from sac_glam.config import Config, load_config
+from sac_glam.config import Config
 from sac_glam.envs.vector import PlaygroundTextVecEnv, VecObs
 from sac_glam.helptext import plain
 from sac_glam.llm.scoring import forward_actions
+from sac_glam.run.configs import load_config
 
 
 def _sync() -> None:
@@ -114,7 +115,7 @@ def states(cfg: Config, n_steps: int, seed: int = 0) -> VecObs:
 def sac_step(cfg: Config, repeats: int) -> tuple[list[tuple[str, str]], Any]:
     """Seconds per SAC gradient step at ``sac.batch_size`` on a buffer of random-policy transitions."""
     from sac_glam.benchmarks.scaling import fill_buffer
-    from sac_glam.factory import make_backend
+    from sac_glam.run.factory import make_backend
 
     batch = cfg.sac.batch_size
     buffer = fill_buffer(cfg, -(-batch // cfg.env.n_envs) + 1, seed=0)
@@ -150,8 +151,8 @@ class _TimedUpdates:
 
 def ppo_minibatch(cfg: Config, repeats: int) -> tuple[list[tuple[str, str]], Any]:
     """Seconds per PPO minibatch update: an on-policy rollout of ``ppo.n_steps``, then minibatches."""
-    from sac_glam.evaluation import sample_actions
-    from sac_glam.factory import make_backend, make_learner
+    from sac_glam.run.evaluation import sample_actions
+    from sac_glam.run.factory import make_backend, make_learner
 
     backend = make_backend(cfg)
     learner: Any = make_learner(cfg, np.random.default_rng(0))
@@ -290,7 +291,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
         part, backend = ppo_minibatch(ppo_cfg, args.repeats)
         rows += part
     if backend is None and "act" not in args.skip:
-        from sac_glam.factory import make_backend
+        from sac_glam.run.factory import make_backend
 
         backend = make_backend(sac_cfg)
     rows.append(("peak RSS (before Lamorel's model)", f"{_rss_gib():.2f} GiB"))

@@ -1,6 +1,6 @@
 """``sac-glam bench scaling``: time of one SAC update vs batch size and objects per scene, and where it goes.
 
-One update is what :class:`~sac_glam.learners.SACLearner` does per gradient step: ``buffer.sample``
+One update is what :class:`~sac_glam.run.learners.SACLearner` does per gradient step: ``buffer.sample``
 (n-step returns, HER mix, prompts rendered) then :meth:`~sac_glam.algos.updaters.SACUpdater.update`
 (next-state policy + target critic forward on the transitions that bootstrap, current-state actor +
 critic forward, one backward of both losses, Adam, alpha step, Polyak update). The agent, updater and replay buffer are built from the
@@ -47,8 +47,9 @@ from sac_glam.algos.updaters import SACUpdater
 from sac_glam.benchmarks import print_rows
 from sac_glam.benchmarks.update_profile import coarse_split, profile_operators
 from sac_glam.buffers.replay import ReplayBuffer, SACBatch
-from sac_glam.config import Config, load_config
+from sac_glam.config import Config
 from sac_glam.helptext import plain
+from sac_glam.run.configs import load_config
 
 CONFIG = "sac_glam_her_cpu"
 QUICK = {"batch_sizes": [16, 64], "objects": [3, 6], "updates": 3, "warmup": 1, "fill": 16}
@@ -76,8 +77,8 @@ def fill_buffer(cfg: Config, vector_steps: int, seed: int) -> ReplayBuffer:
     """
     from sac_glam.backends.base import ActOutput
     from sac_glam.envs.vector import PlaygroundTextVecEnv
-    from sac_glam.factory import make_learner
-    from sac_glam.learners import SACLearner
+    from sac_glam.run.factory import make_learner
+    from sac_glam.run.learners import SACLearner
 
     learner = make_learner(cfg, np.random.default_rng([seed, 1]))
     assert isinstance(learner, SACLearner)
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from sac_glam.factory import make_agent, make_updater
+    from sac_glam.run.factory import make_agent, make_updater
 
     cfg = make_config(args.overrides)
     batch = args.batch or cfg.sac.batch_size

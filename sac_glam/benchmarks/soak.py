@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from sac_glam.benchmarks import print_rows
-from sac_glam.config import load_config
 from sac_glam.helptext import plain
+from sac_glam.run.configs import load_config
 
 #: A buffer within this fraction of its capacity counts as full (it evicts whole episodes).
 FULL = 0.97
@@ -76,8 +76,8 @@ def analyse(samples: list[dict[str, float]], capacity: int) -> dict[str, float]:
 def soak(preset: str, minutes: float, capacity: int, log_every: int, checkpoint_every: int,
          threads: int, extra: list[str], run_dir: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Run the soak; returns the samples, the checkpoints and :func:`analyse`'s numbers."""
-    import sac_glam.train as train_module
-    from sac_glam.train import Preempted, train
+    import sac_glam.run.train as train_module
+    from sac_glam.run.train import Preempted, train
 
     samples: list[dict[str, float]] = []
     checkpoints: list[dict[str, float]] = []

@@ -14,9 +14,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from sac_glam.config import load_config
 from sac_glam.helptext import plain
-from sac_glam.logging import read_metrics
+from sac_glam.run.configs import load_config
+from sac_glam.run.logging import read_metrics
 
 PRESETS = {"sac": "sac_glam_cpu", "sac_her": "sac_glam_her_cpu", "ppo": "ppo_glam_cpu"}
 FULL_PRESETS = {"sac": "sac_glam_full_cpu", "sac_her": "sac_glam_her_full_cpu", "ppo": "ppo_glam_full_cpu"}
@@ -24,7 +24,7 @@ FULL_PRESETS = {"sac": "sac_glam_full_cpu", "sac_her": "sac_glam_her_full_cpu", 
 
 
 def bench(preset: str, steps: int, threads: int, extra: list[str], env: str = "n3") -> dict[str, float]:
-    from sac_glam.train import train
+    from sac_glam.run.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [f"train.total_steps={steps}", "train.eval_every=0", "train.eval_splits=[]",

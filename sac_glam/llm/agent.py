@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from sac_glam.config import CriticConfig, ModelConfig
 from sac_glam.envs.goals import ALL_ACTIONS
 from sac_glam.llm.heads import ActionInputQ, PromptInputQ, ValueHead, polyak_update
-from sac_glam.llm.models import autocast_dtype, base_model, load_model, lora_config
+from sac_glam.llm.models import Pretrainer, autocast_dtype, base_model, load_model, lora_config
 from sac_glam.llm.scoring import ActionForward, HiddenRequest, forward_actions
 
 ONLINE_ADAPTER = "default"
@@ -77,9 +77,11 @@ class LLMAgent(nn.Module):
         critic_cfg: CriticConfig,
         need_value: bool = False,
         device: torch.device | str = "cpu",
+        pretrain: Pretrainer | None = None,
     ):
         """``device``: where the agent will run (``make_agent`` moves it there); a 4-bit LLM is loaded
-        there directly, with that device's compute dtype (``llm/models.py``)."""
+        there directly, with that device's compute dtype (``llm/models.py``). ``pretrain``: how a tiny preset
+        with ``tiny.pretrain_steps > 0`` is text-pretrained on a cache miss (:func:`load_model`)."""
         super().__init__()
         if critic_cfg.target == "adapter" and not model_cfg.lora:
             raise ValueError(
@@ -89,7 +91,7 @@ class LLMAgent(nn.Module):
             raise ValueError(f"critic.n_critics must be >= 1, got {critic_cfg.n_critics}")
         self.model_cfg = model_cfg
         self.critic_cfg = critic_cfg
-        loaded = load_model(model_cfg, device)
+        loaded = load_model(model_cfg, device, pretrain)
         self.llm = loaded.model
         self.tokenizer = loaded.tokenizer
         self.family = loaded.family
@@ -114,7 +116,7 @@ class LLMAgent(nn.Module):
                 raise ValueError(
                     "critic.target='adapter' needs critic.share_llm=true (it copies the shared adapter)"
                 )
-            self.critic_llm = load_model(model_cfg, device).model
+            self.critic_llm = load_model(model_cfg, device, pretrain).model
             self.critic_llm.requires_grad_(critic_cfg.backprop_llm)
             self.critic_llm.eval()
         # critic.target='network': the target Q reads a Polyak copy of the critic LLM, not the online one.

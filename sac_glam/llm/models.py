@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -43,12 +44,26 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from sac_glam.config import ModelConfig, TinyModelConfig
+from sac_glam.config import ConfigError, ModelConfig, TinyModelConfig
 from sac_glam.envs.goals import vocabulary
 from sac_glam.llm.tokenizer import build_word_tokenizer
 
 Family = Literal["seq2seq", "causal"]
 TINY_PRESETS: dict[str, Family] = {"tiny-t5": "seq2seq", "tiny-causal": "causal"}
+
+#: Text pretraining of a tiny preset in place, returning its loss per step: ``sac_glam.pretrain.pretrain_tiny``.
+#: Handed in by the caller because it reads Playground-Text, which sits beside ``llm/``, not below it.
+Pretrainer = Callable[[PreTrainedModel, PreTrainedTokenizerBase, TinyModelConfig], list[float]]
+
+
+def check_config(cfg: ModelConfig) -> None:
+    """``model.family`` agrees with a tiny preset's own family (a one-line error before loading)."""
+    preset = TINY_PRESETS.get(cfg.name, cfg.family)
+    if cfg.name.startswith("tiny-") and cfg.family not in ("auto", preset):
+        raise ConfigError(
+            f"model.family={cfg.family!r} contradicts model.name={cfg.name!r} ({preset}); use model.family=auto"
+        )
+
 
 #: LoRA target modules per ``config.model_type`` (Appendix C: LoRA on the attention projections).
 LORA_DEFAULT_TARGETS: dict[str, list[str]] = {
@@ -124,10 +139,11 @@ Lamorel server in one process) reuse them instead of pretraining again."""
 
 
 def pretrained_tiny_model(
-    name: str, tiny: TinyModelConfig, tokenizer: PreTrainedTokenizerBase
+    name: str, tiny: TinyModelConfig, tokenizer: PreTrainedTokenizerBase, pretrain: Pretrainer | None
 ) -> PreTrainedModel:
-    """The tiny preset after text pretraining (``sac_glam/llm/pretrain.py``), seeded by
-    ``tiny.pretrain_seed`` alone so that every run and algorithm starts from the same weights."""
+    """The tiny preset after text pretraining, seeded by ``tiny.pretrain_seed`` alone so that every run
+    and algorithm starts from the same weights: from memory, the shipped folder or the user cache, else
+    pretrained now by ``pretrain`` (``sac_glam.pretrain.pretrain_tiny``) and cached."""
     key = (name, *dataclasses.astuple(tiny))
     path = pretrained_cache_path(name, tiny, tokenizer)
     found = pretrained_weights_file(path)
@@ -138,27 +154,33 @@ def pretrained_tiny_model(
             model = build_tiny_model(name, tiny, tokenizer)
         model.load_state_dict(_PRETRAINED[key])
         return model
-    model, _ = pretrain_from_seed(name, tiny, tokenizer)
+    if pretrain is None:
+        raise ModelLoadError(
+            f"model.tiny.pretrain_steps={tiny.pretrain_steps}: no pretrained weights of this tiny config "
+            f"in {SHIPPED_PRETRAINED} or at {path}, and no pretraining was handed in: build the agent "
+            "through sac_glam.backends (it pretrains on a miss), pass pretrain=sac_glam.pretrain.pretrain_tiny, "
+            "or run `sac-glam pretrain` with the run's overrides first"
+        )
+    model, _ = pretrain_from_seed(name, tiny, tokenizer, pretrain)
     _PRETRAINED[key] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     save_atomically(_PRETRAINED[key], path)
     return model
 
 
 def pretrain_from_seed(
-    name: str, tiny: TinyModelConfig, tokenizer: PreTrainedTokenizerBase
+    name: str, tiny: TinyModelConfig, tokenizer: PreTrainedTokenizerBase, pretrain: Pretrainer
 ) -> tuple[PreTrainedModel, list[float]]:
-    """The tiny preset initialised from ``tiny.pretrain_seed`` and text-pretrained, with its loss per step;
-    the global RNG is left as it was (a run's seed, not the pretraining, decides what follows)."""
-    from sac_glam.llm.pretrain import pretrain_tiny
-
+    """The tiny preset initialised from ``tiny.pretrain_seed`` and text-pretrained by ``pretrain``, with its
+    loss per step; the global RNG is left as it was (a run's seed, not the pretraining, decides what
+    follows)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(tiny.pretrain_seed)
         model = build_tiny_model(name, tiny, tokenizer)
-        losses = pretrain_tiny(model, tokenizer, tiny)
+        losses = pretrain(model, tokenizer, tiny)
     return model, losses
 
 
-#: Bump when ``sac_glam/llm/pretrain.py``'s objectives or corpus change: cached weights of the old
+#: Bump when ``sac_glam/pretrain.py``'s objectives or corpus change: cached weights of the old
 #: version are then never read.
 PRETRAIN_VERSION = 1
 
@@ -367,8 +389,13 @@ def lora_config(cfg: ModelConfig, model: PreTrainedModel) -> Any:
     )
 
 
-def load_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> LoadedModel:
+def load_model(
+    cfg: ModelConfig, device: torch.device | str = "cpu", pretrain: Pretrainer | None = None
+) -> LoadedModel:
     """Build or load the LLM of ``cfg`` with its tokenizer, LoRA and quantisation applied.
+
+    ``pretrain`` text-pretrains a tiny preset with ``tiny.pretrain_steps > 0`` whose weights are neither
+    shipped nor cached (:func:`pretrained_tiny_model`); without it such a miss is a ModelLoadError.
 
     ``device`` (the resolved ``train.device``) decides where a 4-bit model is loaded and its compute
     dtype; other models are loaded on the CPU and moved by the caller (``LLMAgent.to``).
@@ -389,7 +416,7 @@ def load_model(cfg: ModelConfig, device: torch.device | str = "cpu") -> LoadedMo
             raise ValueError(f"model.family={cfg.family!r} contradicts preset {cfg.name!r} ({family})")
         tokenizer: PreTrainedTokenizerBase = build_word_tokenizer(vocabulary())
         if cfg.tiny.pretrain_steps > 0:
-            model = pretrained_tiny_model(cfg.name, cfg.tiny, tokenizer)
+            model = pretrained_tiny_model(cfg.name, cfg.tiny, tokenizer, pretrain)
         else:
             model = build_tiny_model(cfg.name, cfg.tiny, tokenizer)
         if cfg.load_in_4bit:

@@ -15,7 +15,7 @@ Files, by the side of Lamorel they run on
   other RL ranks), with the sharding of calls over them.
 
 The agent and updater come from :mod:`sac_glam.backends.build`, as for the local backend; the launch
-command itself (``python -m lamorel_launcher.launch ...``) is built by :mod:`sac_glam.launch`.
+command itself (``python -m lamorel_launcher.launch ...``) is built by :mod:`sac_glam.cli.launch`.
 
 Design: every server runs OUR forward
 -------------------------------------

@@ -20,6 +20,7 @@ from sac_glam.backends.lamorel.module_functions import make_module_functions
 from sac_glam.backends.lamorel.server import AgentInitializer, AgentUpdater
 from sac_glam.config import Config, ConfigError
 from sac_glam.llm.models import TINY_PRESETS, load_model
+from sac_glam.pretrain import pretrain_tiny
 
 #: Every ``lamorel_args`` key Lamorel reads without a default (``docs/lamorel_facts.md``), dotted.
 REQUIRED_LAMOREL_KEYS = (
@@ -100,7 +101,9 @@ def save_tiny_preset(cfg: Config) -> str:
     """Write the tiny preset (weights and tokenizer) where Lamorel's loader can read it; our agent
     replaces the loaded copy (:class:`AgentInitializer`), so this only satisfies Lamorel's loader."""
     directory = tempfile.mkdtemp(prefix="sac_glam_lamorel_")
-    loaded = load_model(dataclasses.replace(cfg.model, lora=False, load_in_4bit=False))
+    loaded = load_model(
+        dataclasses.replace(cfg.model, lora=False, load_in_4bit=False), pretrain=pretrain_tiny
+    )
     loaded.model.save_pretrained(directory)
     loaded.tokenizer.save_pretrained(directory)
     return directory

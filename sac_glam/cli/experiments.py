@@ -35,14 +35,15 @@ from typing import IO, Any, Literal
 
 import yaml
 
-from sac_glam.config import ConfigError, first_existing, load_config
+from sac_glam.config import ConfigError, first_existing
 from sac_glam.helptext import plain
+from sac_glam.run.configs import load_config
 
 EXPERIMENTS_FILE = "experiments.yaml"
 MANIFEST = "experiment.json"
 RESULT_FILE = "result.json"
 CHECKPOINT_FILE = "checkpoint.pt"
-EXIT_PREEMPTED = 75  # sac_glam.train.EXIT_PREEMPTED; repeated here so that planning does not import torch
+EXIT_PREEMPTED = 75  # sac_glam.run.train.EXIT_PREEMPTED; repeated here so that planning does not import torch
 POLL_S = 1.0  # how often run_local looks at its running children
 LABEL_RE = re.compile(r"^[A-Za-z0-9._+-]+$")
 
@@ -110,7 +111,7 @@ def experiments_file() -> Path:
     """``$SAC_GLAM_EXPERIMENTS`` when set, else the package's ``experiments.yaml`` (a wheel's copy, or in a
     clone the link to ``experiments/experiments.yaml``), else the source tree's or the cwd's."""
     env = os.environ.get("SAC_GLAM_EXPERIMENTS")
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # sac_glam/
     candidates = [Path(env)] if env else []
     candidates += [here / EXPERIMENTS_FILE, here.parent / "experiments" / EXPERIMENTS_FILE,
                    Path.cwd() / "experiments" / EXPERIMENTS_FILE]  # fmt: skip
@@ -269,7 +270,7 @@ def write_manifest(specs: Sequence[RunSpec], exp: ExperimentDef) -> Path:
 
 def launch_command(spec: RunSpec) -> list[str]:
     """The subprocess that trains one run: this interpreter's ``lamorel-launch``."""
-    return [sys.executable, "-m", "sac_glam.launch", *spec.launch_args()]
+    return [sys.executable, "-m", "sac_glam.cli.launch", *spec.launch_args()]
 
 
 class _Forward:
@@ -392,7 +393,7 @@ def default_template(cpu: bool) -> Path:
     cwd); a wheel carries no templates (they are launch scripts, kept outside the package): a one-line
     ConfigError says to pass ``--template``."""
     name = "cpu.sbatch" if cpu else "v100_single_node.sbatch"
-    return first_existing([base / "slurm" / name for base in (Path(__file__).resolve().parents[1], Path.cwd())],
+    return first_existing([base / "slurm" / name for base in (Path(__file__).resolve().parents[2], Path.cwd())],
                           f"sbatch template slurm/{name}",
                           "pass --template PATH (a clone of the repository has them in slurm/), or run from its root")  # fmt: skip
 

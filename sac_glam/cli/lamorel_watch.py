@@ -3,7 +3,7 @@
 accelerate starts the Lamorel processes through torch's elastic agent, which runs inside Lamorel's
 launcher (a hydra app). The agent knows each process's fate: when one exits non-zero or is killed, it
 stops the others and raises ``ChildFailedError`` whose ``failures`` map each failed global rank to its
-pid, exit code and signal. ``lamorel-launch`` runs that launcher as ``python -m sac_glam.lamorel_watch``,
+pid, exit code and signal. ``lamorel-launch`` runs that launcher as ``python -m sac_glam.cli.lamorel_watch``,
 which catches the error and writes the failures to ``$SAC_GLAM_FAILURES_FILE`` (the run directory's
 ``.lamorel_failures.node0.json``, one per machine rank). A process that only lost its connection to a
 dead peer (gloo's "Connection closed by peer") exits with :data:`EXIT_PEER_LOST` (``experiments/lamorel_rl_script.py``),
@@ -141,7 +141,7 @@ def describe(records: list[dict[str, Any]], n_rl: int, run_dir: str | Path) -> t
 
 
 def main() -> None:
-    """``python -m sac_glam.lamorel_watch <Lamorel launcher arguments>``: Lamorel's launcher, with the
+    """``python -m sac_glam.cli.lamorel_watch <Lamorel launcher arguments>``: Lamorel's launcher, with the
     failed ranks written to ``$SAC_GLAM_FAILURES_FILE`` instead of hydra's traceback of the agent."""
     import lamorel_launcher.launch as launcher
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

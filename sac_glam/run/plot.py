@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: runs on clusters and in CI without a display
 import matplotlib.pyplot as plt
 
-from sac_glam.logging import METRICS_FILE, read_metrics, series
+from sac_glam.run.logging import METRICS_FILE, read_metrics, series
 
 
 def plot_run(run_dir: str | Path) -> Path | None:

@@ -291,7 +291,7 @@ def _prepare_out(out: Path) -> None:
 
 
 def _source_dir(src: Path | None) -> Path:
-    root = src if src is not None else Path(__file__).resolve().parents[1]
+    root = src if src is not None else Path(__file__).resolve().parents[2]
     if not (root / "pyproject.toml").is_file():
         raise SystemExit(
             f"sac-glam wheelhouse: no pyproject.toml in {root}: run it from a clone, or pass --src CLONE"

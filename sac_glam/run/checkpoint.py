@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sac_glam.logging import METRICS_FILE, read_metrics
+from sac_glam.run.logging import METRICS_FILE, read_metrics
 
 log = logging.getLogger(__name__)
 

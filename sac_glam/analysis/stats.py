@@ -1,13 +1,13 @@
 """The numbers of ``sac-glam report``: per-run values, their aggregation over seeds, the interval estimates.
 
-What each number means is the module docstring of ``sac_glam/report.py`` (the command's ``--help``). This
+What each number means is the module docstring of ``sac_glam/analysis/report.py`` (the command's ``--help``). This
 module computes them: per run (:func:`eval_at_budget`, :func:`steps_to_threshold`, :func:`wall_time`), per
 label over its seeds (:class:`Stat`, :class:`Reach`, :func:`label_report`) and for the whole experiment
-(:func:`build_report`, with the IQM and probability-of-improvement intervals of ``sac_glam/intervals.py``).
-It is separate from the markdown (``sac_glam/report_tables.py``) and from the files and the command line
-(``sac_glam/report.py``) because it is the part the tests check against closed forms, and a
-:class:`Report` is plain data that both of those only read. ``sac_glam.report`` re-exports every public
-name, so ``from sac_glam import report; report.build_report(...)`` keeps working.
+(:func:`build_report`, with the IQM and probability-of-improvement intervals of ``sac_glam/analysis/intervals.py``).
+It is separate from the markdown (``sac_glam/analysis/tables.py``) and from the files and the command line
+(``sac_glam/analysis/report.py``) because it is the part the tests check against closed forms, and a
+:class:`Report` is plain data that both of those only read. ``sac_glam.analysis.report`` re-exports every public
+name, so ``from sac_glam.analysis import report; report.build_report(...)`` keeps working.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import yaml
 
+from sac_glam.analysis.intervals import DEFAULT_REPS, Interval, improvement_table, iqm_interval
+from sac_glam.analysis.plots import SUCCESS_KEY, WALL_KEY, ExperimentLogs, Records, load_experiment
 from sac_glam.envs.goals import GOAL_TYPES
-from sac_glam.intervals import DEFAULT_REPS, Interval, improvement_table, iqm_interval
-from sac_glam.logging import METRICS_FILE
-from sac_glam.plots import SUCCESS_KEY, WALL_KEY, ExperimentLogs, Records, load_experiment
+from sac_glam.run.logging import METRICS_FILE
 
 EVAL_KEYS = {"train": "eval/train/success_rate", "test": "eval/test/success_rate"}
 DEFAULT_THRESHOLDS = (0.5, 0.8)
@@ -321,12 +321,6 @@ class Report:
                    for split, pairs in self.improvement.items()},
             },
         }  # fmt: skip
-
-    def to_markdown(self) -> str:
-        # Imported here: the tables module imports this one (its types and keys), not the other way round.
-        from sac_glam.report_tables import markdown
-
-        return markdown(self)
 
 
 def default_budgets(exp_dir: Path, exp: ExperimentLogs) -> list[int]:

@@ -1,12 +1,16 @@
-"""Config validation: plain data into the typed dataclasses of ``sac_glam/config.py``, then range and
+"""Config validation: plain data into the typed dataclasses of ``sac_glam/config/schema.py``, then range and
 cross-field rules.
 
 :func:`from_dict` checks each value against its field's type (unknown keys, wrong types, values outside a
-``Literal``); :func:`validate` checks what the types cannot say (ranges, one key needing another, and
-what the environment or the model would refuse only once a run had started). Every failure is one
-:class:`ConfigError` line naming the dotted key, the value and what is allowed. Kept apart from the
-dataclasses so that ``config.py`` reads as the list of keys, and from the loading so that a saved
-``config.yaml`` (``from_raw``) and a composed one go through the same checks without hydra.
+``Literal``); :func:`validate` checks what the types cannot say (ranges, one key needing another). Every
+failure is one :class:`ConfigError` line naming the dotted key, the value and what is allowed. Kept
+apart from the dataclasses so that ``schema.py`` reads as the list of keys, and from the loading so that
+a saved ``config.yaml`` (``from_raw``) and a composed one go through the same checks without hydra.
+
+The configuration is the package's ground floor: it imports nothing else of ``sac_glam``. The checks
+that need the environment's goal grammar (``env.goal_types``, ``env.n_objects``) live in
+``sac_glam/envs/checks.py`` and the model presets' in ``sac_glam/llm/models.py``;
+``sac_glam.run.configs.load_config``, which every command uses, runs them after these.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import typing
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 if TYPE_CHECKING:
-    from sac_glam.config import Config
+    from sac_glam.config.schema import Config
 
 T = TypeVar("T")
 
@@ -168,18 +172,12 @@ def check_ranges(cfg: Config) -> None:
 
 def validate(cfg: Config) -> None:
     """Cross-field and range checks that the types alone cannot express."""
-    from sac_glam.envs.goals import GOAL_TYPES
-
     check_ranges(cfg)
     _require(
         cfg.sac.target_entropy_mode != "fraction" or cfg.sac.target_entropy <= 1,
         f"sac.target_entropy: must be in [0, 1] with sac.target_entropy_mode=fraction (a share of "
         f"log|A|), got {cfg.sac.target_entropy}",
     )
-    for t in cfg.env.goal_types:
-        _require(
-            t in GOAL_TYPES, f"env.goal_types: {t!r} is not a goal type; allowed: {', '.join(GOAL_TYPES)}"
-        )
     if not cfg.env.sequential_goals:
         seq = [t for t in cfg.env.goal_types if t.startswith("grow_then")]
         _require(not seq, f"env.goal_types: {seq} need env.sequential_goals=true")
@@ -208,26 +206,15 @@ def validate(cfg: Config) -> None:
 
 
 def _validate_parts(cfg: Config) -> None:
-    """What the environment and the model would refuse only once a run had started building them:
-    checked here so that a bad value is a one-line config error before anything is loaded."""
-    from sac_glam.envs.goals import ALL_OBJECTS
-    from sac_glam.envs.rules import sampling_goals
-
+    """What the model would refuse only once a run had started building it, as far as the config alone
+    can tell; what needs the environment's goals or the model presets is checked beside those
+    (``sac_glam/envs/checks.py``, ``sac_glam/llm/models.py``), by ``sac_glam.run.configs.load_config``."""
     tiny = cfg.model.tiny
     is_tiny = cfg.model.name.startswith("tiny-")
     _require(
         not is_tiny or tiny.d_model % tiny.n_heads == 0,
         f"model.tiny.d_model ({tiny.d_model}) must be divisible by model.tiny.n_heads ({tiny.n_heads})",
     )
-    if is_tiny and cfg.model.family != "auto":
-        from sac_glam.llm.models import TINY_PRESETS  # transformers: imported only on this rare path
-
-        preset = TINY_PRESETS.get(cfg.model.name, cfg.model.family)
-        _require(
-            preset == cfg.model.family,
-            f"model.family={cfg.model.family!r} contradicts model.name={cfg.model.name!r} ({preset}); "
-            "use model.family=auto",
-        )
     _require(
         cfg.critic.target != "adapter" or cfg.critic.share_llm,
         "critic.target='adapter' needs critic.share_llm=true (it copies the shared adapter)",
@@ -237,21 +224,3 @@ def _validate_parts(cfg: Config) -> None:
         "critic.target='network' needs critic.share_llm=false (it copies the critic's own LLM; "
         "with a shared LLM use 'adapter')",
     )
-    # The scene must hold every object a sampled goal needs (PlaygroundText's own rule).
-    for split in dict.fromkeys(["train", *cfg.train.eval_splits]):
-        try:
-            _, need = sampling_goals(cfg.env, split)  # type: ignore[arg-type]
-        except ValueError as err:
-            raise ConfigError(f"env.goal_types: {err}") from err
-        n = cfg.env.n_objects
-        if not need <= n <= len(ALL_OBJECTS):
-            hint = (
-                "; grow-then-grow goals need 4, and env.sequential_goals=false drops them (the paper's "
-                "N = 3 ablation)"
-                if cfg.env.sequential_goals
-                else "; grasp goals alone need 1 (env.goal_types=[grasp])"
-            )
-            raise ConfigError(
-                f"env.n_objects: {n} is not allowed; the {split} goals of this config need {need} to "
-                f"{len(ALL_OBJECTS)} objects per scene" + (hint if n < need else "")
-            )

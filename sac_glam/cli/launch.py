@@ -9,9 +9,9 @@ script (``experiments/lamorel_rl_script.py``) filled in, so that
 
     lamorel-launch --config-name lamorel_cpu train.total_steps=640
 
-runs ``python -m sac_glam.lamorel_watch --config-path /abs/lamorel_configs --config-name lamorel_cpu
+runs ``python -m sac_glam.cli.lamorel_watch --config-path /abs/lamorel_configs --config-name lamorel_cpu
 ++rl_script_args.path=/abs/experiments/lamorel_rl_script.py ++train.total_steps=640 ...``
-(Lamorel's ``lamorel_launcher.launch``, recording which process failed: ``sac_glam/lamorel_watch.py``).
+(Lamorel's ``lamorel_launcher.launch``, recording which process failed: ``sac_glam/cli/lamorel_watch.py``).
 
 Errors a user can fix (a config key, a model that cannot be loaded, a run directory that cannot be
 written, a full disk, a checkpoint of another config) print one line naming the key or path and exit
@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import errno
-import hashlib
 import importlib.util
 import math
 import os
@@ -42,6 +40,8 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
+from sac_glam.cli.keys import describe_keys, expand_sweep, split_sweep
+from sac_glam.cli.lamorel_watch import exception_chain
 from sac_glam.config import (
     DEFAULT_CONFIG,
     Config,
@@ -50,12 +50,10 @@ from sac_glam.config import (
     config_diff,
     config_dir,
     first_existing,
-    load_config,
     to_dict,
 )
-from sac_glam.config_help import describe_keys, expand_sweep, split_sweep
 from sac_glam.helptext import plain
-from sac_glam.lamorel_watch import exception_chain
+from sac_glam.run.configs import resolve
 
 RL_SCRIPT = Path("experiments") / "lamorel_rl_script.py"
 
@@ -63,7 +61,7 @@ RL_SCRIPT = Path("experiments") / "lamorel_rl_script.py"
 def rl_script_path() -> Path:
     """``experiments/lamorel_rl_script.py`` of the source tree (or of the working directory), absolute."""
     return first_existing(
-        [Path(__file__).resolve().parents[1] / RL_SCRIPT, Path.cwd() / RL_SCRIPT],
+        [Path(__file__).resolve().parents[2] / RL_SCRIPT, Path.cwd() / RL_SCRIPT],
         "Lamorel RL script",
         "train.backend=lamorel runs experiments/lamorel_rl_script.py of a clone of the repository, so run "
         "lamorel-launch from the clone's root (a wheel install carries the configs, not the script)",
@@ -72,19 +70,19 @@ def rl_script_path() -> Path:
 
 def lamorel_command(cfg: Config, config_name: str, config_path: str | Path, overrides: Sequence[str],
                     script: str | Path, python: str = sys.executable) -> list[str]:  # fmt: skip
-    """The command that runs Lamorel's launcher (through :mod:`sac_glam.lamorel_watch`) for a lamorel config.
+    """The command that runs Lamorel's launcher (through :mod:`sac_glam.cli.lamorel_watch`) for a lamorel config.
 
     Overrides get hydra's ``++`` (set or add): our dataclass defaults make many keys valid that the
     YAML does not list, and hydra's struct mode would reject a plain ``key=value`` for those. The run
     directory is made absolute, and hydra's run directory pinned to ``.``, so that neither the launcher
     nor the processes it starts move the run elsewhere (Lamorel's launcher is a hydra app).
     """
-    from sac_glam.train import run_dir_of
+    from sac_glam.run.train import run_dir_of
 
     plain = [o.lstrip("+") for o in overrides]
     run_dir = Path(run_dir_of(cfg)).resolve()
     return [
-        python, "-m", "sac_glam.lamorel_watch",
+        python, "-m", "sac_glam.cli.lamorel_watch",
         "--config-path", str(Path(config_path).resolve()), "--config-name", config_name,
         f"++rl_script_args.path={Path(script).resolve()}",
         *[f"++{o}" for o in plain if not o.startswith("train.run_dir=")],
@@ -134,7 +132,7 @@ def launcher_exit_code(returncode: int, run_dir: str | Path) -> int:
     (exit 75) is recognised by the marker it leaves in the run directory, which this consumes: 75 then,
     else the launcher's code (128 + N when signal N killed it, as a shell reports it).
     """
-    from sac_glam.train import EXIT_PREEMPTED
+    from sac_glam.run.train import EXIT_PREEMPTED
 
     marker = Path(run_dir) / PREEMPTED_MARKER
     if marker.exists():
@@ -164,7 +162,7 @@ def run_launcher(
     cmd: Sequence[str], run_dir: str | Path, poll_s: float = 0.2, n_rl: int = 1, machine_rank: int = 0
 ) -> int:
     """Run Lamorel's launcher ``cmd`` in its own session and wait; return :func:`launcher_exit_code`,
-    or the code of a failed process (a user error's, or :func:`sac_glam.lamorel_watch.describe`'s).
+    or the code of a failed process (a user error's, or :func:`sac_glam.cli.lamorel_watch.describe`'s).
 
     SIGTERM/SIGUSR1 received meanwhile are forwarded to RL rank 0 alone (once its pid file says it
     handles them; until then they are kept); a first SIGINT (Ctrl-C) is forwarded there as SIGTERM, so
@@ -172,7 +170,7 @@ def run_launcher(
     ``n_rl`` (the RL processes; the other ranks are LLM servers) names the ranks in a failure's line;
     ``machine_rank`` is this node's (``lamorel_args.accelerate_args.machine_rank``).
     """
-    from sac_glam.lamorel_watch import FAILURES_ENV, describe, failures_file, take_failures
+    from sac_glam.cli.lamorel_watch import FAILURES_ENV, describe, failures_file, take_failures
 
     run_dir = Path(run_dir)
     env = {**os.environ, FAILURES_ENV: str(failures_file(run_dir, machine_rank))}
@@ -223,7 +221,7 @@ def run_launcher(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         (run_dir / RL_PID_FILE).unlink(missing_ok=True)
-    from sac_glam.train import EXIT_PREEMPTED
+    from sac_glam.run.train import EXIT_PREEMPTED
 
     code = launcher_exit_code(returncode, run_dir)
     records = take_failures(run_dir, machine_rank)  # consumed in every case (a preemption writes one too)
@@ -287,7 +285,7 @@ def check_lamorel_setup(cfg: Config) -> None:
     """What every Lamorel process would fail on, checked once here: Lamorel installed, the process
     layout and ``lamorel_args`` keys, and a ``model.name`` that resolves (tiny presets always do)."""
     if importlib.util.find_spec("lamorel") is None or importlib.util.find_spec("lamorel_launcher") is None:
-        from sac_glam.factory import make_backend
+        from sac_glam.run.factory import make_backend
 
         make_backend(cfg)  # raises the install message
     from sac_glam.backends.lamorel import missing_lamorel_keys, process_layout
@@ -309,8 +307,8 @@ def check_lamorel_setup(cfg: Config) -> None:
 
 
 def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
-    from sac_glam.lamorel_watch import failures_file
-    from sac_glam.train import run_dir_of
+    from sac_glam.cli.lamorel_watch import failures_file
+    from sac_glam.run.train import run_dir_of
 
     check_lamorel_setup(cfg)  # first: it says how to install lamorel, which the next import needs
     from sac_glam.backends.lamorel import process_layout
@@ -329,7 +327,7 @@ def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     from sac_glam import __version__
-    from sac_glam.config_help import key_names_help
+    from sac_glam.cli.keys import key_names_help
 
     epilog = (
         "config keys (set any as key=value; each one's type, value and docstring: --keys [PREFIX]):\n"
@@ -359,36 +357,6 @@ def parser() -> argparse.ArgumentParser:
     out.add_argument("--version", action="version", version=f"lamorel-launch (sac-glam {__version__})")
     out.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.seed=1 sac.batch_size=64")
     return out
-
-
-#: Overrides that do not name a different run (how it is shown, logged, checkpointed, threaded, or
-#: resumed; train.py's RESUMABLE_KEYS but the budget), left out of the default run directory's name.
-RUN_DIR_IGNORED = frozenset({"name", "train.seed", "train.run_dir", "train.progress", "train.tensorboard",
-                             "train.wandb", "train.wandb_mode", "train.wandb_project", "train.allow_config_change",
-                             "train.restart", "train.checkpoint_every", "train.threads"})  # fmt: skip
-#: A longer override part of the run directory is cut, and a hash of the whole keeps it apart.
-RUN_DIR_PART_MAX = 96
-
-
-def default_run_dir(cfg: Config, overrides: Sequence[str]) -> Path:
-    """The run directory when ``train.run_dir`` is not set: ``runs/{name}/seed{seed}`` for a config as it
-    is, ``runs/{name}/{overrides}/seed{seed}`` with overrides, hydra's ``override_dirname`` (sorted
-    ``key=value`` joined by commas, ``/`` as ``_``) without :data:`RUN_DIR_IGNORED`. So the same command
-    resumes its run, and a trial (``train.total_steps=2048``) is not resumed by the default command."""
-    given = {o.lstrip("+").split("=", 1)[0]: o.lstrip("+") for o in overrides if "=" in o}
-    part = ",".join(given[k] for k in sorted(given) if k not in RUN_DIR_IGNORED).replace("/", "_")
-    if len(part) > RUN_DIR_PART_MAX:
-        part = f"{part[: RUN_DIR_PART_MAX - 9]}-{hashlib.sha256(part.encode()).hexdigest()[:8]}"
-    return Path("runs", cfg.name, *([part] if part else []), f"seed{cfg.train.seed}")
-
-
-def resolve(config_name: str, overrides: Sequence[str], config_path: str | None) -> Config:
-    """The config of a command line, its run directory filled (:func:`default_run_dir` when not given)."""
-    cfg = load_config(config_name, overrides, config_path)
-    if not cfg.train.run_dir:
-        run_dir = str(default_run_dir(cfg, overrides))
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, run_dir=run_dir))
-    return cfg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -477,7 +445,7 @@ def run_one(cfg: Config, args: argparse.Namespace) -> int:
 
 def train_here(cfg: Config) -> int:
     """``train.backend=local``: train in this process and print the summary."""
-    from sac_glam.train import run_dir_of, train
+    from sac_glam.run.train import run_dir_of, train
 
     print(f"config {cfg.name}: {cfg.train.algo} on {cfg.model.name}, {cfg.env.n_envs} envs x N={cfg.env.n_objects} objects, "
           f"{cfg.train.total_steps} steps -> {run_dir_of(cfg)}", flush=True)  # fmt: skip

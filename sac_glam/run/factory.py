@@ -11,7 +11,7 @@ import numpy as np
 from sac_glam.backends.base import Backend
 from sac_glam.backends.build import device_of, make_agent, make_updater
 from sac_glam.config import Config, ConfigError
-from sac_glam.learners import Learner
+from sac_glam.run.learners import Learner
 
 __all__ = ["device_of", "make_agent", "make_backend", "make_learner", "make_updater"]
 
@@ -45,7 +45,7 @@ def make_backend(cfg: Config) -> Backend:
 def make_learner(cfg: Config, rng: np.random.Generator) -> Learner:
     from sac_glam.buffers.her import goal_type_prior
     from sac_glam.buffers.replay import ReplayBuffer
-    from sac_glam.learners import SACLearner
+    from sac_glam.run.learners import SACLearner
 
     if cfg.train.algo == "sac":
         prior = goal_type_prior("train", cfg.env.sequential_goals)
@@ -54,6 +54,6 @@ def make_learner(cfg: Config, rng: np.random.Generator) -> Learner:
         buffer = ReplayBuffer.from_config(cfg.buffer, cfg.sac.gamma, prior)
         return SACLearner(buffer, cfg.env.n_envs, cfg.sac.batch_size, cfg.sac.update_every,
                           cfg.sac.n_updates, cfg.sac.learning_starts, rng)  # fmt: skip
-    from sac_glam.learners import PPOLearner
+    from sac_glam.run.learners import PPOLearner
 
     return PPOLearner(cfg.ppo, cfg.env.n_envs, rng)

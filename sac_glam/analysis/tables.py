@@ -1,19 +1,19 @@
-"""The markdown of ``sac-glam report`` (``table.md``): a :class:`~sac_glam.report_stats.Report` as tables.
+"""The markdown of ``sac-glam report`` (``table.md``): a :class:`~sac_glam.analysis.stats.Report` as tables.
 
 Formatting only: each cell (``0.59 ± 0.03 (n=2)``, ``4,096 ± 1,024 (2/3)``, ``0.61 [0.52, 0.70]``), the
 success, interval and cost tables, and the notes under them. The numbers come computed in the
-:class:`~sac_glam.report_stats.Report` (``sac_glam/report_stats.py``); this module only reads them
+:class:`~sac_glam.analysis.stats.Report` (``sac_glam/analysis/stats.py``); this module only reads them
 (it computes no statistic), which is why it is separate: changing how a table looks cannot change a
-number. :meth:`~sac_glam.report_stats.Report.to_markdown` calls :func:`markdown`.
+number.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sac_glam.analysis.intervals import Interval
+from sac_glam.analysis.stats import EVAL_KEYS, MIN_RUNS_SIGNIFICANT, LabelReport, Reach, Report, Stat
 from sac_glam.envs.goals import GOAL_TYPES
-from sac_glam.intervals import Interval
-from sac_glam.report_stats import EVAL_KEYS, MIN_RUNS_SIGNIFICANT, LabelReport, Reach, Report, Stat
 
 
 def _steps(x: float) -> str:

@@ -24,7 +24,7 @@ transitions, PPO's epochs) cannot do it either, whatever its losses. README, "CP
 the expert's action with probability p (else a random one): on sequential goals a random policy seldom
 completes a goal's first part, so the states where the second part must be done are rare without it.
 
-With ``--run DIR`` nothing is trained: the run's last checkpoint is loaded (``sac_glam.trained``) and, on
+With ``--run DIR`` nothing is trained: the run's last checkpoint is loaded (``sac_glam.run.trained``) and, on
 ``--states`` expert-labelled states of its own environment (train goals), the share of states where
 argmax pi, and argmax min_k Q (SAC), is the expert's action is printed, over all states and by goal
 type and parts of the goal already achieved (``--expert-share`` collects the states as above). A critic
@@ -59,13 +59,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from sac_glam.config import Config, ConfigError, EnvConfig, load_config
+from sac_glam.config import Config, ConfigError, EnvConfig
 from sac_glam.envs.expert import action_steps, shortest_plan
 from sac_glam.envs.goals import GOAL_TYPES
 from sac_glam.envs.playground_text import PlaygroundText
 from sac_glam.helptext import plain
 from sac_glam.llm.models import load_model
 from sac_glam.llm.scoring import forward_actions
+from sac_glam.pretrain import pretrain_tiny
+from sac_glam.run.configs import load_config
 
 SMALLEST = ["env.n_objects=2", "env.goal_types=[grasp]", "env.max_steps=4", "model.tiny.d_model=32",
             "model.tiny.n_layers=2", "model.tiny.n_heads=4", "model.tiny.d_ff=64"]  # fmt: skip
@@ -185,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = expert_states(env, args.data, args.seed, args.expert_share)
     held_out, train = data[:500], data[500:]
     torch.manual_seed(args.seed)
-    lm = load_model(cfg.model)
+    lm = load_model(cfg.model, pretrain=pretrain_tiny)
     opt = torch.optim.Adam([p for p in lm.model.parameters() if p.requires_grad], lr=args.lr)
     rng = np.random.default_rng(args.seed + 1)
 
@@ -236,7 +238,7 @@ def fit_critic(cfg: Config, env: PlaygroundText, args: argparse.Namespace) -> in
     What a critic can learn per gradient step with perfect targets, against what TD learning gets from
     its own bootstrapped ones (``--run``): ``all`` gives every action its target, ``taken`` one drawn
     action per state, which is all a TD update sees of a state."""
-    from sac_glam.factory import make_agent
+    from sac_glam.run.factory import make_agent
 
     data = labelled_states(env, args.data, args.seed, args.expert_share, steps=True)
     held_out, train = data[:500], data[500:]
@@ -342,7 +344,7 @@ def diagnose(run_dir: Path, n_states: int, seed: int, expert_share: float = 0.0,
     """Print how often the trained actor's and critic's preferred actions are the expert's (``--run``),
     over all states and then by goal type and parts of the goal already achieved; with ``episodes``, the
     actor's episode success by goal type, argmax against sampled (what the policy's entropy costs)."""
-    from sac_glam.trained import load_run
+    from sac_glam.run.trained import load_run
 
     try:
         run = load_run(run_dir, source="checkpoint")

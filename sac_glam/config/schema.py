@@ -5,57 +5,15 @@ Configs are YAML files in ``lamorel_configs/`` (hydra-composed, so ``defaults:``
 option values outside their ``Literal`` are errors that name the dotted key and the allowed values.
 
 This module holds the keys: the dataclasses, each field with its docstring, which is where a user looks
-a key up. Turning YAML into them lives in two modules beside it, re-exported here so that
-``from sac_glam.config import load_config`` keeps working: ``sac_glam/config_loading.py`` (finding,
-composing and saving config files) and ``sac_glam/config_validation.py`` (types, ranges and cross-field
-rules, :class:`ConfigError`).
+a key up. Turning YAML into them lives beside it: ``loading.py`` (finding, composing and saving config
+files) and ``validation.py`` (types, ranges and cross-field rules, :class:`ConfigError`);
+``sac_glam.config`` re-exports all three.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-from sac_glam.config_loading import (
-    DEFAULT_CONFIG,
-    WANDB_MISSING,
-    available_configs,
-    config_diff,
-    config_dir,
-    first_existing,
-    flatten,
-    from_raw,
-    load_config,
-    save_config,
-    to_dict,
-)
-from sac_glam.config_validation import ConfigError, from_dict, validate
-
-__all__ = [
-    "DEFAULT_CONFIG",
-    "WANDB_MISSING",
-    "BufferConfig",
-    "Config",
-    "ConfigError",
-    "CriticConfig",
-    "EnvConfig",
-    "ModelConfig",
-    "PPOConfig",
-    "SACConfig",
-    "TinyModelConfig",
-    "TrainConfig",
-    "available_configs",
-    "config_diff",
-    "config_dir",
-    "first_existing",
-    "flatten",
-    "from_dict",
-    "from_raw",
-    "load_config",
-    "save_config",
-    "to_dict",
-    "validate",
-]
 
 
 @dataclass
@@ -87,7 +45,7 @@ class TinyModelConfig:
     d_ff: int = 128
     """Width of the feed-forward layer of each block."""
     pretrain_steps: int = 0
-    """Adam steps of masked-word pretraining on Playground-Text prompts (``sac_glam/llm/pretrain.py``);
+    """Adam steps of masked-word pretraining on Playground-Text prompts (``sac_glam/pretrain.py``);
     0: the model stays randomly initialised. The weights then depend only on this config, not the run's seed."""
     pretrain_corpus: int = 20000
     """Prompts (from random-policy rollouts, train goals) the pretraining samples from."""
@@ -277,7 +235,7 @@ class TrainConfig:
     run_dir: str = ""
     """Where logs, checkpoints and plots go. Empty: ``runs/{name}/seed{seed}`` for a config as it is, and
     ``runs/{name}/{overrides}/seed{seed}`` with overrides on the command line (``lamorel-launch``), so
-    that a trial run is not resumed by the default command (``sac_glam.launch.default_run_dir``)."""
+    that a trial run is not resumed by the default command (``sac_glam.run.configs.default_run_dir``)."""
     eval_every: int = 20_000
     """Transitions between evaluations on held-out episodes (0: only at the end)."""
     eval_episodes: int = 128

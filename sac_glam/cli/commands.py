@@ -32,15 +32,15 @@ BENCHMARKS = {
 
 # These parse their own arguments (``sac-glam experiment -h``, ...).
 SELF_PARSING = {
-    "train": "sac_glam.launch",  # lamorel-launch under the name users without Lamorel look for
-    "eval": "sac_glam.trained",
-    "experiment": "sac_glam.experiments",
-    "plot": "sac_glam.plots",
-    "report": "sac_glam.report",
-    "probe": "sac_glam.probe",
+    "train": "sac_glam.cli.launch",  # lamorel-launch under the name users without Lamorel look for
+    "eval": "sac_glam.run.trained",
+    "experiment": "sac_glam.cli.experiments",
+    "plot": "sac_glam.analysis.plots",
+    "report": "sac_glam.analysis.report",
+    "probe": "sac_glam.analysis.probe",
     "make-model": "sac_glam.llm.make_model",
-    "pretrain": "sac_glam.llm.pretrain",
-    "wheelhouse": "sac_glam.wheelhouse",
+    "pretrain": "sac_glam.pretrain",
+    "wheelhouse": "sac_glam.cli.wheelhouse",
 }
 
 

@@ -1,7 +1,7 @@
 """What ``lamorel-launch`` shows about the config: every key with its type, value and docstring
 (``--keys``), the key names for ``--help``, and the ``-m`` sweep of comma-separated override values.
 
-The docstrings are the string literals under the fields of ``sac_glam/config.py`` (the convention of
+The docstrings are the string literals under the fields of ``sac_glam/config/schema.py`` (the convention of
 CleanRL's ``Args``); they are read from the dataclasses' source, which a wheel carries too.
 """
 

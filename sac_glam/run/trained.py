@@ -8,7 +8,7 @@ The run's agent (the LLM or its LoRA adapters, the Q heads, the value head) is b
 ``config.yaml`` and loaded from ``final/`` (a finished run) or from its newest checkpoint (a run that
 stopped or is still going), whichever is newer; a run of either backend (the checkpoint and ``final/``
 hold the same agent state). The episodes are the training loop's own evaluation
-(:func:`sac_glam.evaluation.evaluate`): by default the run's ``train.eval_episodes``, its goal splits, its
+(:func:`sac_glam.run.evaluation.evaluate`): by default the run's ``train.eval_episodes``, its goal splits, its
 evaluation seed and its sampling (``train.eval_greedy``), so that a finished run's numbers are those of
 its last ``eval/`` record; ``--episodes``, ``--split``, ``--seed`` and ``--greedy`` change them.
 
@@ -32,13 +32,13 @@ import torch
 import yaml
 
 from sac_glam.backends.base import ActOutput
-from sac_glam.checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint
 from sac_glam.config import Config, ConfigError, from_raw
 from sac_glam.envs.goals import GOAL_TYPES
 from sac_glam.envs.vector import EpisodeEnd
-from sac_glam.evaluation import EpisodeHook, eval_seed, evaluate, play_episodes
 from sac_glam.helptext import plain
 from sac_glam.llm.agent import LLMAgent
+from sac_glam.run.checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint
+from sac_glam.run.evaluation import EpisodeHook, eval_seed, evaluate, play_episodes
 
 FINAL = "final"
 
@@ -70,7 +70,7 @@ def load_run(run_dir: str | Path, source: Literal["auto", "final", "checkpoint"]
     ``device`` replaces the run's ``train.device`` (a GPU run evaluated on a CPU). :class:`ConfigError`
     (one line) when the directory is not a run or holds no weights.
     """
-    from sac_glam.factory import make_agent
+    from sac_glam.run.factory import make_agent
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -99,7 +99,7 @@ def load_run(run_dir: str | Path, source: Literal["auto", "final", "checkpoint"]
 
 
 class AgentPolicy:
-    """What :func:`~sac_glam.evaluation.play_episodes` acts with: the agent's pi, no gradients."""
+    """What :func:`~sac_glam.run.evaluation.play_episodes` acts with: the agent's pi, no gradients."""
 
     def __init__(self, agent: LLMAgent):
         self.agent = agent

@@ -42,7 +42,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from sac_glam.helptext import plain
-from sac_glam.logging import METRICS_FILE, read_csv, read_metrics
+from sac_glam.run.logging import METRICS_FILE, read_csv, read_metrics
 
 MANIFEST = "experiment.json"
 CONFIG_FILE = "config.yaml"

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     t0 = time.perf_counter()
-    model, losses = models.pretrain_from_seed(cfg.model.name, tiny, tokenizer)
+    model, losses = models.pretrain_from_seed(cfg.model.name, tiny, tokenizer, pretrain_tiny)
     tail = float(np.mean(losses[-50:]))
     print(
         f"loss {losses[0]:.3f} -> {tail:.3f} (mean of the last 50 steps) in {time.perf_counter() - t0:.0f} s"

@@ -23,7 +23,7 @@ seeds (mean ± std is the population std, ddof=0, as in the figures):
   record at or before the step the threshold was reached (the runs' clocks are comparable only
   when they shared a machine alike, e.g. one campaign's runs two at a time at one thread each).
 - **final step** of each run; runs that stop before the largest budget are flagged as unfinished.
-- **interval estimates** (``sac_glam/intervals.py``, with ``rliable``): at each budget and split, the
+- **interval estimates** (``sac_glam/analysis/intervals.py``, with ``rliable``): at each budget and split, the
   interquartile mean (IQM) over seeds with its 95% stratified bootstrap confidence interval; at the
   largest budget, the probability of improvement P(X > Y) between every two labels with its interval,
   a difference being called significant when that interval excludes 0.5 and both labels have at least
@@ -38,8 +38,8 @@ never checkpoints, saved models or TensorBoard files.
 
 # Where the code lives (kept out of the docstring above, which is the command's --help):
 # this module holds the files (table.md / table.json, the exported CSVs, configs and figures) and the
-# command line; sac_glam/report_stats.py computes the numbers; sac_glam/report_tables.py writes the
-# markdown. The names of report_stats are re-exported here: callers and tests use ``sac_glam.report``.
+# command line; sac_glam/analysis/stats.py computes the numbers; sac_glam/analysis/tables.py writes the
+# markdown. The names of stats.py are re-exported here: callers and tests use ``sac_glam.analysis.report``.
 
 from __future__ import annotations
 
@@ -51,11 +51,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sac_glam.helptext import plain
-from sac_glam.intervals import DEFAULT_REPS
-from sac_glam.logging import write_csv
-from sac_glam.plots import load_experiment, plot_experiment
-from sac_glam.report_stats import (
+from sac_glam.analysis.intervals import DEFAULT_REPS
+from sac_glam.analysis.plots import load_experiment, plot_experiment
+from sac_glam.analysis.stats import (
     CONFIG_FILE,
     DEFAULT_THRESHOLDS,
     DEFAULT_WINDOW,
@@ -77,6 +75,9 @@ from sac_glam.report_stats import (
     wall_at_step,
     wall_time,
 )
+from sac_glam.analysis.tables import markdown
+from sac_glam.helptext import plain
+from sac_glam.run.logging import write_csv
 
 __all__ = [
     "CONFIG_FILE",
@@ -138,7 +139,7 @@ def write_report(rep: Report, out: str | Path) -> list[Path]:
     """``{out}/table.md`` and ``{out}/table.json``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / TABLE_MD).write_text(rep.to_markdown())
+    (out / TABLE_MD).write_text(markdown(rep))
     (out / TABLE_JSON).write_text(json.dumps(rep.to_json(), indent=2) + "\n")
     return [out / TABLE_MD, out / TABLE_JSON]
 
@@ -172,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"sac-glam report: {err}", file=sys.stderr)
         return 1
-    sys.stdout.write(rep.to_markdown())
+    sys.stdout.write(markdown(rep))
     print(f"sac-glam report: wrote {len(written)} files into {out}", file=sys.stderr)
     return 0
 

@@ -4,8 +4,8 @@
 and validates it into a :class:`~sac_glam.config.Config`; :func:`from_raw` does the same for plain data
 such as a run's saved ``config.yaml``; :func:`save_config`, :func:`to_dict` and :func:`config_diff` go the
 other way (a resumed run compares its checkpoint's config with the new one). Kept apart from the
-dataclasses (``sac_glam/config.py``), which only declare the keys, and from the checks
-(``sac_glam/config_validation.py``); ``sac_glam.config`` re-exports every name here.
+dataclasses (``sac_glam/config/schema.py``), which only declare the keys, and from the checks
+(``sac_glam/config/validation.py``); ``sac_glam.config`` re-exports every name here.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
-from sac_glam.config_validation import ConfigError, from_dict, validate
+from sac_glam.config.validation import ConfigError, from_dict, validate
 
 if TYPE_CHECKING:
-    from sac_glam.config import Config
+    from sac_glam.config.schema import Config
 
 DEFAULT_CONFIG = "sac_glam_her_cpu"
 
@@ -31,7 +31,7 @@ def config_dir() -> Path:
     ``lamorel_configs`` (a wheel's copy, or in a clone the link to the top-level directory), else
     the source tree's or the working directory's ``lamorel_configs/``."""
     env = os.environ.get("SAC_GLAM_CONFIG_DIR")
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # sac_glam/
     candidates = [Path(env)] if env else []
     candidates += [here / "lamorel_configs", here.parent / "lamorel_configs", Path.cwd() / "lamorel_configs"]
     return first_existing(
@@ -112,7 +112,7 @@ def from_raw(raw: dict[str, Any]) -> Config:
     """A validated :class:`Config` from plain data (e.g. a saved ``config.yaml``)."""
     # Imported here: ``sac_glam.config`` re-exports this module's names, so a top-level import of it
     # would be circular (whichever of the two modules is imported first).
-    from sac_glam.config import Config
+    from sac_glam.config.schema import Config
 
     cfg = from_dict(Config, raw)
     validate(cfg)

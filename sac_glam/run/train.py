@@ -29,9 +29,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sac_glam import heap
+from sac_glam.algos import heap
 from sac_glam.backends.base import Backend
-from sac_glam.checkpoint import (
+from sac_glam.config import Config, config_diff, save_config, to_dict
+from sac_glam.envs.vector import PlaygroundTextVecEnv, VecObs
+from sac_glam.run.checkpoint import (
     CheckpointWriteError,
     RunDirError,
     resume_or_start,
@@ -39,12 +41,10 @@ from sac_glam.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from sac_glam.config import Config, config_diff, save_config, to_dict
-from sac_glam.envs.vector import PlaygroundTextVecEnv, VecObs
-from sac_glam.evaluation import eval_seed as eval_seed_of
-from sac_glam.evaluation import evaluate, sample_actions, success_by_type
-from sac_glam.learners import Learner
-from sac_glam.logging import MetricsLogger, ProgressBar, wandb_init_args
+from sac_glam.run.evaluation import eval_seed as eval_seed_of
+from sac_glam.run.evaluation import evaluate, sample_actions, success_by_type
+from sac_glam.run.learners import Learner
+from sac_glam.run.logging import MetricsLogger, ProgressBar, wandb_init_args
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def run_dir_of(cfg: Config) -> Path:
 
 def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
     """Train one (config, seed); resume from ``run_dir/checkpoint.pt`` when it exists."""
-    from sac_glam.factory import make_backend, make_learner
+    from sac_glam.run.factory import make_backend, make_learner
 
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -276,7 +276,7 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
             if state.steps >= state.next_log:
                 state.next_log += tc.log_every
                 _log_progress(logger, state, learner)
-                heap.trim()  # RSS must not creep from the allocator's free chunks (sac_glam/heap.py)
+                heap.trim()  # RSS must not creep from the allocator's free chunks (sac_glam/algos/heap.py)
             if tc.eval_every > 0 and state.steps >= state.next_eval:
                 state.next_eval += tc.eval_every
                 bar.evaluated(_log_eval(logger, backend, cfg, state, eval_seed))
@@ -304,7 +304,7 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
     checkpoint()
     backend.save_pretrained(run_dir / "final")
     logger.close()
-    from sac_glam.plotting import plot_run
+    from sac_glam.run.plot import plot_run
 
     plot = plot_run(run_dir)
     rollout = success_by_type(list(state.recent))
