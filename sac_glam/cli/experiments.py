@@ -30,7 +30,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any, Literal
 
 import yaml
@@ -38,6 +37,7 @@ import yaml
 from sac_glam.config import ConfigError, first_existing
 from sac_glam.helptext import plain
 from sac_glam.run.configs import load_config
+from sac_glam.run.signals import StopRequest
 
 EXPERIMENTS_FILE = "experiments.yaml"
 MANIFEST = "experiment.json"
@@ -273,37 +273,23 @@ def launch_command(spec: RunSpec) -> list[str]:
     return [sys.executable, "-m", "sac_glam.cli.launch", *spec.launch_args()]
 
 
-class _Forward:
+class _Forward(StopRequest):
     """Forward SIGTERM/SIGUSR1 to the running children, which checkpoint and exit with 75.
 
     A first Ctrl-C (SIGINT) reaches them as SIGTERM: the same checkpoint, also when the SIGINT came to
     the runner alone (``kill -INT``); from a terminal the children get the SIGINT too, which is the same
     request. A second Ctrl-C is a KeyboardInterrupt again (the children abort as well)."""
 
+    ctrl_c_message = b"\nCtrl-C: the running runs checkpoint and stop (Ctrl-C again aborts them)\n"
+
     def __init__(self) -> None:
+        super().__init__()
         self.children: list[subprocess.Popen[bytes]] = []
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _Forward:
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.received = signum
-        if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            os.write(2, b"\nCtrl-C: the running runs checkpoint and stop (Ctrl-C again aborts them)\n")
+    def stop(self, signum: int) -> None:
         for child in self.children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 @dataclass

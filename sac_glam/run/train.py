@@ -16,13 +16,11 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
 
 import numpy as np
@@ -45,6 +43,7 @@ from sac_glam.run.evaluation import eval_seed as eval_seed_of
 from sac_glam.run.evaluation import evaluate, sample_actions, success_by_type
 from sac_glam.run.learners import Learner
 from sac_glam.run.logging import MetricsLogger, ProgressBar, wandb_init_args
+from sac_glam.run.signals import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -138,36 +137,11 @@ class TrainResult:
     plot: Path | None
 
 
-class _SignalFlag:
-    """Turns SIGTERM/SIGUSR1/SIGINT into a flag the loop checks between iterations (never mid-update).
+class _SignalFlag(StopRequest):
+    """SIGTERM/SIGUSR1/SIGINT as a flag the loop checks between iterations (never mid-update)."""
 
-    Ctrl-C keeps the work as a preemption does (a paper-scale iteration can take minutes, so it says so at
-    once); a second Ctrl-C is Python's KeyboardInterrupt again: abort at once, without a checkpoint. A
-    SIGINT that the parent ignores (a job started in the background) stays ignored.
-    """
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _SignalFlag:
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            self._previous[sig] = signal.signal(sig, self._handle)
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.received = signum
-        if signum == signal.SIGINT:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            # os.write: a print() interrupted by this handler would be re-entered and raise.
-            os.write(2, b"\nCtrl-C: saving a checkpoint at the end of this iteration, "
-                     b"then stopping (Ctrl-C again aborts without it)\n")  # fmt: skip
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+    ctrl_c_message = (b"\nCtrl-C: saving a checkpoint at the end of this iteration, "
+                      b"then stopping (Ctrl-C again aborts without it)\n")  # fmt: skip
 
 
 def run_dir_of(cfg: Config) -> Path:
