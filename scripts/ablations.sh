@@ -4,7 +4,7 @@
 # as soon as its runs are finished (commit that folder then). Re-running resumes: finished runs are
 # skipped, unfinished ones continue from their checkpoint.pt. SIGTERM checkpoints every running run.
 #
-#   bash scripts/ablations.sh                 # every study, in this order, then fig5-seeds (below)
+#   bash scripts/ablations.sh                 # every study, in this order, then fig5-seeds and fig8-seeds (below)
 #   bash scripts/ablations.sh fig9 fig6       # some of them
 #   bash scripts/ablations.sh --save          # before the machine goes: keep the finished runs (commit it)
 #   bash scripts/ablations.sh --restore       # only put saved runs back into results/ (every run does it first)
@@ -43,15 +43,18 @@ if [ "${1:-}" = "--restore" ]; then restore; exit 0; fi
 bash scripts/setup.sh
 restore
 studies=("$@")
-[ ${#studies[@]} -gt 0 ] || studies=(fig5 fig8 fig9 fig6 fig5-seeds)
+[ ${#studies[@]} -gt 0 ] || studies=(fig5 fig8 fig9 fig6 fig5-seeds fig8-seeds)
 # fig5-seeds: seeds 3 and 4 of the fig5 arms that were within the noise of each other at 3 seeds (the
 # issue asks for 5 there): the paper's shared-LLM arms, with and without backprop, prompt+action and prompt.
 FIG5_CLOSE=(obs+action.shared obs.shared obs+action.head-only obs.head-only)
+# fig8-seeds: the same for fig8, whose three arms were all within the noise of each other at 3 seeds.
+FIG8_CLOSE=(HER+ratio HER+uniform HER+prior)
 trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 75' TERM INT
 for study in "${studies[@]}"; do
-  if [ "$study" = fig5-seeds ]; then
-    study=fig5
-    .venv/bin/sac-glam experiment fig5 --cpu --seeds 3 4 --only "${FIG5_CLOSE[@]}" --jobs "${SAC_GLAM_JOBS:-2}" & child=$!
+  if [ "$study" = fig5-seeds ] || [ "$study" = fig8-seeds ]; then
+    study=${study%-seeds}
+    if [ "$study" = fig5 ]; then close=("${FIG5_CLOSE[@]}"); else close=("${FIG8_CLOSE[@]}"); fi
+    .venv/bin/sac-glam experiment "$study" --cpu --seeds 3 4 --only "${close[@]}" --jobs "${SAC_GLAM_JOBS:-2}" & child=$!
   else
     .venv/bin/sac-glam experiment "$study" --cpu --jobs "${SAC_GLAM_JOBS:-2}" & child=$!
   fi
