@@ -28,3 +28,25 @@ def test_bench_train_runs_the_chosen_environment_preset(monkeypatch, env, config
     assert row["grad_steps"] >= 1  # updates from the first batch on
     assert row["steps_per_s"] > 0
     assert 0 < row["update"] <= 1
+
+
+def test_bench_train_alternates_variants_in_turn_and_gives_ratios_to_the_first(monkeypatch, capsys):
+    calls = []
+
+    def fake_bench(preset, steps, threads, extra, env="n3"):
+        calls.append((preset, extra[-1]))
+        return {"steps_per_s": 10.0 if extra[-1] == "train.parallel_llms=false" else 15.0}
+
+    monkeypatch.setattr(bench_train, "bench", fake_bench)
+    bench_train.main(["--presets", "sac_her", "--rounds", "2", "x=1", "--alternate",
+                      "train.parallel_llms=false", "train.parallel_llms=true"])  # fmt: skip
+    assert calls == [("sac_her", "train.parallel_llms=false"), ("sac_her", "train.parallel_llms=true")] * 2
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("sac_her ")]
+    assert [(r[2], r[-2], r[-1]) for r in rows] == [("train.parallel_llms=false", "10.0", "1.00"),
+                                                    ("train.parallel_llms=true", "15.0", "1.50")]  # fmt: skip
+
+
+def test_bench_train_alternate_refuses_a_variant_that_is_not_an_override(capsys):
+    with pytest.raises(SystemExit):
+        bench_train.main(["--alternate", "-", "parallel"])
+    assert "--alternate 'parallel' is not key=value or -" in capsys.readouterr().err

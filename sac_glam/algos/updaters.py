@@ -172,6 +172,10 @@ def bootstrap_target(
     return target_B
 
 
+def _nothing() -> None:
+    """The actor's lane during warm-up: no actor loss to backpropagate."""
+
+
 @dataclass
 class UpdateStats:
     """What one call of ``update`` reports (means over its gradient steps)."""
@@ -233,12 +237,15 @@ class SACUpdater:
             cur = agent.evaluate(b.prompts, b.actions, q=True, freeze_policy=warmup)
             assert cur.q_KBA is not None
             loss_c = sac.critic_loss(cur.q_KBA, b.action_ids, target_B)
-            loss = loss_c
-            if not warmup:
-                loss_a = self.actor_loss(cur.log_pi_BA, cur.mask_BA, cur.q_KBA, alpha)
-                loss = loss + loss_a
+            loss_a = None if warmup else self.actor_loss(cur.log_pi_BA, cur.mask_BA, cur.q_KBA, alpha)
+            if loss_a is not None:
                 actor_total += w * loss_a.detach().double()
-            (w * loss).backward()
+            if agent.lanes is not None:  # separate LLMs: disjoint graphs, the two backwards at once
+                agent.lanes.run(
+                    (w * loss_a).backward if loss_a is not None else _nothing, (w * loss_c).backward
+                )
+            else:
+                (w * (loss_c if loss_a is None else loss_c + loss_a)).backward()
             # The chunk's graph is freed: hand its pages back, so RSS stays one chunk's (accumulate.py).
             release_freed_memory(agent.device, len(chunks))
             critic_total += w * loss_c.detach().double()

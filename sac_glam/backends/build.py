@@ -13,6 +13,7 @@ import torch
 from sac_glam.algos.updaters import PPOUpdater, SACUpdater
 from sac_glam.config import Config, ConfigError
 from sac_glam.llm.agent import LLMAgent
+from sac_glam.llm.lanes import make_lanes
 from sac_glam.pretrain import pretrain_tiny
 
 
@@ -39,4 +40,6 @@ def make_agent(cfg: Config) -> LLMAgent:
     agent = LLMAgent(
         cfg.model, cfg.critic, need_value=cfg.train.algo == "ppo", device=device, pretrain=pretrain_tiny
     )
+    if cfg.train.algo == "sac":  # PPO has no critic LLM pass to run beside the policy's
+        agent.lanes = make_lanes(device, agent.critic_llm is not None, cfg.train.parallel_llms)
     return agent.to(device)

@@ -5,12 +5,21 @@ batch on so that the number describes the steady state) and prints transitions/s
 wall time between acting (LLM scoring + sampling), environment stepping, storing transitions, and
 updating (sampling batches + gradient steps). ``--env full`` runs the full environment's presets
 (``*_full_cpu``: N = 6, sequential goals, 15 steps) instead of the N = 3 CPU default's.
+
+``--alternate`` compares variants in one run, old and new in turn: each round runs every preset once
+per variant (a key=value override, ``-`` for none), and the table gives each variant's median
+transitions/s over the rounds and its ratio to the first variant's. Example, the two lanes of
+``train.parallel_llms`` against both LLMs on 2 threads one after the other::
+
+    sac-glam bench train --env full --presets sac_her --steps 1024 --rounds 3 \
+        --alternate train.parallel_llms=false train.parallel_llms=true
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -54,10 +63,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--env", choices=["n3", "full"], default="n3", help="n3: the CPU default's N = 3 "
                         "presets (*_cpu); full: the full environment's (*_full_cpu)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--alternate", nargs="+", metavar="KEY=VALUE", help="variants to compare in "
+                        "turn, each one override or - for none (the ratio column is to the first)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=1, help="with --alternate: rounds of all variants")
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every preset")
     args = parser.parse_args(argv)
-    rows = {p: bench(p, args.steps, args.threads, args.overrides, args.env) for p in args.presets}
+    if args.rounds < 1 or args.steps < 1:
+        parser.error("--rounds and --steps must be >= 1")
     names = FULL_PRESETS if args.env == "full" else PRESETS
+    if args.alternate:
+        for v in args.alternate:
+            if v != "-" and "=" not in v:
+                parser.error(f"--alternate {v!r} is not key=value or - (put the overrides of every "
+                             "preset before --alternate)")  # fmt: skip
+        alternate(args, names)
+        return
+    rows = {p: bench(p, args.steps, args.threads, args.overrides, args.env) for p in args.presets}
     if args.json:
         print(json.dumps(rows, indent=2))
         return
@@ -67,6 +88,29 @@ def main(argv: list[str] | None = None) -> None:
     for p, r in rows.items():
         print(f"{p:<10} {names[p]:<22} {r['steps_per_s']:>13.1f} {r['grad_steps']:>10.0f} {r['act']:>6.1%} "
               f"{r['env']:>6.1%} {r['learn']:>6.1%} {r['update']:>7.1%}")  # fmt: skip
+
+
+def alternate(args: argparse.Namespace, names: dict[str, str]) -> None:
+    """``--alternate``: every preset x variant once per round, in turn, then medians and ratios."""
+    variants = args.alternate
+    speeds: dict[tuple[str, str], list[float]] = {(p, v): [] for p in args.presets for v in variants}
+    for r in range(args.rounds):
+        for p in args.presets:
+            for v in variants:
+                extra = [*args.overrides, *([] if v == "-" else [v])]
+                speed = bench(p, args.steps, args.threads, extra, args.env)["steps_per_s"]
+                speeds[p, v].append(speed)
+                if not args.json:
+                    print(f"round {r + 1}/{args.rounds}: {p} {v}: {speed:.1f} transitions/s", flush=True)
+    medians = {k: statistics.median(s) for k, s in speeds.items()}
+    if args.json:
+        print(json.dumps([{"preset": p, "variant": v, "transitions_per_s": s, "median": medians[p, v],
+                           "ratio": medians[p, v] / medians[p, variants[0]]}
+                          for (p, v), s in speeds.items()], indent=2))  # fmt: skip
+        return
+    print(f"\n{'preset':<10} {'config':<22} {'variant':<32} {'transitions/s (median)':>22} {'ratio':>6}")
+    for (p, v), med in medians.items():
+        print(f"{p:<10} {names[p]:<22} {v:<32} {med:>22.1f} {med / medians[p, variants[0]]:>6.2f}")
 
 
 if __name__ == "__main__":

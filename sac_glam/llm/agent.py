@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from sac_glam.config import CriticConfig, ModelConfig
 from sac_glam.envs.goals import ALL_ACTIONS
 from sac_glam.llm.heads import ActionInputQ, PromptInputQ, ValueHead, polyak_update
+from sac_glam.llm.lanes import Lanes
 from sac_glam.llm.models import Pretrainer, autocast_dtype, base_model, load_model, lora_config
 from sac_glam.llm.scoring import ActionForward, HiddenRequest, forward_actions
 
@@ -128,6 +129,9 @@ class LLMAgent(nn.Module):
                 )
             self.target_critic_llm = copy.deepcopy(self.critic_llm)
             self.target_critic_llm.requires_grad_(False)
+
+        self.lanes: Lanes | None = None
+        """Set by ``make_agent`` (``train.parallel_llms``): the critic LLM's passes on their own thread."""
 
         self._adapter_pairs: list[tuple[str, str]] = []
         if critic_cfg.target == "adapter":
@@ -287,23 +291,36 @@ class LLMAgent(nn.Module):
     ) -> AgentOutput:
         """:meth:`evaluate` with ``critic.share_llm=false``: the policy LLM gives log pi (and V), the
         critic LLM the hidden states of the Q heads (one forward for online and target heads; the
-        target LLM's own with ``critic.target='network'``)."""
-        fwd = self._forward(prompts, actions, "prompt" if v else "none")
+        target LLM's own with ``critic.target='network'``). With :attr:`lanes` the critic's part runs
+        on its own thread while the policy's runs on the caller's (``llm/lanes.py``)."""
+
+        def policy() -> ActionForward:
+            return self._forward(prompts, actions, "prompt" if v else "none")
+
+        def critic() -> tuple[Tensor | None, Tensor | None]:
+            q_KBA = target_q_KBA = None
+            target_llm = self.target_critic_llm
+            if q or (target_q and target_llm is None):
+                with torch.set_grad_enabled(q and torch.is_grad_enabled()):
+                    fwd_c = self._forward(prompts, actions, self.q.hidden, model=self.critic_llm)
+                if q:
+                    q_KBA = self._q_values(self.q, fwd_c, actions, detach=not self.critic_cfg.backprop_llm)
+            if target_q:
+                with torch.no_grad():
+                    fwd_t = (
+                        fwd_c
+                        if target_llm is None
+                        else self._forward(prompts, actions, self.q.hidden, model=target_llm)
+                    )
+                    target_q_KBA = self._q_values(self.target_q, fwd_t, actions, detach=True)
+            return q_KBA, target_q_KBA
+
+        if self.lanes is not None and (q or target_q):
+            fwd, (q_KBA, target_q_KBA) = self.lanes.run(policy, critic)
+        else:
+            fwd, (q_KBA, target_q_KBA) = policy(), critic()
         out = AgentOutput(log_pi_BA=fwd.log_pi_BA, logp_BA=fwd.logp_BA, mask_BA=fwd.mask_BA)
-        target_llm = self.target_critic_llm
-        if q or (target_q and target_llm is None):
-            with torch.set_grad_enabled(q and torch.is_grad_enabled()):
-                fwd_c = self._forward(prompts, actions, self.q.hidden, model=self.critic_llm)
-            if q:
-                out.q_KBA = self._q_values(self.q, fwd_c, actions, detach=not self.critic_cfg.backprop_llm)
-        if target_q:
-            with torch.no_grad():
-                fwd_t = (
-                    fwd_c
-                    if target_llm is None
-                    else self._forward(prompts, actions, self.q.hidden, model=target_llm)
-                )
-                out.target_q_KBA = self._q_values(self.target_q, fwd_t, actions, detach=True)
+        out.q_KBA, out.target_q_KBA = q_KBA, target_q_KBA
         if v:
             out.v_B = self._value(fwd)
         return out

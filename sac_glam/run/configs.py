@@ -38,7 +38,8 @@ def load_config(
 #: resumed; run/train.py's RESUMABLE_KEYS but the budget), left out of the default run directory's name.
 RUN_DIR_IGNORED = frozenset({"name", "train.seed", "train.run_dir", "train.progress", "train.tensorboard",
                              "train.wandb", "train.wandb_mode", "train.wandb_project", "train.allow_config_change",
-                             "train.restart", "train.checkpoint_every", "train.threads"})  # fmt: skip
+                             "train.restart", "train.checkpoint_every", "train.threads",
+                             "train.parallel_llms"})  # fmt: skip
 #: A longer override part of the run directory is cut, and a hash of the whole keeps it apart.
 RUN_DIR_PART_MAX = 96
 

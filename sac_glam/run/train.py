@@ -66,6 +66,7 @@ RESUMABLE_KEYS = (
     "train.restart",
     "train.checkpoint_every",
     "train.threads",
+    "train.parallel_llms",
     "train.run_dir",
 )
 
