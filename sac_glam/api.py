@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from sac_glam.config import DEFAULT_CONFIG, Config, ConfigError, from_raw, to_dict
+from sac_glam.config import DEFAULT_CONFIG, Config, ConfigError, check_overrides, from_raw, to_dict
 from sac_glam.llm.agent import LLMAgent
 from sac_glam.run.configs import check_config, default_run_dir, resolve
 from sac_glam.run.evaluation import eval_seed
@@ -46,9 +46,7 @@ def make_config(
     fills it (``runs/{name}/{overrides}/seed{seed}``). Raises :class:`ConfigError` (one line)."""
     if isinstance(config, str):
         return resolve(config, overrides, None if config_path is None else str(config_path))
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ConfigError(f"overrides must look like key=value, got {bad}")
+    check_overrides(overrides)
     merged = OmegaConf.merge(to_dict(config), OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
     cfg = from_raw(OmegaConf.to_container(merged))  # type: ignore[arg-type]
     check_config(cfg)

@@ -59,6 +59,13 @@ def available_configs(directory: Path | None = None) -> list[str]:
     return sorted(p.stem for p in (directory or config_dir()).glob("*.yaml"))
 
 
+def check_overrides(overrides: Sequence[str]) -> None:
+    """Every override is ``key=value`` (a :class:`ConfigError` naming those that are not)."""
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ConfigError(f"overrides must look like key=value, got {bad}")
+
+
 def load_config(
     name: str = DEFAULT_CONFIG, overrides: Sequence[str] = (), directory: str | Path | None = None
 ) -> Config:
@@ -74,9 +81,7 @@ def load_config(
         raise ConfigError(f"config directory {path}: no such directory")
     if not (path / f"{name}.yaml").exists():
         raise ConfigError(f"no config {name!r} in {path}; available: {', '.join(available_configs(path))}")
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise ConfigError(f"overrides must look like key=value, got {bad}")
+    check_overrides(overrides)
     # A YAML file, a defaults list or an override that hydra / OmegaConf cannot read is a config error
     # too, named by where it is (their own messages span lines: joined into one).
     where = f"{path / name}.yaml"
