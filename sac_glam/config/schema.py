@@ -265,7 +265,7 @@ class TrainConfig:
     parallel_llms: bool = True
     """SAC with a separate critic LLM (``critic.share_llm=false``) on the CPU with 2+ threads: the policy
     LLM's and the critic LLM's passes of an update run at the same time, each on half of the threads
-    (``llm/lanes.py``; ~1.4x faster updates than both LLMs on 2 threads, one after the other, at the CPU
+    (``llm/lanes.py``; ~1.3x faster updates than both LLMs on 2 threads, one after the other, at the CPU
     presets' size). Exact: the numbers of running the passes one after the other on that half."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the LLM runs (``auto``: CUDA when available)."""
