@@ -274,3 +274,16 @@ def test_wheel_install_lists_and_loads_its_configs(tmp_path):
     assert out.returncode == 0, out.stderr
     module, directory, accelerate_found = out.stdout.split()
     assert module.startswith(str(site)) and directory.startswith(str(site)) and accelerate_found == "True"
+
+
+def test_sac_glam_train_names_itself_in_its_usage_and_errors(capsys):
+    """``sac-glam train`` is ``lamorel-launch`` under another name: its usage line and its one-line
+    errors say the name the user typed, not the other one."""
+    from sac_glam.cli import commands as cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert capsys.readouterr().out.startswith("usage: sac-glam train ")
+    assert cli.main(["train", "sac.batch_size=many"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("sac-glam train: config error: ") and "sac.batch_size" in err, err

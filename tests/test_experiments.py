@@ -26,6 +26,46 @@ EXPECTED = {  # experiment: (labels, paper seeds)
 }  # fmt: skip
 
 
+class _Children:
+    """``subprocess.Popen`` in the runner replaced by stand-ins (:func:`_fake_popen`): each records its
+    command and stdout, says "still running" for ``busy_polls`` polls, then exits with ``code``."""
+
+    def __init__(self, code: int, busy_polls: int) -> None:
+        self.code, self.busy_polls = code, busy_polls
+        self.started: list[_FakeChild] = []
+        self.alive = self.peak = 0  # children started and not yet seen to exit; the most at once
+
+
+class _FakeChild:
+    def __init__(self, children: _Children, cmd: list[str], stdout: object) -> None:
+        self.children, self.cmd, self.stdout, self.polls = children, cmd, stdout, 0
+        children.started.append(self)
+        children.alive += 1
+        children.peak = max(children.peak, children.alive)
+
+    def poll(self) -> int | None:
+        self.polls += 1
+        if self.polls <= self.children.busy_polls:
+            return None
+        if self.polls == self.children.busy_polls + 1:
+            self.children.alive -= 1
+        return self.children.code
+
+    def wait(self) -> int:
+        return self.children.code
+
+
+def _fake_popen(monkeypatch: pytest.MonkeyPatch, code: int = 0, busy_polls: int = 0) -> _Children:
+    children = _Children(code, busy_polls)
+
+    def popen(cmd: list[str], **kwargs: object) -> _FakeChild:
+        return _FakeChild(children, cmd, kwargs.get("stdout"))
+
+    monkeypatch.setattr(experiments.subprocess, "Popen", popen)
+    monkeypatch.setattr(experiments, "POLL_S", 0.0)
+    return children
+
+
 def test_every_paper_study_is_defined() -> None:
     assert set(experiments.load_experiments()) >= set(EXPECTED)
 
@@ -142,24 +182,12 @@ def test_run_local_skips_done_and_launches_the_rest(
     (done.run_dir / "result.json").write_text(json.dumps({"steps": 96}))
     todo.run_dir.mkdir(parents=True)
     (todo.run_dir / "checkpoint.pt").write_bytes(b"")
-    launched: list[list[str]] = []
-
-    class FakePopen:
-        def __init__(self, cmd: list[str], **kwargs: object) -> None:
-            launched.append(cmd)
-
-        def wait(self) -> int:
-            return 0
-
-        def poll(self) -> int:
-            return 0
-
-    monkeypatch.setattr(experiments.subprocess, "Popen", FakePopen)
+    children = _fake_popen(monkeypatch)
     assert experiments.run_local([done, todo]) == 0
     out = capsys.readouterr().out
     assert "seed 0" in out and "done, skipped" in out and "seed 1" in out and "resuming" in out
-    assert len(launched) == 1
-    cmd = launched[0]
+    assert len(children.started) == 1
+    cmd = children.started[0].cmd
     assert cmd[:3] == [sys.executable, "-m", "sac_glam.cli.launch"]
     assert cmd[3:] == [
         "--config-name",
@@ -173,17 +201,7 @@ def test_run_local_skips_done_and_launches_the_rest(
 def test_run_local_stops_with_75_when_a_run_is_preempted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class Preempted:
-        def __init__(self, cmd: list[str], **kwargs: object) -> None:
-            pass
-
-        def wait(self) -> int:
-            return experiments.EXIT_PREEMPTED
-
-        def poll(self) -> int:
-            return experiments.EXIT_PREEMPTED
-
-    monkeypatch.setattr(experiments.subprocess, "Popen", Preempted)
+    _fake_popen(monkeypatch, code=experiments.EXIT_PREEMPTED)
     assert experiments.run_local([_spec(tmp_path, 0), _spec(tmp_path, 1)]) == experiments.EXIT_PREEMPTED
 
 
@@ -297,58 +315,23 @@ def test_run_local_with_jobs_runs_that_many_at_once_on_one_thread_each(
 ) -> None:
     """--jobs 2: two children alive at a time (never three), each with train.threads=1 and its output in
     launch.log; an explicit train.threads override is kept."""
-    monkeypatch.setattr(experiments, "POLL_S", 0.0)
-    alive: list[FakeChild] = []
-    peak = [0]
-    launched: list[tuple[list[str], object]] = []
-
-    class FakeChild:
-        def __init__(self, cmd: list[str], **kwargs: object) -> None:
-            launched.append((cmd, kwargs["stdout"]))
-            self.polls = 0
-            alive.append(self)
-            peak[0] = max(peak[0], len(alive))
-
-        def poll(self) -> int | None:
-            self.polls += 1
-            if self.polls < 3:
-                return None
-            if self in alive:
-                alive.remove(self)
-            return 0
-
-        def wait(self) -> int:
-            return 0
-
-    monkeypatch.setattr(experiments.subprocess, "Popen", FakeChild)
+    children = _fake_popen(monkeypatch, busy_polls=2)
     specs = [_spec(tmp_path, s) for s in range(3)]
     threaded = RunSpec("fig2-cpu", "X", "sac_glam_cpu", ("train.threads=2",), 9, tmp_path / "x" / "seed9")
     assert experiments.run_local([*specs, threaded], jobs=2) == 0
-    assert peak[0] == 2 and len(launched) == 4
-    for cmd, stdout in launched[:3]:
-        assert cmd[-1] == "train.threads=1" and getattr(stdout, "name", "").endswith("launch.log")
-    assert launched[3][0].count("train.threads=2") == 1 and "train.threads=1" not in launched[3][0]
+    assert children.peak == 2 and len(children.started) == 4
+    for child in children.started[:3]:
+        assert child.cmd[-1] == "train.threads=1" and getattr(child.stdout, "name", "").endswith("launch.log")
+    last = children.started[3].cmd
+    assert last.count("train.threads=2") == 1 and "train.threads=1" not in last
 
 
 def test_run_local_with_jobs_stops_the_queue_after_a_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(experiments, "POLL_S", 0.0)
-    launched: list[list[str]] = []
-
-    class Failing:
-        def __init__(self, cmd: list[str], **kwargs: object) -> None:
-            launched.append(cmd)
-
-        def poll(self) -> int:
-            return 3
-
-        def wait(self) -> int:
-            return 3
-
-    monkeypatch.setattr(experiments.subprocess, "Popen", Failing)
+    children = _fake_popen(monkeypatch, code=3)
     assert experiments.run_local([_spec(tmp_path, s) for s in range(4)], jobs=2) == 3
-    assert len(launched) == 2  # the two started together; none after the failure
+    assert len(children.started) == 2  # the two started together; none after the failure
 
 
 def test_experiment_refuses_jobs_below_one(capsys: pytest.CaptureFixture[str]) -> None:

@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         add_help=False,
         help="download the wheels an offline node lacks (pip install --no-index)",
     )
+    if argv[:1] == ["train"]:  # lamorel-launch, with its usage and errors under the name typed
+        from sac_glam.cli import launch
+
+        return launch.main(argv[1:], prog="sac-glam train")
     if argv[:1] and argv[0] in SELF_PARSING:
         module = importlib.import_module(SELF_PARSING[argv[0]])
         return int(module.main(argv[1:]))

@@ -325,7 +325,8 @@ def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
     return run_launcher(cmd, run_dir, n_rl=process_layout(cfg)[0], machine_rank=machine_rank)
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "lamorel-launch") -> argparse.ArgumentParser:
+    """The command's arguments; ``prog`` is the name in its usage line (``sac-glam train`` is the same command)."""
     from sac_glam import __version__
     from sac_glam.cli.keys import key_names_help
 
@@ -336,7 +337,7 @@ def parser() -> argparse.ArgumentParser:
         "a sweep, one run after another, each in its own run directory: -m train.seed=0,1,2\n"
         "(sac-glam experiment runs the paper's studies: labels x seeds, in parallel or on SLURM)"
     )
-    out = argparse.ArgumentParser(prog="lamorel-launch", description=plain(__doc__), epilog=epilog,
+    out = argparse.ArgumentParser(prog=prog, description=plain(__doc__), epilog=epilog,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     out.add_argument(
         "--config-name", default=DEFAULT_CONFIG, help=f"config in lamorel_configs/ (default {DEFAULT_CONFIG})"
@@ -354,13 +355,13 @@ def parser() -> argparse.ArgumentParser:
                           "this config, its default and its docstring, and exit")  # fmt: skip
     out.add_argument("-m", "--multirun", action="store_true",
                      help="sweep: run every combination of comma-separated values (train.seed=0,1,2), one after another")  # fmt: skip
-    out.add_argument("--version", action="version", version=f"lamorel-launch (sac-glam {__version__})")
+    out.add_argument("--version", action="version", version=f"{prog} (sac-glam {__version__})")
     out.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.seed=1 sac.batch_size=64")
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_intermixed_args(argv)  # overrides before and after the options
+def main(argv: list[str] | None = None, prog: str = "lamorel-launch") -> int:
+    args = parser(prog).parse_intermixed_args(argv)  # overrides before and after the options
     run_dir: Path | None = None
     try:
         if args.list:
@@ -393,21 +394,21 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         for i, (overrides, cfg) in enumerate(zip(sweep, configs, strict=True), 1):
             if len(sweep) > 1:
-                print(f"lamorel-launch -m: run {i}/{len(sweep)}: {' '.join(overrides)}", flush=True)
+                print(f"{prog} -m: run {i}/{len(sweep)}: {' '.join(overrides)}", flush=True)
             args.overrides, run_dir = overrides, Path(cfg.train.run_dir)
             code = run_one(cfg, args)
             if code != 0:
                 return code
         return 0
     except KeyboardInterrupt:
-        print("lamorel-launch: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:
         failure = user_error(err, run_dir)
         if failure is None:
             raise
         message, code = failure
-        print(f"lamorel-launch: {_error_kind(code)}: {message}", file=sys.stderr)
+        print(f"{prog}: {_error_kind(code)}: {message}", file=sys.stderr)
         return code
 
 

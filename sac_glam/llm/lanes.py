@@ -64,6 +64,8 @@ class Lanes:
         return a, future.result()
 
     def close(self) -> None:
+        """Stop the worker thread now. Without it the idle worker exits when this object is collected
+        (``ThreadPoolExecutor`` holds only a weak reference to it there) or at interpreter exit."""
         self._pool.shutdown(wait=True)
 
 
