@@ -9,39 +9,21 @@
 #   bash scripts/ablations.sh --save          # before the machine goes: keep the finished runs (commit it)
 #   bash scripts/ablations.sh --restore       # only put saved runs back into results/ (every run does it first)
 #
-# A campaign outlives a sitting of the machine: `--save` copies the records of every finished run of
-# results/ (result.json, metrics, config; no checkpoint, ~15 KB a run) into experiments/campaign/, and
-# the next sitting's first `bash scripts/ablations.sh` puts them back into results/, where the runner
-# counts them as done. A run unfinished at `--save` restarts from step 0 on a new machine (its
-# checkpoint, 5-12 MB with the replay buffer, is not committed).
+# A campaign outlives a sitting of the machine (scripts/campaign.sh): `--save` copies the records of
+# every finished run of results/ (result.json, metrics, config; no checkpoint, ~15 KB a run) into
+# experiments/campaign/, and the next sitting's first `bash scripts/ablations.sh` puts them back into
+# results/, where the runner counts them as done. A run unfinished at `--save` restarts from step 0 on a
+# new machine: a 20K-step run is ~20 min, its checkpoint (5-12 MB with the replay buffer) not worth
+# committing; scripts/full_env.sh, whose runs take hours, keeps them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-saved=experiments/campaign
-records=(result.json metrics.jsonl metrics.csv config.yaml)
+source scripts/campaign.sh  # campaign_save / campaign_restore: the records through experiments/campaign/
+studies_saved=(fig5 fig6 fig8 fig9)
 
-save() {  # results/{study}-cpu/{label}/seed{k}/ of every finished run -> experiments/campaign/
-  for result in results/fig{5,6,8,9}-cpu/*/seed*/result.json; do
-    [ -f "$result" ] || continue
-    run=$(dirname "$result")
-    mkdir -p "$saved/${run#results/}"
-    for f in "${records[@]}"; do cp "$run/$f" "$saved/${run#results/}/"; done
-  done
-  echo "saved $(find "$saved" -name result.json 2>/dev/null | wc -l) finished runs in $saved/; commit it"
-}
-
-restore() {  # the other way, for runs results/ does not have
-  for result in "$saved"/*/*/seed*/result.json; do
-    [ -f "$result" ] || continue
-    run=results/${result#"$saved"/}; run=$(dirname "$run")
-    [ -e "$run/result.json" ] || [ -e "$run/checkpoint.pt" ] && continue
-    mkdir -p "$run" && cp "$(dirname "$result")"/* "$run/"
-  done
-}
-
-if [ "${1:-}" = "--save" ]; then save; exit 0; fi
-if [ "${1:-}" = "--restore" ]; then restore; exit 0; fi
+if [ "${1:-}" = "--save" ]; then campaign_save "${studies_saved[@]}"; exit 0; fi
+if [ "${1:-}" = "--restore" ]; then campaign_restore; exit 0; fi
 bash scripts/setup.sh
-restore
+campaign_restore
 studies=("$@")
 [ ${#studies[@]} -gt 0 ] || studies=(fig5 fig8 fig9 fig6 fig5-seeds fig8-seeds)
 # fig5-seeds: seeds 3 and 4 of the fig5 arms that were within the noise of each other at 3 seeds (the

@@ -174,6 +174,20 @@ def test_run_status_skips_finished_and_resumes_unfinished(tmp_path: Path) -> Non
     assert run_status(run, 96) == "resume"
 
 
+def test_run_status_counts_a_run_that_used_its_time_limit_as_done(tmp_path: Path) -> None:
+    """A ``train.time_limit_s`` run ends before ``total_steps``: done once its clock reached the limit,
+    resumed when the limit has been raised since."""
+    run = _spec(tmp_path).run_dir
+    run.mkdir(parents=True)
+    (run / "checkpoint.pt").write_bytes(b"")
+    (run / "result.json").write_text(json.dumps({"steps": 64, "wall_s": 100.5}))
+    assert run_status(run, 96, time_limit_s=100.0) == "done"
+    assert run_status(run, 96, time_limit_s=200.0) == "resume"
+    assert run_status(run, 96) == "resume"  # no limit: total_steps decides
+    (run / "result.json").write_text(json.dumps({"steps": 64}))  # written before result.json had a clock
+    assert run_status(run, 96, time_limit_s=100.0) == "resume"
+
+
 def test_run_local_skips_done_and_launches_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -306,8 +320,28 @@ def test_bad_definitions_are_errors(tmp_path: Path) -> None:
     bad.write_text("x:\n  runs:\n    - {label: a, config: sac_glam, panels: [nope]}\n")
     with pytest.raises(ValueError, match="panels"):
         experiments.load_experiments(bad)
+    bad.write_text("x:\n  order: random\n  runs:\n    - {label: a, config: sac_glam}\n")
+    with pytest.raises(ValueError, match="order 'random'; allowed: 'label'"):
+        experiments.load_experiments(bad)
     with pytest.raises(KeyError, match="no experiment"):
         plan("nope")
+
+
+@pytest.mark.parametrize("cpu", [False, True])
+def test_race_full_pairs_each_seeds_methods_on_one_clock(cpu: bool, tmp_path: Path) -> None:
+    """race-full (issue 34, item 3): seed-major, so that --jobs 2 runs SAC-GLAM+HER and PPO-GLAM of a
+    seed side by side; both on the full environment with the same time limit, steps only a ceiling."""
+    specs = plan("race-full", cpu=cpu, results_dir=tmp_path)
+    seeds = [0, 1, 2, 3, 4] if cpu else [0, 1, 2, 3]
+    assert [(s.label, s.seed) for s in specs] == [
+        (lab, k) for k in seeds for lab in ("SAC-GLAM+HER", "PPO-GLAM")
+    ]
+    sac, ppo = (load_config(s.config, s.overrides) for s in specs[:2])
+    assert sac.train.algo == "sac" and sac.buffer.her and ppo.train.algo == "ppo"
+    assert sac.train.time_limit_s == ppo.train.time_limit_s == (7200 if cpu else 172800)
+    assert sac.env == ppo.env and sac.env.n_objects == 6 and sac.env.sequential_goals
+    assert min(sac.train.total_steps, ppo.train.total_steps) >= 1_000_000  # the clock ends the runs
+    assert plan("race-full", cpu=cpu, seeds=[3, 1])[0].seed == 3  # --seeds keeps its order
 
 
 def test_run_local_with_jobs_runs_that_many_at_once_on_one_thread_each(
@@ -348,7 +382,8 @@ def test_ablations_campaign_saves_finished_runs_and_a_new_machine_restores_them(
 
     root = tmp_path / "clone"
     (root / "scripts").mkdir(parents=True)
-    shutil.copy(Path(__file__).parents[1] / "scripts" / "ablations.sh", root / "scripts")
+    for script in ("ablations.sh", "campaign.sh"):
+        shutil.copy(Path(__file__).parents[1] / "scripts" / script, root / "scripts")
     done = root / "results" / "fig9-cpu" / "n1" / "seed0"
     running = root / "results" / "fig9-cpu" / "n1" / "seed1"
     for run in (done, running):
@@ -364,6 +399,38 @@ def test_ablations_campaign_saves_finished_runs_and_a_new_machine_restores_them(
     shutil.rmtree(root / "results")  # a new machine
     subprocess.run(["bash", "scripts/ablations.sh", "--restore"], cwd=root, check=True, capture_output=True)
     assert run_status(done, 20_000) == "done" and not running.exists()
+
+
+def test_full_env_campaign_keeps_unfinished_runs_checkpoints_until_they_finish(tmp_path: Path) -> None:
+    """scripts/full_env.sh --save (CAMPAIGN_CHECKPOINTS=1) keeps an unfinished run's checkpoint, gzip'd,
+    with its metrics; a new machine's restore puts it back byte for byte, so the runner resumes the run;
+    once the run has finished, --save keeps its records and drops the checkpoint."""
+    import shutil
+    import subprocess
+
+    root = tmp_path / "clone"
+    (root / "scripts").mkdir(parents=True)
+    for script in ("full_env.sh", "campaign.sh"):
+        shutil.copy(Path(__file__).parents[1] / "scripts" / script, root / "scripts")
+    run = root / "results" / "race-full-cpu" / "PPO-GLAM" / "seed0"
+    run.mkdir(parents=True)
+    blob = bytes(range(256)) * 1000
+    (run / "checkpoint.pt").write_bytes(blob)
+    for name in ("metrics.jsonl", "config.yaml"):
+        (run / name).write_text(name)
+
+    def script(*args: str) -> None:
+        subprocess.run(["bash", "scripts/full_env.sh", *args], cwd=root, check=True, capture_output=True)
+
+    script("--save")
+    saved = root / "experiments" / "campaign" / "race-full-cpu" / "PPO-GLAM" / "seed0"
+    assert sorted(p.name for p in saved.iterdir()) == ["checkpoint.pt.gz", "config.yaml", "metrics.jsonl"]
+    shutil.rmtree(root / "results")  # a new machine
+    subprocess.run(["bash", "-c", "source scripts/campaign.sh && campaign_restore"], cwd=root, check=True)
+    assert (run / "checkpoint.pt").read_bytes() == blob and run_status(run, 10**6, 7200.0) == "resume"
+    (run / "result.json").write_text(json.dumps({"steps": 270_000, "wall_s": 7201.0}))
+    script("--save")
+    assert sorted(p.name for p in saved.iterdir()) == ["config.yaml", "metrics.jsonl", "result.json"]
 
 
 def test_a_ctrl_c_to_the_runner_checkpoints_its_runs_and_starts_no_more(

@@ -413,3 +413,58 @@ def test_without_rliable_the_intervals_say_which_extra_to_install(monkeypatch: p
     monkeypatch.setattr(intervals.importlib, "import_module", no_rliable)
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'sac-glam\[report\]'"):
         intervals.iqm_interval([0.1, 0.5, 0.9], reps=10)
+
+
+def test_peak_is_the_first_best_evaluation_and_last_the_runs_last() -> None:
+    from sac_glam.analysis.peaks import Peak, peak_of
+
+    key = "eval/test/success_rate"
+    recs = [{"step": s, key: v} for s, v in [(16, 0.1), (1008, 0.4), (2000, 0.4), (3008, 0.2)]]
+    recs.append({"step": 4000, "rollout/success_rate": 0.9})  # not an evaluation
+    assert peak_of(recs, key) == Peak(value=0.4, step=1008, last=0.2)  # the first of the two 0.4s
+    assert peak_of(recs, key).drop == pytest.approx(0.2)
+    assert peak_of([*recs, {"step": 5000, key: 0.9}], key) == Peak(value=0.9, step=5000, last=0.9)  # no drop
+    assert peak_of(recs, "eval/test/success_rate/grasp") is None  # never logged
+
+
+def test_report_shows_held_out_goals_falling_after_their_peak_per_goal_type(tmp_path: Path) -> None:
+    """Test success on grasp goals peaks at step 1008 and falls by the end on both seeds; grow goals keep
+    rising: the table and table.json say which is which, with the steps and per-seed values."""
+    root = tmp_path / "full"
+    curves = {0: ([0.2, 0.6, 0.3], [0.1, 0.3, 0.5]), 1: ([0.2, 0.4, 0.2], [0.1, 0.2, 0.6])}
+    for seed, (grasp, grow) in curves.items():
+        recs = [{"step": 16, "time/wall_s": 1.0}]
+        for step, g, w in zip([16, 1008, 2000], grasp, grow, strict=True):
+            recs.append({"step": step, "eval/train/success_rate": 0.5, "eval/test/success_rate": (g + w) / 2,
+                         "eval/test/success_rate/grasp": g, "eval/test/success_rate/grow": w})  # fmt: skip
+        (root / "SAC" / f"seed{seed}").mkdir(parents=True)
+        (root / "SAC" / f"seed{seed}" / "metrics.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in recs)
+        )
+    rep = report.build_report(root, [2000], [0.5])
+    grasp, grow = rep.labels[0].peaks["test"]["grasp"], rep.labels[0].peaks["test"]["grow"]
+    assert grasp.mean_std("value") == pytest.approx((0.5, 0.1))
+    assert grasp.mean_std("step") == (1008, 0)
+    assert grasp.mean_std("last") == pytest.approx((0.25, 0.05))
+    assert grasp.seeds_below_peak == 2 and grow.seeds_below_peak == 0
+    assert grow.mean_std("drop") == (0.0, 0.0)
+    rows = {(r[0], r[1]): r for r in _table_rows(report.markdown(rep), "Over training")}
+    assert rep.labels[0].peaks == report.build_report(root, [1008], [0.5]).labels[0].peaks  # whole runs
+    assert rows[("SAC", "test")][3] == "0.50 ± 0.10 @ 1,008 → 0.25 ± 0.05 (2/2 below)"  # grasp
+    assert rows[("SAC", "test")][4] == "0.55 ± 0.05 @ 2,000 → 0.55 ± 0.05 (0/2 below)"  # grow
+    js = rep.labels[0].to_json()["peak_and_last_by_goal_type"]["test"]["grasp"]
+    assert js["by_seed"]["1"] == {"peak": 0.4, "step": 1008, "last": 0.2} and js["seeds_below_peak"] == 2
+
+
+def _table_rows(md: str, caption: str) -> list[list[str]]:
+    """The body rows of the table under the paragraph that starts with ``caption``."""
+    lines = md.splitlines()
+    start = (
+        next(i for i, line in enumerate(lines) if line.startswith(caption)) + 4
+    )  # caption, blank, header, rule
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split(" | ")])
+    return rows

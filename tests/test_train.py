@@ -174,6 +174,20 @@ def test_a_second_ctrl_c_aborts_at_once_without_a_checkpoint(tmp_path, monkeypat
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def test_time_limit_stops_the_run_then_a_longer_one_resumes_it(tmp_path, capsys):
+    """``train.time_limit_s`` ends a run on its clock like ``total_steps`` on its steps (a final
+    evaluation, result.json); resumed without the limit, the same run goes on to ``total_steps``."""
+    cfg = _cfg("sac_glam_her_cpu", [*SAC_TINY, "train.time_limit_s=1e-9"], tmp_path)
+    result = train(cfg)
+    assert result.steps == 4  # one iteration of the 4 environments: the clock is past 1e-9 s at once
+    assert "train.time_limit_s=1e-09 reached at step 4" in capsys.readouterr().err
+    done = json.loads((tmp_path / "result.json").read_text())
+    assert done["steps"] == 4 and done["wall_s"] > 0  # the clock the experiment runner reads
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/train/success_rate" in r and r["step"] == 4 for r in records)
+    assert train(_cfg("sac_glam_her_cpu", SAC_TINY, tmp_path)).steps == 96
+
+
 def test_resume_with_a_different_config_is_refused_and_names_keys(tmp_path):
     train(_cfg("sac_glam_her_cpu", SAC_TINY, tmp_path))
     with pytest.raises(RunStopped) as err:

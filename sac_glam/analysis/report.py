@@ -12,6 +12,10 @@ seeds (mean ± std is the population std, ddof=0, as in the figures):
   last step is below B are left out of that budget's mean (``n`` says how many seeds it averages).
 - **success by goal type** at the largest budget, on each split (``eval/{split}/success_rate/{goal type}``:
   grasp, grow, grow_then_grasp, grow_then_grow), by the same rule; shown when the runs logged it.
+- **over training**, with those goal types: per split and type, each run's best evaluation (value and
+  first step) and its last, over all of its evaluations, and how many seeds ended below their best:
+  whether held-out goals rise with training or fall after a peak, and the best success a method
+  reaches in a race on the clock (``sac_glam/analysis/peaks.py``).
 - **steps to a threshold** of train success, per seed the first step at which it is reached; mean ± std
   over the seeds that reached it, with ``k/n seeds reached``. Two curves, kept apart: the evaluations
   (``eval/train/success_rate``, sparse: every ``eval_every`` steps) and the training episodes

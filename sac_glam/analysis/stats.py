@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from sac_glam.analysis.intervals import DEFAULT_REPS, Interval, improvement_table, iqm_interval
+from sac_glam.analysis.peaks import PeakStat, label_peaks
 from sac_glam.analysis.plots import SUCCESS_KEY, WALL_KEY, ExperimentLogs, Records, load_experiment
 from sac_glam.envs.goals import GOAL_TYPES
 from sac_glam.run.logging import METRICS_FILE
@@ -195,6 +196,8 @@ class LabelReport:
     """Seeds whose last step is below the largest budget."""
     by_type: dict[str, dict[str, Stat]] = field(default_factory=dict)
     """split -> goal type -> success at the largest budget (``eval/{split}/success_rate/{goal type}``)."""
+    peaks: dict[str, dict[str, PeakStat]] = field(default_factory=dict)
+    """split -> ``all`` or goal type -> each run's best and last evaluation (``peaks.py``)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -226,6 +229,9 @@ class LabelReport:
             "unfinished_seeds": self.unfinished,
             "success_by_goal_type_at_largest_budget": {
                 split: {t: st.to_json() for t, st in by_t.items()} for split, by_t in self.by_type.items()
+            },
+            "peak_and_last_by_goal_type": {
+                split: {t: ps.to_json() for t, ps in by_t.items()} for split, by_t in self.peaks.items()
             },
         }
 
@@ -278,6 +284,7 @@ def label_report(label: str, seeds: dict[int, Records], budgets: Sequence[int],
         final_step=finals,
         unfinished=[s for s, f in finals.items() if budgets and f < max(budgets)],
         by_type=by_type,
+        peaks=label_peaks(seeds, {s: EVAL_KEYS[s] for s in splits}),
     )
 
 

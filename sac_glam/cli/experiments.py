@@ -75,6 +75,10 @@ class ExperimentDef:
     cpu_overrides: tuple[str, ...]
     panels: tuple[str, ...]
     runs: tuple[RunDef, ...]
+    order: Literal["label", "seed"] = "label"
+    """The runs' order: label-major (every seed of a label, then the next), or seed-major (every label
+    of a seed, then the next), so that ``--jobs`` N runs a seed's N labels side by side under the same
+    load: a race on the clock (``race-full``)."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,7 @@ def _ints(value: Any, where: str) -> tuple[int, ...]:
 
 
 def _parse_experiment(name: str, raw: dict[str, Any]) -> ExperimentDef:
-    allowed = {"title", "seeds", "overrides", "panels", "runs", "cpu"}
+    allowed = {"title", "seeds", "overrides", "panels", "runs", "cpu", "order"}
     unknown = set(raw) - allowed
     if unknown:
         raise ValueError(f"experiment {name}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -166,11 +170,14 @@ def _parse_experiment(name: str, raw: dict[str, Any]) -> ExperimentDef:
     if len(set(labels)) != len(labels):
         raise ValueError(f"experiment {name}: duplicate labels in {labels}")
     seeds = _ints(raw.get("seeds", [0]), f"{name}.seeds")
+    order = raw.get("order", "label")
+    if order not in ("label", "seed"):
+        raise ValueError(f"experiment {name}: order {order!r}; allowed: 'label' (the default), 'seed'")
     return ExperimentDef(name=name, title=str(raw.get("title", name)), seeds=seeds,
                          cpu_seeds=_ints(cpu.get("seeds", list(seeds)), f"{name}.cpu.seeds"),
                          overrides=_strs(raw.get("overrides"), f"{name}.overrides"),
                          cpu_overrides=_strs(cpu.get("overrides"), f"{name}.cpu.overrides"),
-                         panels=panels, runs=tuple(runs))  # fmt: skip
+                         panels=panels, runs=tuple(runs), order=order)  # fmt: skip
 
 
 def load_experiments(path: str | Path | None = None) -> dict[str, ExperimentDef]:
@@ -183,7 +190,8 @@ def load_experiments(path: str | Path | None = None) -> dict[str, ExperimentDef]
 
 def plan(name: str, *, cpu: bool = False, seeds: Sequence[int] | None = None, results_dir: str | Path = "results",
          overrides: Sequence[str] = (), path: str | Path | None = None, config_suffix: str = "") -> list[RunSpec]:  # fmt: skip
-    """The (label, config, seed, run dir) of every run of experiment ``name``, label-major.
+    """The (label, config, seed, run dir) of every run of experiment ``name``, label-major (seed-major
+    with the experiment's ``order: seed``).
 
     Overrides apply in this order (later wins): the experiment's, the CPU twin's (``cpu``), the run's,
     the run's CPU ones, then ``overrides`` from the command line."""
@@ -194,13 +202,16 @@ def plan(name: str, *, cpu: bool = False, seeds: Sequence[int] | None = None, re
     exp_name = f"{name}-cpu" if cpu else name
     root = Path(results_dir) / exp_name
     specs = []
+    run_seeds = list(exp.cpu_seeds if cpu and seeds is None else (seeds if seeds is not None else exp.seeds))
     for run in exp.runs:
         ovr = merge_overrides(exp.overrides, exp.cpu_overrides if cpu else (), run.overrides,
                               run.cpu_overrides if cpu else (), overrides)  # fmt: skip
         config = (run.cpu_config if cpu else run.config) + config_suffix
-        for seed in exp.cpu_seeds if cpu and seeds is None else (seeds if seeds is not None else exp.seeds):
+        for seed in run_seeds:
             specs.append(RunSpec(exp_name, run.label, config, tuple(ovr), int(seed), root / run.label / f"seed{seed}",
                                  run.panels))  # fmt: skip
+    if exp.order == "seed":  # a stable sort: the labels keep their order within a seed
+        specs.sort(key=lambda spec: run_seeds.index(spec.seed))
     return specs
 
 
@@ -217,15 +228,24 @@ def budget(spec: RunSpec) -> int:
     return load_config(spec.config, [*spec.overrides, f"train.seed={spec.seed}"]).train.total_steps
 
 
-def run_status(run_dir: str | Path, total_steps: int) -> Status:
-    """``done``: ``result.json`` reports at least ``total_steps``; ``resume``: a checkpoint exists; else ``new``."""
+def time_limit(spec: RunSpec) -> float:
+    """``train.time_limit_s`` of a run (0: none), from its composed config."""
+    return load_config(spec.config, [*spec.overrides, f"train.seed={spec.seed}"]).train.time_limit_s
+
+
+def run_status(run_dir: str | Path, total_steps: int, time_limit_s: float = 0.0) -> Status:
+    """``done``: ``result.json`` reports at least ``total_steps``, or a clock (``wall_s``) at least
+    ``time_limit_s`` when that is > 0; ``resume``: a checkpoint exists; else ``new``."""
     run_dir = Path(run_dir)
     result = run_dir / RESULT_FILE
     if result.exists():
         try:
-            if int(json.loads(result.read_text())["steps"]) >= total_steps:
+            done = json.loads(result.read_text())
+            if int(done["steps"]) >= total_steps:
                 return "done"
-        except (ValueError, KeyError, TypeError):
+            if time_limit_s > 0 and float(done.get("wall_s") or 0.0) >= time_limit_s:
+                return "done"
+        except (ValueError, KeyError, TypeError, AttributeError):
             pass  # a torn or foreign result.json: let the run finish and rewrite it
     if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / "checkpoint.prev.pt").exists():
         return "resume"
@@ -323,7 +343,7 @@ def run_local(
     n = len(specs)
     todo: list[tuple[str, Status, RunSpec]] = []
     for i, spec in enumerate(specs, 1):
-        status = run_status(spec.run_dir, budget(spec))
+        status = run_status(spec.run_dir, budget(spec), time_limit(spec))
         head = f"[{i}/{n}] {spec.label} seed {spec.seed} ({spec.config}) -> {spec.run_dir}"
         if status == "done":
             print(f"{head}: done, skipped", flush=True)
@@ -424,7 +444,7 @@ def submit_slurm(specs: Sequence[RunSpec], *, template: str | Path, sbatch_args:
     """Submit one job array per label with the unfinished seeds; returns the job ids (dry run: none)."""
     groups: dict[str, list[RunSpec]] = {}
     for spec in specs:
-        status = run_status(spec.run_dir, budget(spec))
+        status = run_status(spec.run_dir, budget(spec), time_limit(spec))
         head = f"{spec.label} seed {spec.seed} ({spec.config}) -> {spec.run_dir}"
         if status == "done":
             print(f"{head}: done, skipped", flush=True)

@@ -229,6 +229,11 @@ class TrainConfig:
     """``local``: the LLM in this process (embedded default); ``lamorel``: in Lamorel's LLM servers."""
     total_steps: int = 400_000
     """Environment transitions, summed over environments (the paper's x-axis)."""
+    time_limit_s: float = 0.0
+    """Stop once the run's clock (``time/wall_s``: training and its evaluations, summed over resumes)
+    reaches this many seconds, at the end of the iteration, then evaluate and save as at
+    ``total_steps``, which stays the ceiling (0: no limit). Gives methods the same wall-clock budget
+    (docs/experiments.md, "race-full")."""
     seed: int = 0
     """Seed of the run: the initial weights (heads; a model not pretrained), the environments, the
     action and replay sampling."""

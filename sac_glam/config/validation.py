@@ -142,7 +142,7 @@ RANGES: dict[str, Range] = {
     "ppo.n_steps": AT_LEAST_1, "ppo.epochs": AT_LEAST_1, "ppo.batch_size": AT_LEAST_1, "ppo.ent_coef": AT_LEAST_0,
     "ppo.vf_coef": AT_LEAST_0, "ppo.gamma": UNIT, "ppo.lr": AT_LEAST_0, "ppo.gae_lambda": UNIT,
     "ppo.clip_range": POSITIVE, "ppo.max_grad_norm": POSITIVE, "ppo.chunk_size": AT_LEAST_1,
-    "train.total_steps": AT_LEAST_1, "train.seed": AT_LEAST_0, "train.eval_every": AT_LEAST_0,
+    "train.total_steps": AT_LEAST_1, "train.time_limit_s": AT_LEAST_0, "train.seed": AT_LEAST_0, "train.eval_every": AT_LEAST_0,
     "train.eval_episodes": AT_LEAST_1, "train.log_every": AT_LEAST_1, "train.log_window": AT_LEAST_1,
     "train.checkpoint_every": AT_LEAST_0, "train.threads": AT_LEAST_0,
 }  # fmt: skip

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from sac_glam.algos import heap
 from sac_glam.backends.base import Backend
-from sac_glam.config import Config, config_diff, save_config, to_dict
+from sac_glam.config import Config, TrainConfig, config_diff, save_config, to_dict
 from sac_glam.envs.vector import PlaygroundTextVecEnv, VecObs
 from sac_glam.run.checkpoint import (
     CheckpointWriteError,
@@ -57,6 +57,7 @@ EXIT_CHECKPOINT_FAILED = 74
 #: Keys that may differ between a checkpoint and the config resuming it (they do not change the run).
 RESUMABLE_KEYS = (
     "train.total_steps",
+    "train.time_limit_s",
     "train.progress",
     "train.tensorboard",
     "train.wandb",
@@ -136,6 +137,8 @@ class TrainResult:
     """Success rate of the last ``log_window`` training episodes."""
     eval: dict[str, float]
     plot: Path | None
+    wall_s: float = 0.0
+    """The run's clock at the end (``time/wall_s``, summed over resumes; ``train.time_limit_s`` reads it)."""
 
 
 class _SignalFlag(StopRequest):
@@ -223,7 +226,7 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
             # A step-0 checkpoint: a run killed before its first scheduled one resumes (from 0) instead
             # of being refused for holding metrics without a checkpoint.
             checkpoint()
-        while state.steps < tc.total_steps:
+        while state.steps < tc.total_steps and not _out_of_time(tc, state):
             t0 = time.perf_counter()
             act = backend.act(obs.prompts, obs.actions, value=needs_value)
             action_ids = sample_actions(act, rng)
@@ -267,6 +270,9 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
                 print(f"{signal.Signals(flag.received).name}: checkpoint saved at step {state.steps} in {run_dir}; "
                       f"run the same command to resume (exit {EXIT_PREEMPTED})", flush=True)  # fmt: skip
                 raise Preempted()
+    if _out_of_time(tc, state) and state.steps < tc.total_steps:
+        tqdm.write(f"train.time_limit_s={tc.time_limit_s:g} reached at step {state.steps} "
+                   f"({state.wall_s:.0f} s): final evaluation", file=sys.stderr)  # fmt: skip
     # The final step gets one progress record and one evaluation, whether or not the schedule just
     # produced them (a step must not appear twice with different numbers).
     if state.last_log_step != state.steps:
@@ -283,12 +289,17 @@ def train(cfg: Config, backend: Backend | None = None) -> TrainResult:
 
     plot = plot_run(run_dir)
     rollout = success_by_type(list(state.recent))
-    result = TrainResult(run_dir, state.steps, rollout.get("success_rate", float("nan")), final_eval, plot)
+    result = TrainResult(run_dir, state.steps, rollout.get("success_rate", float("nan")), final_eval, plot,
+                         state.wall_s)  # fmt: skip
     record = {**dataclasses.asdict(result), "run_dir": str(run_dir), "plot": str(plot) if plot else None}
     # null where a figure does not exist (no training episode ended in a short run): NaN is not JSON,
     # and strict readers (jq, JavaScript, json.loads with parse_constant) refuse the file.
     (run_dir / "result.json").write_text(json.dumps(_null_if_not_finite(record), indent=2, allow_nan=False))
     return result
+
+
+def _out_of_time(tc: TrainConfig, state: LoopState) -> bool:
+    return tc.time_limit_s > 0 and state.wall_s >= tc.time_limit_s
 
 
 def _null_if_not_finite(obj: Any) -> Any:
