@@ -180,6 +180,10 @@ def test_a_user_error_inside_lamorel_is_repeated_last_with_its_exit_code(tmp_pat
     assert code == 2 and lines[-1].startswith("lamorel-launch: config error: /run/checkpoint.pt"), lines
     assert not (tmp_path / launch.USER_ERROR_MARKER).exists()  # consumed: a later run does not see it
     assert launch.run_launcher([sys.executable, "-c", "raise SystemExit(1)"], tmp_path) == 1
+    # Under `sac-glam train` (the same command) the lines it prints name that command.
+    cmd = [sys.executable, "-c", FAILED_LAUNCHER, str(tmp_path)]
+    assert launch.run_launcher(cmd, tmp_path, poll_s=0.05, prog="sac-glam train") == 2
+    assert capfd.readouterr().err.strip().splitlines()[-1].startswith("sac-glam train: config error: ")
 
 
 def test_lamorel_model_that_does_not_resolve_fails_before_any_process(tmp_path, capsys, monkeypatch):

@@ -132,6 +132,8 @@ def test_resume_is_announced_with_what_differs(capsys, tmp_path):
         f"lamorel-launch: {run} holds a run: resuming it, with train.total_steps: 2048 -> 20000 "
         "(to start a new run, choose another train.run_dir)"
     )
+    launch.announce_resume(longer, "sac-glam train")  # the same command under its other name
+    assert capsys.readouterr().out.startswith(f"sac-glam train: {run} holds a run: resuming it")
     launch.announce_resume(
         dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, run_dir=str(tmp_path)))
     )

@@ -159,7 +159,12 @@ def _ignore_preempt_signals() -> None:
 
 
 def run_launcher(
-    cmd: Sequence[str], run_dir: str | Path, poll_s: float = 0.2, n_rl: int = 1, machine_rank: int = 0
+    cmd: Sequence[str],
+    run_dir: str | Path,
+    poll_s: float = 0.2,
+    n_rl: int = 1,
+    machine_rank: int = 0,
+    prog: str = "lamorel-launch",
 ) -> int:
     """Run Lamorel's launcher ``cmd`` in its own session and wait; return :func:`launcher_exit_code`,
     or the code of a failed process (a user error's, or :func:`sac_glam.cli.lamorel_watch.describe`'s).
@@ -168,7 +173,8 @@ def run_launcher(
     handles them; until then they are kept); a first SIGINT (Ctrl-C) is forwarded there as SIGTERM, so
     that it keeps the work too, a second one goes to the launcher (accelerate then stops every process).
     ``n_rl`` (the RL processes; the other ranks are LLM servers) names the ranks in a failure's line;
-    ``machine_rank`` is this node's (``lamorel_args.accelerate_args.machine_rank``).
+    ``machine_rank`` is this node's (``lamorel_args.accelerate_args.machine_rank``); ``prog`` starts
+    the lines it prints (``sac-glam train`` is the same command).
     """
     from sac_glam.cli.lamorel_watch import FAILURES_ENV, describe, failures_file, take_failures
 
@@ -197,11 +203,11 @@ def run_launcher(
             while received:
                 sig = received.pop(0)
                 if sig == signal.SIGINT and interrupted:
-                    print("lamorel-launch: SIGINT again: stopping Lamorel's launcher", flush=True)
+                    print(f"{prog}: SIGINT again: stopping Lamorel's launcher", flush=True)
                     proc.send_signal(signal.SIGINT)
                 elif sig == signal.SIGINT:
                     interrupted = True
-                    print("lamorel-launch: SIGINT: RL rank 0 saves a checkpoint and stops (Ctrl-C again stops "
+                    print(f"{prog}: SIGINT: RL rank 0 saves a checkpoint and stops (Ctrl-C again stops "
                           "Lamorel at once, without it)", flush=True)  # fmt: skip
                     pending.append(signal.SIGTERM)
                 else:
@@ -209,7 +215,7 @@ def run_launcher(
             pid = rl_rank0_pid(run_dir) if pending else None
             if pid is not None:
                 for sig in pending:
-                    print(f"lamorel-launch: {signal.Signals(sig).name}: forwarded to RL rank 0 (pid {pid}), "
+                    print(f"{prog}: {signal.Signals(sig).name}: forwarded to RL rank 0 (pid {pid}), "
                           f"which checkpoints and stops", flush=True)  # fmt: skip
                     with contextlib.suppress(ProcessLookupError):  # rank 0 already gone
                         os.kill(pid, sig)
@@ -226,16 +232,16 @@ def run_launcher(
     code = launcher_exit_code(returncode, run_dir)
     records = take_failures(run_dir, machine_rank)  # consumed in every case (a preemption writes one too)
     if code == EXIT_PREEMPTED:
-        print(f"lamorel-launch: RL rank 0 saved a checkpoint and stopped: exit {code} "
+        print(f"{prog}: RL rank 0 saved a checkpoint and stopped: exit {code} "
               f"(Lamorel's launcher exited with {returncode}); run the same command to resume", flush=True)  # fmt: skip
         return code
     failure = take_user_error(run_dir)
     if failure is not None:  # accelerate reported a failed worker above; this is why it failed
         message, code = failure
-        print(f"lamorel-launch: {_error_kind(code)}: {message}", file=sys.stderr, flush=True)
+        print(f"{prog}: {_error_kind(code)}: {message}", file=sys.stderr, flush=True)
     elif records is not None and code != 0:  # a process died or crashed: which one, and how to resume
         message, code = describe(records, n_rl, run_dir)
-        print(f"lamorel-launch: {message}", file=sys.stderr, flush=True)
+        print(f"{prog}: {message}", file=sys.stderr, flush=True)
     return code
 
 
@@ -322,7 +328,9 @@ def launch_lamorel(cfg: Config, args: argparse.Namespace) -> int:
     for stale in (run_dir / PREEMPTED_MARKER, run_dir / RL_PID_FILE, run_dir / USER_ERROR_MARKER, mine):
         stale.unlink(missing_ok=True)  # left by a run killed outright
     print("starting Lamorel:", " ".join(cmd), flush=True)
-    return run_launcher(cmd, run_dir, n_rl=process_layout(cfg)[0], machine_rank=machine_rank)
+    return run_launcher(
+        cmd, run_dir, n_rl=process_layout(cfg)[0], machine_rank=machine_rank, prog=_prog(args)
+    )
 
 
 def parser(prog: str = "lamorel-launch") -> argparse.ArgumentParser:
@@ -362,6 +370,7 @@ def parser(prog: str = "lamorel-launch") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None, prog: str = "lamorel-launch") -> int:
     args = parser(prog).parse_intermixed_args(argv)  # overrides before and after the options
+    args.prog = prog
     run_dir: Path | None = None
     try:
         if args.list:
@@ -412,7 +421,12 @@ def main(argv: list[str] | None = None, prog: str = "lamorel-launch") -> int:
         return code
 
 
-def announce_resume(cfg: Config) -> None:
+def _prog(args: argparse.Namespace) -> str:
+    """The command's name in the lines it prints (:func:`main` sets it; ``sac-glam train`` is one)."""
+    return str(getattr(args, "prog", "lamorel-launch"))
+
+
+def announce_resume(cfg: Config, prog: str = "lamorel-launch") -> None:
     """A run directory with a checkpoint is resumed: say so before the model loads, with the keys that
     differ from its ``config.yaml`` (a longer ``train.total_steps`` extends it; other keys are refused
     by the training loop unless ``train.allow_config_change=true``)."""
@@ -429,7 +443,7 @@ def announce_resume(cfg: Config) -> None:
         else {}
     )
     changed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-    print(f"lamorel-launch: {run_dir} holds a run: resuming it" + (f", with {changed}" if changed else "")
+    print(f"{prog}: {run_dir} holds a run: resuming it" + (f", with {changed}" if changed else "")
           + " (to start a new run, choose another train.run_dir)", flush=True)  # fmt: skip
 
 
@@ -438,10 +452,18 @@ def run_one(cfg: Config, args: argparse.Namespace) -> int:
     if cfg.train.backend == "lamorel":
         check_lamorel_setup(cfg)  # e.g. Lamorel not installed: refused before any directory is made
     check_run_dir(Path(cfg.train.run_dir))
-    announce_resume(cfg)
+    announce_resume(cfg, _prog(args))
     if cfg.train.backend == "lamorel":
         return launch_lamorel(cfg, args)
     return train_here(cfg)
+
+
+def _time_limit(cfg: Config) -> str:
+    return (
+        f" or {cfg.train.time_limit_s:g} s of clock (train.time_limit_s)"
+        if cfg.train.time_limit_s > 0
+        else ""
+    )
 
 
 def train_here(cfg: Config) -> int:
@@ -449,7 +471,7 @@ def train_here(cfg: Config) -> int:
     from sac_glam.run.train import run_dir_of, train
 
     print(f"config {cfg.name}: {cfg.train.algo} on {cfg.model.name}, {cfg.env.n_envs} envs x N={cfg.env.n_objects} objects, "
-          f"{cfg.train.total_steps} steps -> {run_dir_of(cfg)}", flush=True)  # fmt: skip
+          f"{cfg.train.total_steps} steps{_time_limit(cfg)} -> {run_dir_of(cfg)}", flush=True)  # fmt: skip
     result = train(cfg)
     print(f"done: {result.steps} steps in {result.run_dir}")
     if math.isnan(result.success_rate):  # no training episode ended (a run shorter than max_steps)
