@@ -50,3 +50,22 @@ def test_bench_train_alternate_refuses_a_variant_that_is_not_an_override(capsys)
     with pytest.raises(SystemExit):
         bench_train.main(["--alternate", "-", "parallel"])
     assert "--alternate 'parallel' is not key=value or -" in capsys.readouterr().err
+
+
+def test_steady_state_starts_at_the_first_gradient_step():
+    """SAC's warm-up (episodes still filling the buffer: acting only) is left out of the rate: 300
+    transitions in 3 s of warm-up, then 700 in 14 s of learning: 50/s, against 1,000 / 17 s overall."""
+    records = [
+        {"step": 100, "time/wall_s": 1.0, "time/act_s": 1.0, "time/update_s": 0.0, "train/grad_steps": 0},
+        {"step": 300, "time/wall_s": 3.0, "time/act_s": 3.0, "time/update_s": 0.0, "train/grad_steps": 0},
+        {"step": 600, "time/wall_s": 9.0, "time/act_s": 4.0, "time/update_s": 5.0, "train/grad_steps": 4},
+        {"step": 1000, "time/wall_s": 17.0, "time/act_s": 5.0, "time/update_s": 12.0, "train/grad_steps": 8},
+    ]
+    row = bench_train.steady_state(records)
+    assert row["steps_per_s"] == pytest.approx(700 / 14) and row["warmup_steps"] == 300
+    assert row["steps_per_s_overall"] == pytest.approx(1000 / 17)
+    assert row["update"] == pytest.approx(12 / 14) and row["act"] == pytest.approx(2 / 14)
+    whole = bench_train.steady_state(records, from_first_update=False)  # PPO: whole cycles
+    assert whole["steps_per_s"] == pytest.approx(1000 / 17) and whole["warmup_steps"] == 0
+    with pytest.raises(ValueError, match="no gradient step in 300 transitions"):
+        bench_train.steady_state(records[:2])

@@ -172,14 +172,20 @@ def test_pretrain_command_refuses_a_config_without_pretraining(capsys):
     assert main(["model.tiny.pretrain_steps=-1"]) == 2
 
 
-def test_the_sac_learning_tests_pretrained_weights_ship_with_the_package():
-    """The CI learning test must not spend minutes pretraining: its config's weights are in the package,
-    under the name its config hashes to, and they are pretrained (the objectives' loss far below a
-    random model's), not a random or stale file."""
+def _learning_test_model():
     from sac_glam.benchmarks.learning import LEARNING_TESTS, overrides_of
 
     config, _ = LEARNING_TESTS["sac_her"]
-    cfg = load_config(config, overrides_of("sac_her", 0, 1, "unused", [])).model
+    return load_config(config, overrides_of("sac_her", 0, 1, "unused", [])).model
+
+
+@pytest.mark.parametrize("preset", ["learning test", "sac_glam_her_full_cpu"])
+def test_the_presets_pretrained_weights_ship_with_the_package(preset):
+    """The CI learning test must not spend minutes pretraining, nor a full-environment run (whose preset
+    has its own model, n_heads 2): each config's weights are in the package, under the name its config
+    hashes to, and they are pretrained (the objectives' loss far below a random model's), not a random
+    or stale file."""
+    cfg = _learning_test_model() if preset == "learning test" else load_config(preset).model
     assert cfg.tiny.pretrain_steps > 0
     tok = build_word_tokenizer(vocabulary())
     shipped = models.SHIPPED_PRETRAINED / models.pretrained_cache_path(cfg.name, cfg.tiny, tok).name

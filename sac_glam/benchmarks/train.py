@@ -1,9 +1,12 @@
 """``sac-glam bench train``: transitions per second of the CPU presets and where the time goes.
 
-Runs each preset for ``--steps`` transitions (no evaluation, no checkpoint, updates from the first
-batch on so that the number describes the steady state) and prints transitions/s with the split of
-wall time between acting (LLM scoring + sampling), environment stepping, storing transitions, and
-updating (sampling batches + gradient steps). ``--env full`` runs the full environment's presets
+Runs each preset for ``--steps`` transitions (no evaluation, no checkpoint, updates as soon as the
+buffer holds one batch) and prints the steady state's transitions/s, from the first gradient step to
+the end, with the split of that wall time between acting (LLM scoring + sampling), environment
+stepping, storing transitions, and updating (sampling batches + gradient steps). SAC's buffer receives
+an episode when it ends, so the first ``max_steps x n_envs`` transitions (320 at N = 3, 480 on the full
+environment) are collected without any update: a run's overall rate would count them at acting
+speed (1,024 steps on the full environment were half warm-up). Give it a few thousand steps. ``--env full`` runs the full environment's presets
 (``*_full_cpu``: N = 6, sequential goals, 15 steps) instead of the N = 3 CPU default's.
 
 ``--alternate`` compares variants in one run, old and new in turn: each round runs every preset once
@@ -11,7 +14,7 @@ per variant (a key=value override, ``-`` for none), and the table gives each var
 transitions/s over the rounds and its ratio to the first variant's. Example, the two lanes of
 ``train.parallel_llms`` against both LLMs on 2 threads one after the other::
 
-    sac-glam bench train --env full --presets sac_her --steps 1024 --rounds 3 \
+    sac-glam bench train --env full --presets sac_her --steps 4096 --rounds 3 \
         --alternate train.parallel_llms=false train.parallel_llms=true
 """
 
@@ -38,18 +41,40 @@ def bench(preset: str, steps: int, threads: int, extra: list[str], env: str = "n
     with tempfile.TemporaryDirectory() as tmp:
         overrides = [f"train.total_steps={steps}", "train.eval_every=0", "train.eval_splits=[]",
                      "train.progress=false", "train.tensorboard=false", "train.checkpoint_every=0",
-                     f"train.threads={threads}", f"train.run_dir={tmp}", f"train.log_every={steps}"]  # fmt: skip
+                     f"train.threads={threads}", f"train.run_dir={tmp}"]  # fmt: skip
         cfg = load_config((FULL_PRESETS if env == "full" else PRESETS)[preset], overrides + extra)
+        cfg.train.log_every = cfg.env.n_envs  # one record per loop iteration: where updates start
         if cfg.train.algo == "sac":
             cfg.sac.learning_starts = cfg.sac.batch_size
         train(cfg)
-        last = [r for r in read_metrics(Path(tmp) / "metrics.jsonl") if "time/wall_s" in r][-1]
-    wall = last["time/wall_s"] - last.get("time/eval_s", 0.0)
+        records = [r for r in read_metrics(Path(tmp) / "metrics.jsonl") if "time/wall_s" in r]
+    return steady_state(records, from_first_update=cfg.train.algo == "sac")
+
+
+def steady_state(records: list[dict[str, float]], from_first_update: bool = True) -> dict[str, float]:
+    """Transitions/s and the time shares from the last record before the first gradient step to the
+    last record (SAC: the warm-up before it is acting only), or over the whole run (PPO, whose every
+    rollout is acting, then its update: ``--steps`` a multiple of ``ppo.n_steps`` is whole cycles);
+    ``steps_per_s_overall`` is the whole run's in both cases."""
+    last = records[-1]
+    learning = [i for i, r in enumerate(records) if r.get("train/grad_steps", 0) > 0]
+    if not learning:
+        raise ValueError(f"no gradient step in {last['step']:.0f} transitions: give --steps more")
+    start = learning[0] - 1 if from_first_update else -1
+    first: dict[str, float] = records[start] if start >= 0 else {}
+    keys = ("wall", "act", "env", "learn", "update", "eval")
+
+    def delta(key: str) -> float:
+        return float(last.get(f"time/{key}_s", 0.0) - first.get(f"time/{key}_s", 0.0))
+
+    wall = delta("wall") - delta("eval")
     return {
         "steps": last["step"],
-        "steps_per_s": last["step"] / wall,
-        **{k: last[f"time/{k}_s"] / wall for k in ("act", "env", "learn", "update")},
+        "steps_per_s": (last["step"] - first.get("step", 0.0)) / wall,
+        "steps_per_s_overall": last["step"] / (last["time/wall_s"] - last.get("time/eval_s", 0.0)),
+        **{k: delta(k) / wall for k in keys[1:5]},
         "grad_steps": last["train/grad_steps"],
+        "warmup_steps": first.get("step", 0.0),
     }
 
 
