@@ -228,9 +228,10 @@ def budget(spec: RunSpec) -> int:
     return load_config(spec.config, [*spec.overrides, f"train.seed={spec.seed}"]).train.total_steps
 
 
-def time_limit(spec: RunSpec) -> float:
-    """``train.time_limit_s`` of a run (0: none), from its composed config."""
-    return load_config(spec.config, [*spec.overrides, f"train.seed={spec.seed}"]).train.time_limit_s
+def budgets(spec: RunSpec) -> tuple[int, float]:
+    """``train.total_steps`` and ``train.time_limit_s`` (0: none) of a run: :func:`run_status`'s."""
+    train = load_config(spec.config, [*spec.overrides, f"train.seed={spec.seed}"]).train
+    return train.total_steps, train.time_limit_s
 
 
 def run_status(run_dir: str | Path, total_steps: int, time_limit_s: float = 0.0) -> Status:
@@ -343,7 +344,7 @@ def run_local(
     n = len(specs)
     todo: list[tuple[str, Status, RunSpec]] = []
     for i, spec in enumerate(specs, 1):
-        status = run_status(spec.run_dir, budget(spec), time_limit(spec))
+        status = run_status(spec.run_dir, *budgets(spec))
         head = f"[{i}/{n}] {spec.label} seed {spec.seed} ({spec.config}) -> {spec.run_dir}"
         if status == "done":
             print(f"{head}: done, skipped", flush=True)
@@ -444,7 +445,7 @@ def submit_slurm(specs: Sequence[RunSpec], *, template: str | Path, sbatch_args:
     """Submit one job array per label with the unfinished seeds; returns the job ids (dry run: none)."""
     groups: dict[str, list[RunSpec]] = {}
     for spec in specs:
-        status = run_status(spec.run_dir, budget(spec), time_limit(spec))
+        status = run_status(spec.run_dir, *budgets(spec))
         head = f"{spec.label} seed {spec.seed} ({spec.config}) -> {spec.run_dir}"
         if status == "done":
             print(f"{head}: done, skipped", flush=True)
