@@ -4,7 +4,7 @@
 # checkpoint. SIGTERM (or Ctrl-C) checkpoints the running runs first.
 #
 #   bash scripts/full_env.sh her [SEEDS...]     # item 1: fig2-full's SAC-GLAM+HER, one run at a time on 2
-#                                               # threads (the preset's two lanes), 120K steps (~90 min)
+#                                               # threads (the preset's two lanes), 120K steps (~2 h)
 #   bash scripts/full_env.sh others [SEEDS...]  # item 5: fig2-full's SAC-GLAM and PPO-GLAM, two at a time
 #   bash scripts/full_env.sh race [SEEDS...]    # item 3: race-full, a seed's SAC-GLAM+HER and PPO-GLAM side
 #                                               # by side at one thread each, 2 h of clock each
