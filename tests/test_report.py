@@ -457,7 +457,8 @@ def test_report_shows_held_out_goals_falling_after_their_peak_per_goal_type(tmp_
 
 
 def _table_rows(md: str, caption: str) -> list[list[str]]:
-    """The body rows of the table under the paragraph that starts with ``caption``."""
+    """The body rows of the table under the paragraph that starts with ``caption`` (``_tables`` keys rows
+    by label, and this table has one row per label and split)."""
     lines = md.splitlines()
     start = (
         next(i for i, line in enumerate(lines) if line.startswith(caption)) + 4

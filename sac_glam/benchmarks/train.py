@@ -62,7 +62,6 @@ def steady_state(records: list[dict[str, float]], from_first_update: bool = True
         raise ValueError(f"no gradient step in {last['step']:.0f} transitions: give --steps more")
     start = learning[0] - 1 if from_first_update else -1
     first: dict[str, float] = records[start] if start >= 0 else {}
-    keys = ("wall", "act", "env", "learn", "update", "eval")
 
     def delta(key: str) -> float:
         return float(last.get(f"time/{key}_s", 0.0) - first.get(f"time/{key}_s", 0.0))
@@ -72,7 +71,7 @@ def steady_state(records: list[dict[str, float]], from_first_update: bool = True
         "steps": last["step"],
         "steps_per_s": (last["step"] - first.get("step", 0.0)) / wall,
         "steps_per_s_overall": last["step"] / (last["time/wall_s"] - last.get("time/eval_s", 0.0)),
-        **{k: delta(k) / wall for k in keys[1:5]},
+        **{k: delta(k) / wall for k in ("act", "env", "learn", "update")},
         "grad_steps": last["train/grad_steps"],
         "warmup_steps": first.get("step", 0.0),
     }
