@@ -466,3 +466,17 @@ def test_a_ctrl_c_to_the_runner_checkpoints_its_runs_and_starts_no_more(
     assert experiments.run_local([_spec(tmp_path, s) for s in range(4)], jobs=2) == experiments.EXIT_PREEMPTED
     assert len(children) == 2 and all(c.signals == [signal.SIGTERM] for c in children)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the runner
+
+
+def test_ablations_seed_steps_name_labels_of_their_study() -> None:
+    """scripts/ablations.sh's {study}-seeds steps run `--only` the arms of its CLOSE table: each named
+    label must be one of the study's, or that step would stop the campaign when it is reached."""
+    import re
+
+    text = (Path(__file__).parents[1] / "scripts" / "ablations.sh").read_text()
+    table = dict(re.findall(r'^\s+\[(fig\d+)\]="([^"]+)"', text, flags=re.M))
+    assert set(table) == {"fig5", "fig6", "fig8", "fig9"}
+    defs = experiments.load_experiments()
+    for study, labels in table.items():
+        known = {run.label for run in defs[study].runs}
+        assert set(labels.split()) <= known, (study, set(labels.split()) - known)
