@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sac_glam.cli import experiments
-from sac_glam.cli.experiments import RunSpec, merge_overrides, plan, run_status, sbatch_command
+from sac_glam.cli import experiment_plan, experiment_runs, experiments
+from sac_glam.cli.experiment_plan import RunSpec, merge_overrides, plan, run_status
+from sac_glam.cli.experiment_runs import sbatch_command
 from sac_glam.envs.goals import vocabulary
 from sac_glam.llm.models import SHIPPED_PRETRAINED, TINY_PRESETS, pretrained_cache_path
 from sac_glam.llm.tokenizer import build_word_tokenizer
@@ -61,13 +62,13 @@ def _fake_popen(monkeypatch: pytest.MonkeyPatch, code: int = 0, busy_polls: int 
     def popen(cmd: list[str], **kwargs: object) -> _FakeChild:
         return _FakeChild(children, cmd, kwargs.get("stdout"))
 
-    monkeypatch.setattr(experiments.subprocess, "Popen", popen)
-    monkeypatch.setattr(experiments, "POLL_S", 0.0)
+    monkeypatch.setattr(experiment_runs.subprocess, "Popen", popen)
+    monkeypatch.setattr(experiment_runs, "POLL_S", 0.0)
     return children
 
 
 def test_every_paper_study_is_defined() -> None:
-    assert set(experiments.load_experiments()) >= set(EXPECTED)
+    assert set(experiment_plan.load_experiments()) >= set(EXPECTED)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -142,7 +143,7 @@ def test_seeds_and_command_line_overrides_win(tmp_path: Path) -> None:
     assert {s.seed for s in specs} == {7}
     for s in specs:
         assert "train.total_steps=64" in s.overrides and "train.total_steps=10000" not in s.overrides
-        assert experiments.budget(s) == 64
+        assert experiment_plan.budget(s) == 64
 
 
 def test_merge_overrides_keeps_the_last_value_of_each_key() -> None:
@@ -197,7 +198,7 @@ def test_run_local_skips_done_and_launches_the_rest(
     todo.run_dir.mkdir(parents=True)
     (todo.run_dir / "checkpoint.pt").write_bytes(b"")
     children = _fake_popen(monkeypatch)
-    assert experiments.run_local([done, todo]) == 0
+    assert experiment_runs.run_local([done, todo]) == 0
     out = capsys.readouterr().out
     assert "seed 0" in out and "done, skipped" in out and "seed 1" in out and "resuming" in out
     assert len(children.started) == 1
@@ -215,14 +216,16 @@ def test_run_local_skips_done_and_launches_the_rest(
 def test_run_local_stops_with_75_when_a_run_is_preempted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _fake_popen(monkeypatch, code=experiments.EXIT_PREEMPTED)
-    assert experiments.run_local([_spec(tmp_path, 0), _spec(tmp_path, 1)]) == experiments.EXIT_PREEMPTED
+    _fake_popen(monkeypatch, code=experiment_runs.EXIT_PREEMPTED)
+    assert (
+        experiment_runs.run_local([_spec(tmp_path, 0), _spec(tmp_path, 1)]) == experiment_runs.EXIT_PREEMPTED
+    )
 
 
 def test_exit_code_matches_the_training_loop() -> None:
     from sac_glam.run.train import EXIT_PREEMPTED
 
-    assert experiments.EXIT_PREEMPTED == EXIT_PREEMPTED
+    assert experiment_runs.EXIT_PREEMPTED == EXIT_PREEMPTED
 
 
 def test_sbatch_command_is_one_array_per_label(tmp_path: Path) -> None:
@@ -249,8 +252,8 @@ def test_submit_slurm_dry_run_skips_finished_seeds(
     specs = plan("fig8", cpu=True, results_dir=tmp_path)
     first = specs[0]
     first.run_dir.mkdir(parents=True)
-    (first.run_dir / "result.json").write_text(json.dumps({"steps": experiments.budget(first)}))
-    assert experiments.submit_slurm(specs, template="slurm/cpu.sbatch", dry_run=True) == []
+    (first.run_dir / "result.json").write_text(json.dumps({"steps": experiment_plan.budget(first)}))
+    assert experiment_runs.submit_slurm(specs, template="slurm/cpu.sbatch", dry_run=True) == []
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("sbatch")]
     assert len(lines) == 3
     assert "--array=1,2 " in lines[0] and "--array=0,1,2 " in lines[1]
@@ -279,7 +282,7 @@ def test_cli_dry_run_and_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert out.count("would start") == 5 and "train.threads=1" in out and "train.seed=0" in out
     assert not (tmp_path / "fig5-cpu").exists()  # dry run writes nothing
     specs = plan("fig5", cpu=True, results_dir=tmp_path)
-    path = experiments.write_manifest(specs, experiments.load_experiments()["fig5"])
+    path = experiment_plan.write_manifest(specs, experiment_plan.load_experiments()["fig5"])
     manifest = json.loads(path.read_text())
     assert list(manifest["runs"]) == EXPECTED["fig5"][0]
     assert len(manifest["panels"]) == 2 and manifest["runs"]["obs.shared"]["seeds"] == [0, 1, 2]
@@ -302,11 +305,11 @@ def test_cli_only_takes_labels_and_leaves_overrides_after_it(
 
 def test_manifest_keeps_labels_and_seeds_of_earlier_invocations(tmp_path: Path) -> None:
     """Two runners with --only (one label each, different seeds) leave one manifest listing both."""
-    exp = experiments.load_experiments()["fig2"]
+    exp = experiment_plan.load_experiments()["fig2"]
     specs = plan("fig2", cpu=True, results_dir=tmp_path)
-    experiments.write_manifest([s for s in specs if s.label == "PPO-GLAM" and s.seed == 1], exp)
-    experiments.write_manifest([s for s in specs if s.label == "SAC-GLAM" and s.seed == 0], exp)
-    path = experiments.write_manifest([s for s in specs if s.label == "PPO-GLAM" and s.seed == 2], exp)
+    experiment_plan.write_manifest([s for s in specs if s.label == "PPO-GLAM" and s.seed == 1], exp)
+    experiment_plan.write_manifest([s for s in specs if s.label == "SAC-GLAM" and s.seed == 0], exp)
+    path = experiment_plan.write_manifest([s for s in specs if s.label == "PPO-GLAM" and s.seed == 2], exp)
     runs = json.loads(path.read_text())["runs"]
     assert list(runs) == ["SAC-GLAM", "PPO-GLAM"]  # the experiment's order, not the invocations'
     assert runs["PPO-GLAM"]["seeds"] == [1, 2] and runs["SAC-GLAM"]["seeds"] == [0]
@@ -316,13 +319,13 @@ def test_bad_definitions_are_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("x:\n  runs:\n    - {label: 'a b', config: sac_glam}\n")
     with pytest.raises(ValueError, match="label"):
-        experiments.load_experiments(bad)
+        experiment_plan.load_experiments(bad)
     bad.write_text("x:\n  runs:\n    - {label: a, config: sac_glam, panels: [nope]}\n")
     with pytest.raises(ValueError, match="panels"):
-        experiments.load_experiments(bad)
+        experiment_plan.load_experiments(bad)
     bad.write_text("x:\n  order: random\n  runs:\n    - {label: a, config: sac_glam}\n")
     with pytest.raises(ValueError, match="order 'random'; allowed: 'label'"):
-        experiments.load_experiments(bad)
+        experiment_plan.load_experiments(bad)
     with pytest.raises(KeyError, match="no experiment"):
         plan("nope")
 
@@ -352,7 +355,7 @@ def test_run_local_with_jobs_runs_that_many_at_once_on_one_thread_each(
     children = _fake_popen(monkeypatch, busy_polls=2)
     specs = [_spec(tmp_path, s) for s in range(3)]
     threaded = RunSpec("fig2-cpu", "X", "sac_glam_cpu", ("train.threads=2",), 9, tmp_path / "x" / "seed9")
-    assert experiments.run_local([*specs, threaded], jobs=2) == 0
+    assert experiment_runs.run_local([*specs, threaded], jobs=2) == 0
     assert children.peak == 2 and len(children.started) == 4
     for child in children.started[:3]:
         assert child.cmd[-1] == "train.threads=1" and getattr(child.stdout, "name", "").endswith("launch.log")
@@ -364,7 +367,7 @@ def test_run_local_with_jobs_stops_the_queue_after_a_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     children = _fake_popen(monkeypatch, code=3)
-    assert experiments.run_local([_spec(tmp_path, s) for s in range(4)], jobs=2) == 3
+    assert experiment_runs.run_local([_spec(tmp_path, s) for s in range(4)], jobs=2) == 3
     assert len(children.started) == 2  # the two started together; none after the failure
 
 
@@ -441,7 +444,7 @@ def test_a_ctrl_c_to_the_runner_checkpoints_its_runs_and_starts_no_more(
     import os
     import signal
 
-    monkeypatch.setattr(experiments, "POLL_S", 0.0)
+    monkeypatch.setattr(experiment_runs, "POLL_S", 0.0)
     children: list[Child] = []
     interrupted: list[bool] = []
 
@@ -457,13 +460,16 @@ def test_a_ctrl_c_to_the_runner_checkpoints_its_runs_and_starts_no_more(
             if len(children) == 2 and not interrupted:
                 interrupted.append(True)
                 os.kill(os.getpid(), signal.SIGINT)
-            return experiments.EXIT_PREEMPTED if self.signals else None
+            return experiment_runs.EXIT_PREEMPTED if self.signals else None
 
         def wait(self) -> int:
-            return experiments.EXIT_PREEMPTED
+            return experiment_runs.EXIT_PREEMPTED
 
-    monkeypatch.setattr(experiments.subprocess, "Popen", Child)
-    assert experiments.run_local([_spec(tmp_path, s) for s in range(4)], jobs=2) == experiments.EXIT_PREEMPTED
+    monkeypatch.setattr(experiment_runs.subprocess, "Popen", Child)
+    assert (
+        experiment_runs.run_local([_spec(tmp_path, s) for s in range(4)], jobs=2)
+        == experiment_runs.EXIT_PREEMPTED
+    )
     assert len(children) == 2 and all(c.signals == [signal.SIGTERM] for c in children)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the runner
 
@@ -476,7 +482,7 @@ def test_ablations_seed_steps_name_labels_of_their_study() -> None:
     text = (Path(__file__).parents[1] / "scripts" / "ablations.sh").read_text()
     table = dict(re.findall(r'^\s+\[(fig\d+)\]="([^"]+)"', text, flags=re.M))
     assert set(table) == {"fig5", "fig6", "fig8", "fig9"}
-    defs = experiments.load_experiments()
+    defs = experiment_plan.load_experiments()
     for study, labels in table.items():
         known = {run.label for run in defs[study].runs}
         assert set(labels.split()) <= known, (study, set(labels.split()) - known)

@@ -29,7 +29,7 @@ import pytest
 from lamorel_procs import grad_steps, kill_lingering, pids_with_env, processes_mentioning
 from llm_fixtures import SMALL_TINY_MODEL
 
-from sac_glam.cli import experiments
+from sac_glam.cli import experiment_plan, experiment_runs
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -109,9 +109,9 @@ def test_cpu_template_completes_and_requeues_after_usr1(cluster: None, tmp_path:
             "smoke:\n  title: smoke\n  seeds: [0]\n  runs:\n    - {label: SAC, config: sac_glam_her}\n"
             f"  cpu:\n    seeds: [0]\n    overrides: [{', '.join([*TINY, f'train.total_steps={COMPLETE_STEPS}'])}]\n"
         )
-        specs = experiments.plan("smoke", cpu=True, results_dir=tmp_path / "results", path=exp_file)
+        specs = experiment_plan.plan("smoke", cpu=True, results_dir=tmp_path / "results", path=exp_file)
         [spec_a] = specs
-        [job_a] = experiments.submit_slurm(
+        [job_a] = experiment_runs.submit_slurm(
             specs, template=REPO / "slurm" / "cpu.sbatch", sbatch_args=["--cpus-per-task=1"]
         )
         jobs.append(job_a)
@@ -160,7 +160,7 @@ def test_cpu_template_completes_and_requeues_after_usr1(cluster: None, tmp_path:
         assert list(spec_a.run_dir.glob("slurm-*.out")), (
             "the runner's --output should put the log in the run dir"
         )
-        assert experiments.run_status(spec_a.run_dir, COMPLETE_STEPS) == "done"
+        assert experiment_plan.run_status(spec_a.run_dir, COMPLETE_STEPS) == "done"
 
         # B: requeued once, resumed from its checkpoint, finished the full budget without duplicated steps.
         info_b = job_info(job_b)
