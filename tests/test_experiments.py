@@ -347,6 +347,34 @@ def test_race_full_pairs_each_seeds_methods_on_one_clock(cpu: bool, tmp_path: Pa
     assert plan("race-full", cpu=cpu, seeds=[3, 1])[0].seed == 3  # --seeds keeps its order
 
 
+def test_levers_full_screens_differ_from_the_reference_campaign_by_their_lever_only(tmp_path: Path) -> None:
+    """levers-full's CPU runs are compared with fig2-full's 40K campaign (SAC-GLAM+HER, one thread each,
+    two at a time): each lever run's config must be that reference's, seed for seed, but for the keys of
+    its own overrides, or the screen would measure something else as well."""
+    import dataclasses
+
+    def flat(cfg: object, prefix: str = "") -> dict[str, object]:
+        out: dict[str, object] = {}
+        for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+            v = getattr(cfg, f.name)
+            out.update(flat(v, f"{prefix}{f.name}.") if dataclasses.is_dataclass(v) else {prefix + f.name: v})
+        return out
+
+    ref = {s.seed: s for s in plan("fig2-full", cpu=True, results_dir=tmp_path) if s.label == "SAC-GLAM+HER"}
+    specs = plan("levers-full", cpu=True, results_dir=tmp_path)
+    assert specs and {s.seed for s in specs} == {0, 1}
+    for spec in specs:
+        lever = load_config(spec.config, [*spec.overrides, f"train.seed={spec.seed}"])
+        base = load_config(ref[spec.seed].config, [*ref[spec.seed].overrides, f"train.seed={spec.seed}",
+                                                   "train.total_steps=40000", "train.threads=1"])  # fmt: skip
+        a, b = flat(lever), flat(base)
+        differ = {k for k in a if a[k] != b[k]}
+        own = {o.split("=", 1)[0] for o in dict.fromkeys(spec.overrides)} - {"train.total_steps", "train.eval_every",
+                                                                             "train.threads"}  # fmt: skip
+        assert own and differ == own, (spec.label, differ, own)
+        assert lever.train.total_steps == 40_000 and lever.train.threads == 1
+
+
 def test_run_local_with_jobs_runs_that_many_at_once_on_one_thread_each(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

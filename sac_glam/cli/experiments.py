@@ -38,7 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sac-glam experiment", description=plain(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument(
-        "name", nargs="?", help="experiment name (fig2, fig2-full, fig5, fig6, fig8, fig9); --list shows them"
+        "name",
+        nargs="?",
+        help="experiment name (fig2, fig2-full, race-full, fig5, ...); --list shows them all",
     )
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every run (last wins)")
     parser.add_argument(
@@ -86,10 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sac-glam experiment: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     if args.list or not args.name:
+        width = max(map(len, experiments))
         for name, exp in experiments.items():
-            print(
-                f"{name:8s} {exp.title}  [{len(exp.runs)} runs x {len(exp.seeds)} seeds; cpu: {len(exp.cpu_seeds)} seeds]"
-            )
+            print(f"{name:{width}s}  {exp.title}  [{len(exp.runs)} runs x {len(exp.seeds)} seeds; "
+                  f"cpu: {len(exp.cpu_seeds)} seeds]")  # fmt: skip
         return 0
     overrides = [*args.overrides, *extra]
     seeds: list[int] | None = None
