@@ -351,14 +351,7 @@ def test_levers_full_screens_differ_from_the_reference_campaign_by_their_lever_o
     """levers-full's CPU runs are compared with fig2-full's 40K campaign (SAC-GLAM+HER, one thread each,
     two at a time): each lever run's config must be that reference's, seed for seed, but for the keys of
     its own overrides, or the screen would measure something else as well."""
-    import dataclasses
-
-    def flat(cfg: object, prefix: str = "") -> dict[str, object]:
-        out: dict[str, object] = {}
-        for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
-            v = getattr(cfg, f.name)
-            out.update(flat(v, f"{prefix}{f.name}.") if dataclasses.is_dataclass(v) else {prefix + f.name: v})
-        return out
+    from sac_glam.config import flatten, to_dict
 
     ref = {s.seed: s for s in plan("fig2-full", cpu=True, results_dir=tmp_path) if s.label == "SAC-GLAM+HER"}
     specs = plan("levers-full", cpu=True, results_dir=tmp_path)
@@ -367,7 +360,7 @@ def test_levers_full_screens_differ_from_the_reference_campaign_by_their_lever_o
         lever = load_config(spec.config, [*spec.overrides, f"train.seed={spec.seed}"])
         base = load_config(ref[spec.seed].config, [*ref[spec.seed].overrides, f"train.seed={spec.seed}",
                                                    "train.total_steps=40000", "train.threads=1"])  # fmt: skip
-        a, b = flat(lever), flat(base)
+        a, b = flatten(to_dict(lever)), flatten(to_dict(base))
         differ = {k for k in a if a[k] != b[k]}
         own = {o.split("=", 1)[0] for o in dict.fromkeys(spec.overrides)} - {"train.total_steps", "train.eval_every",
                                                                              "train.threads"}  # fmt: skip
